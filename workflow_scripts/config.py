@@ -1,0 +1,110 @@
+"""Load and validate the workflow config with the same JSON Schema Snakemake uses."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
+
+
+def _validator():
+    import jsonschema
+    from jsonschema import validators
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        # Fill defaults first so nested objects with `default: {}` get their own defaults too.
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return validators.extend(base, {"properties": set_defaults})
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
+    """Return a validated copy of `config` with schema defaults filled in.
+
+    Raises InputError naming the offending key path (e.g. `finetune.epochs`).
+    """
+    import jsonschema
+
+    config = copy.deepcopy(config) if config is not None else {}
+    validator = _validator()(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+            lines.append(f"{source}: key '{key}': {err.message}")
+        raise InputError("invalid configuration:\n  " + "\n  ".join(lines))
+    _check_cross_references(config, source)
+    return config
+
+
+def _check_cross_references(config: dict[str, Any], source: str) -> None:
+    """Checks the schema cannot express: names that must refer to other keys."""
+    models = config.get("models", {})
+    for i, name in enumerate(config.get("finetune", {}).get("models", [])):
+        if name not in models:
+            raise InputError(f"{source}: key 'finetune.models.{i}': unknown model {name!r}; "
+                             f"known: {sorted(models)}")
+    pruning = config.get("evaluate", {}).get("pruning", {})
+    for i, name in enumerate(pruning.get("models", [])):
+        if name not in models:
+            raise InputError(f"{source}: key 'evaluate.pruning.models.{i}': unknown model {name!r}; "
+                             f"known: {sorted(models)}")
+    sets = config.get("evaluate", {}).get("sets", {})
+    for i, name in enumerate(pruning.get("sets", [])):
+        if name not in sets:
+            raise InputError(f"{source}: key 'evaluate.pruning.sets.{i}': unknown set {name!r}; "
+                             f"known: {sorted(sets)}")
+    for name, spec in models.items():
+        if spec["source"] in ("checkpoint", "laclip") and not (spec.get("checkpoint") or spec.get("url")):
+            raise InputError(f"{source}: key 'models.{name}': source {spec['source']!r} needs "
+                             "'checkpoint' (a local path) or 'url'")
+        if spec.get("url") and not spec.get("sha256"):
+            raise InputError(f"{source}: key 'models.{name}.sha256': required when 'url' is given")
+        if spec["source"] == "pretrain" and spec.get("captions") == "augmented" \
+                and not config.get("data", {}).get("rewrites"):
+            raise InputError(f"{source}: key 'models.{name}.captions': 'augmented' needs data.rewrites")
+    cs = config.get("misalign", {}).get("cs_values", [])
+    if len(set(format_cs(c) for c in cs)) != len(cs):
+        raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a YAML config, apply shallow top-level overrides, validate and fill defaults."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        raise InputError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: top level must be a mapping")
+    if overrides:
+        config.update(overrides)
+    return validate_config(config, source=str(path))
+
+
+def format_cs(cs: float) -> str:
+    """Canonical text of a Cs value used in paths: 0.1 -> '0.1', 0 -> '0.0', 0.25 -> '0.25'."""
+    text = repr(float(cs))
+    return text
