@@ -52,11 +52,11 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
             lines.append(f"{source}: key '{key}': {err.message}")
         raise InputError("invalid configuration:\n  " + "\n  ".join(lines))
-    _check_cross_references(config, source)
+    check_config(config, source)
     return config
 
 
-def _check_cross_references(config: dict[str, Any], source: str) -> None:
+def check_config(config: dict[str, Any], source: str) -> None:
     """Checks the schema cannot express: names that must refer to other keys."""
     models = config.get("models", {})
     for i, name in enumerate(config.get("finetune", {}).get("models", [])):
@@ -108,3 +108,18 @@ def format_cs(cs: float) -> str:
     """Canonical text of a Cs value used in paths: 0.1 -> '0.1', 0 -> '0.0', 0.25 -> '0.25'."""
     text = repr(float(cs))
     return text
+
+
+def write_effective_config(config: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write the validated config (files + command-line overrides) for the stage CLIs to read.
+
+    Written only when the content changes, atomically, so that concurrent Snakemake processes (cluster
+    job steps re-parse the workflow) never see a partial file and mtimes stay stable.
+    """
+    from .io import write_text
+
+    path = Path(path)
+    text = yaml.safe_dump(config, sort_keys=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        write_text(path, text)
+    return path

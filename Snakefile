@@ -1,0 +1,33 @@
+# Feature purity and caption misalignment in CLIP models: the reference workflow.
+#
+#   snakemake --profile profiles/default            # embedded default, ends with results/report.html via make run
+#   snakemake --profile profiles/slurm              # the same DAG on a SLURM GPU cluster
+#
+# DAG: world -> caption neighbours -> swapped captions per (strategy, Cs) -> training CSVs ->
+#      pretrain/convert models -> feature cache -> projection fine-tunes -> purity / zero-shot /
+#      pruning -> aggregation -> figures -> report.html
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+report: "rules/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/world.smk"
+include: "rules/misalign.smk"
+include: "rules/models.smk"
+include: "rules/finetune.smk"
+include: "rules/evaluate.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_targets(),

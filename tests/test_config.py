@@ -1,0 +1,89 @@
+"""Config validation: defaults filled from the schema, bad keys/values rejected naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from workflow_scripts.config import format_cs, load_config, load_schema, validate_config
+from workflow_scripts.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def default_config(repo):
+    with open(repo / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_shipped_configs_are_valid(repo):
+    for path in [repo / "config.yaml", repo / "tests/config/test.yaml"]:
+        cfg = load_config(path)
+        assert cfg["misalign"]["top_k"] == 10
+    example = repo / "config/real_data.example.yaml"
+    cfg = load_config(example)
+    assert cfg["world"]["enabled"] is False
+    assert cfg["models"]["laclip"]["source"] == "laclip"
+
+
+def test_defaults_are_filled_in_nested_sections():
+    cfg = validate_config({"models": {"m": {"source": "pretrain", "arch": "fp-tiny-vit"}}, "finetune": {"models": ["m"]},
+                           "evaluate": {"pruning": {"models": ["m"]}}})
+    assert cfg["misalign"]["tfidf"]["max_features"] == 5000
+    assert cfg["misalign"]["tfidf"]["ngram_range"] == [1, 2]
+    assert cfg["finetune"]["weight_decay"] == 0.5
+    assert cfg["models"]["m"]["captions"] == "human"
+    assert cfg["models"]["m"]["trust_legacy_pickle"] is False
+
+
+def test_every_schema_property_has_a_description():
+    missing = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            if "properties" in node:
+                for key, sub in node["properties"].items():
+                    if "description" not in sub:
+                        missing.append(f"{path}.{key}")
+                    walk(sub, f"{path}.{key}")
+            if isinstance(node.get("additionalProperties"), dict):
+                walk(node["additionalProperties"], path + ".*")
+
+    walk(load_schema(), "")
+    assert not missing, missing
+
+
+BAD = [
+    (lambda c: c["finetune"].__setitem__("epochs", 0), r"finetune\.epochs"),
+    (lambda c: c["misalign"].__setitem__("cs_values", [0.1, 1.5]), r"misalign\.cs_values\.1"),
+    (lambda c: c["misalign"].__setitem__("strategies", ["similarity", "shuffle"]), r"misalign\.strategies\.1"),
+    (lambda c: c["finetune"].__setitem__("models", ["clip", "vit-huge"]), r"finetune\.models\.1.*vit-huge"),
+    (lambda c: c.__setitem__("finetune_epochs", 3), r"finetune_epochs"),
+    (lambda c: c["models"]["clip"].__setitem__("source", "hub"), r"models\.clip\.source"),
+    (lambda c: c["misalign"]["tfidf"].__setitem__("ngram_range", [1]), r"misalign\.tfidf\.ngram_range"),
+    (lambda c: c["models"]["clip"].update(url="https://example.org/x.pt"), r"models\.clip\.sha256"),
+    (lambda c: c["evaluate"]["templates"].append("no placeholder"), r"evaluate\.templates\.1"),
+    (lambda c: c["misalign"].__setitem__("cs_values", [0.1, 0.10]), r"misalign\.cs_values.*duplicate"),
+]
+
+
+@pytest.mark.parametrize("mutate,pattern", BAD)
+def test_bad_config_names_the_key(default_config, mutate, pattern):
+    cfg = copy.deepcopy(default_config)
+    mutate(cfg)
+    with pytest.raises(InputError, match=pattern):
+        validate_config(cfg, source="config.yaml")
+
+
+def test_missing_and_unparsable_config_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: [unclosed\n")
+    with pytest.raises(InputError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+
+
+def test_format_cs():
+    assert [format_cs(c) for c in (0, 0.1, 0.3, 0.25, 1)] == ["0.0", "0.1", "0.3", "0.25", "1.0"]
