@@ -31,6 +31,14 @@ MODELS = list(config["models"])
 FT_MODELS = list(config["finetune"]["models"])
 SEEDS = [str(s) for s in config["finetune"]["seeds"]]
 EVAL_SETS = list(config["evaluate"]["sets"])
+PRUNING_SETS = config["evaluate"]["pruning"]["sets"] or EVAL_SETS
+PRUNING_MODELS = list(config["evaluate"]["pruning"]["models"])
+# Fine-tune settings that change a fine-tune's result (adding a seed or a model re-runs nothing else).
+FINETUNE_SETTINGS = {
+    k: v
+    for k, v in config["finetune"].items()
+    if k not in ("models", "seeds", "gpus", "processes", "checkpoint_every")
+}
 
 
 wildcard_constraints:

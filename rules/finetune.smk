@@ -1,0 +1,79 @@
+# Stage 2: frozen-tower feature cache and projection-only fine-tunes per (model, strategy, Cs, seed).
+
+
+def feature_cache_input(wildcards):
+    """Cached mode reads the model's feature cache; end2end reads images itself."""
+    if config["finetune"]["mode"] == "cached":
+        return f"results/features/{wildcards.model}/train.npz"
+    return []
+
+
+def nproc(wildcards, resources):
+    """torchrun processes: one per GPU, or finetune.processes CPU (gloo) processes."""
+    return resources.gpu if resources.gpu > 0 else config["finetune"]["processes"]
+
+
+rule extract_features:
+    input:
+        code=code("features", "distributed", "data", "models", "checkpoints"),
+        checkpoint="results/pretrain/{model}/checkpoint.pt",
+        csv=config["data"]["train_csv"],
+        captions=config["data"]["captions"],
+    output:
+        "results/features/{model}/train.npz",
+    log:
+        "logs/extract_features/{model}.log",
+    benchmark:
+        "benchmarks/extract_features/{model}.tsv"
+    params:
+        config=CONFIG,
+        settings={k: config["finetune"][k] for k in ("views", "augment")},
+        nproc=nproc,
+    threads: 2
+    resources:
+        gpu=gpus(),
+        mem_mb=mem_mb(4000),
+        runtime=60,
+    retries: 1
+    shell:
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
+        " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.features"
+        " --config {params.config} --model {wildcards.model} --checkpoint {input.checkpoint}"
+        " --out {output} --gpus {resources.gpu} >> {log} 2>&1"
+
+
+rule finetune:
+    input:
+        code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
+        pretrained="results/pretrain/{model}/checkpoint.pt",
+        csv="results/misalign/{strategy}/Cs{cs}/train.csv",
+        features=feature_cache_input,
+    output:
+        checkpoint=finetune_dir() + "/checkpoint.pt",
+        log=finetune_dir() + "/log.jsonl",
+        projections=finetune_dir() + "/projections.npz",
+    log:
+        "logs/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
+    benchmark:
+        "benchmarks/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.tsv"
+    params:
+        config=CONFIG,
+        settings=FINETUNE_SETTINGS,
+        features=lambda wildcards, input: (
+            f"--features {input.features}" if input.features else ""
+        ),
+        out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        nproc=nproc,
+    threads: 1
+    resources:
+        gpu=gpus(),
+        mem_mb=mem_mb(3000),
+        runtime=120,
+    retries: 1
+    shell:
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
+        " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.finetune"
+        " --config {params.config} --model {wildcards.model} --strategy {wildcards.strategy}"
+        " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
+        " --train-csv {input.csv} {params.features} --out-dir {params.out_dir}"
+        " --gpus {resources.gpu} >> {log} 2>&1"

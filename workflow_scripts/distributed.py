@@ -1,0 +1,124 @@
+"""Process-group setup, device choice and signal handling for jobs launched with torchrun.
+
+One code path for 1 CPU process, N CPU processes (gloo) and N GPUs (NCCL): the launcher's environment
+(RANK, WORLD_SIZE, LOCAL_RANK) decides, the config decides whether a missing GPU is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in the job."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def select_device(device: str = "auto", want_gpu: bool = False, allow_cpu_fallback: bool = True,
+                  local_rank: int = 0) -> torch.device:
+    """Pick the device: CUDA when asked for (or auto and visible).
+
+    A job that asks for a GPU (device 'cuda' or GPU resources) and finds none fails with a clear message
+    unless allow_cpu_fallback (compute.allow_cpu_fallback) says that CPU is acceptable; the fallback is logged.
+    """
+    has_cuda = torch.cuda.is_available()
+    if device == "cpu":
+        return torch.device("cpu")
+    if has_cuda and (device in ("cuda", "auto")):
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    wanted = device == "cuda" or want_gpu
+    if wanted and not allow_cpu_fallback:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>")
+        raise InputError("this job requested a GPU but torch finds none "
+                         f"(CUDA_VISIBLE_DEVICES={visible}); set compute.allow_cpu_fallback: true to run on CPU")
+    if wanted:
+        log.warning("GPU requested but none is usable (CUDA_VISIBLE_DEVICES=%s): falling back to CPU "
+                    "because compute.allow_cpu_fallback is true", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+    return torch.device("cpu")
+
+
+def init(device: str = "auto", want_gpu: bool = False, allow_cpu_fallback: bool = True) -> Dist:
+    """Initialise torch.distributed from torchrun's environment (no-op for a single process)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = select_device(device, want_gpu, allow_cpu_fallback, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend=backend)
+        log.info("rank %d/%d on %s (%s)", rank, world_size, dev, backend)
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    if d.enabled:
+        dist.barrier()
+
+
+def all_reduce_mean_(tensors, d: Dist) -> None:
+    """Average tensors (e.g. gradients) over ranks in place, as DDP does."""
+    if not d.enabled:
+        return
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(d.world_size)
+
+
+def all_gather_with_grad(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Concatenate x from every rank along dim 0; gradients flow back to each rank's slice."""
+    if not d.enabled:
+        return x
+    import torch.distributed.nn
+
+    return torch.cat(torch.distributed.nn.all_gather(x), dim=0)
+
+
+class StopSignal:
+    """Turns SIGTERM/SIGUSR1 (what SLURM sends before preemption or time-out) into a flag.
+
+    The training loop checks `requested` between steps, writes a checkpoint and exits cleanly.
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGUSR1)):
+        self.requested: int | None = None
+        self._previous = {}
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        log.warning("received signal %d: will checkpoint and stop after the current step", signum)
+        self.requested = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

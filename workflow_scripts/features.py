@@ -1,0 +1,170 @@
+"""Frozen-tower feature cache: pre-projection features of every training image and distinct caption.
+
+A misalignment swap only permutes captions and the towers never change during projection-only
+fine-tuning, so one extraction per (model, training set) serves every Cs, strategy and seed. With
+`views` > 1 each image is cached under several seeded augmentations (views = epochs reproduces the
+end-to-end augmentation distribution). Extraction shards across torchrun ranks.
+
+    torchrun --standalone --nproc-per-node=1 -m workflow_scripts.features --config C --model clip \\
+        --checkpoint results/pretrain/clip/checkpoint.pt --out results/features/clip/train.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import distributed
+from .config import load_config
+from .data import load_image_array, read_pairs_csv, read_text_lines, to_model_input
+from .errors import InputError
+from .io import load_npz, progress, run_cli, save_npz, setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def image_batches(rel_paths: Sequence[str], root: str | os.PathLike, image_size: int, batch_size: int):
+    """Yield (start, uint8 NHWC array) chunks, decoding images lazily (real sets do not fit in memory)."""
+    for start in range(0, len(rel_paths), batch_size):
+        yield start, load_image_array(rel_paths[start:start + batch_size], root, image_size, desc="decode")
+
+
+@torch.no_grad()
+def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, views: int, augment: bool,
+                           seed: int, batch_size: int, device: torch.device, offset: int = 0) -> np.ndarray:
+    """(views, N, width) float32 pre-projection image features.
+
+    The batch starting at global index b (offset + local start) draws view v's augmentation from a
+    generator seeded with (seed, v, b), so the result does not depend on how images are sharded over
+    ranks as long as shards start at batch boundaries.
+    """
+    from .models import image_features
+
+    out = None
+    n = len(rel_paths)
+    bar = progress(total=n * views, desc="image features", unit="img")
+    for start, batch in image_batches(rel_paths, root, pre["image_size"], batch_size):
+        for v in range(views):
+            gen = torch.Generator().manual_seed(hash_seed(seed, v, offset + start))
+            x = to_model_input(batch, pre["mean"], pre["std"], augment=augment, generator=gen).to(device)
+            f = image_features(model, x).float().cpu().numpy()
+            if out is None:
+                out = np.empty((views, n, f.shape[1]), dtype=np.float32)
+            out[v, start:start + len(batch)] = f
+            bar.update(len(batch))
+    bar.close()
+    return out
+
+
+@torch.no_grad()
+def extract_text_features(model, tokenizer, texts: Sequence[str], batch_size: int,
+                          device: torch.device) -> np.ndarray:
+    """(len(texts), width) float32 pre-projection text features."""
+    from .models import text_features
+
+    chunks = []
+    for start in progress(range(0, len(texts), batch_size), desc="text features", unit="batch"):
+        tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
+        chunks.append(text_features(model, tokens).float().cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def hash_seed(*parts: int) -> int:
+    """Combine integers into one 63-bit seed (stable across processes, unlike hash())."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def shard_bounds(n: int, world_size: int, rank: int, align: int) -> tuple[int, int]:
+    """Contiguous shard [lo, hi) of n items for `rank`, starting on multiples of `align`."""
+    blocks = -(-n // align)
+    per = -(-blocks // world_size)
+    lo = min(n, rank * per * align)
+    hi = min(n, (rank + 1) * per * align)
+    return lo, hi
+
+
+def unique_captions(captions: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """Distinct captions in first-seen order and, per caption, its index in that list."""
+    index: dict[str, int] = {}
+    ids = np.empty(len(captions), dtype=np.int64)
+    for i, c in enumerate(captions):
+        ids[i] = index.setdefault(c, len(index))
+    return list(index), ids
+
+
+def load_feature_cache(path: str | os.PathLike) -> dict:
+    """Read a cache written by extract(); names the file if it is unusable."""
+    data = load_npz(path)
+    for key in ("image", "text", "image_paths", "texts"):
+        if key not in data:
+            raise InputError(f"{path}: feature cache lacks '{key}'; delete it to re-extract")
+    return data
+
+
+def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: bool = False) -> None:
+    """Extract the cache for one model over data.train_csv and data.captions (all ranks call this)."""
+    from .models import get_tokenizer, load_model, preprocess_config
+
+    d = distributed.init(config["compute"]["device"], want_gpu, config["compute"]["allow_cpu_fallback"])
+    spec = config["models"][model_name]
+    ft = config["finetune"]
+    rel_paths, csv_captions = read_pairs_csv(config["data"]["train_csv"])
+    captions = read_text_lines(config["data"]["captions"])
+    if len(captions) != len(rel_paths):
+        raise InputError(f"{config['data']['captions']}: {len(captions)} captions but "
+                         f"{config['data']['train_csv']} has {len(rel_paths)} rows")
+    texts, _ = unique_captions(captions)
+    model = load_model(spec, checkpoint).to(d.device).eval()
+    pre = preprocess_config(model, spec)
+    tokenizer = get_tokenizer(spec["arch"])
+    bs = config["evaluate"]["batch_size"]
+    lo, hi = shard_bounds(len(rel_paths), d.world_size, d.rank, bs)
+    tlo, thi = shard_bounds(len(texts), d.world_size, d.rank, bs)
+    log.info("rank %d: images [%d, %d), captions [%d, %d) of %d / %d", d.rank, lo, hi, tlo, thi,
+             len(rel_paths), len(texts))
+    img = extract_image_features(model, rel_paths[lo:hi], config["data"]["image_root"], pre, ft["views"],
+                                 ft["augment"], config["seed"], bs, d.device, offset=lo) if hi > lo else None
+    txt = extract_text_features(model, tokenizer, texts[tlo:thi], bs, d.device)
+    if d.enabled:
+        shard = Path(f"{out}.rank{d.rank}.npz")
+        save_npz(shard, image=img if img is not None else np.zeros((ft["views"], 0, 0), np.float32), text=txt)
+        distributed.barrier(d)
+        if d.is_main:
+            parts = [load_npz(f"{out}.rank{r}.npz") for r in range(d.world_size)]
+            img = np.concatenate([p["image"] for p in parts if p["image"].shape[1]], axis=1)
+            txt = np.concatenate([p["text"] for p in parts if p["text"].shape[0]], axis=0)
+        distributed.barrier(d)
+        shard.unlink()
+    if d.is_main:
+        save_npz(out, image=img, text=txt, image_paths=np.asarray(rel_paths), texts=np.asarray(texts),
+                 views=np.int64(ft["views"]), augment=np.bool_(ft["augment"]))
+        log.info("feature cache %s: image %s, text %s", out, img.shape, txt.shape)
+    distributed.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Extract the frozen-tower feature cache.")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--model", required=True, help="a key of models in the config")
+    parser.add_argument("--checkpoint", required=True, help="the model's checkpoint (results/pretrain/<model>/checkpoint.pt)")
+    parser.add_argument("--out", required=True, help="output .npz")
+    parser.add_argument("--gpus", type=int, default=0, help="GPUs requested for this job (0 = CPU)")
+    parser.add_argument("--log")
+    args = parser.parse_args(argv)
+    setup_logging(args.log)
+    config = load_config(args.config)
+    if args.model not in config["models"]:
+        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    extract(config, args.model, args.checkpoint, args.out, want_gpu=args.gpus > 0)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
