@@ -1,0 +1,234 @@
+"""The workflow on a real SLURM cluster: a single node with 2 fake GPUs started for this module.
+
+Needs root (the daemons switch users) and Debian's slurmctld slurmd slurm-client munge plus the
+executor plugin (.ci/slurm/install-slurm.sh installs what is missing); skipped with the reason
+otherwise, or with SLURM_CLUSTER_TEST=0. The cluster (.ci/slurm/start-slurm.sh) has partitions `cpu`
+and `gpu` and two GPUs of model `fake`: SLURM schedules them and sets CUDA_VISIBLE_DEVICES, CUDA
+finds none, so the test config sets finetune.gpus: 1 and compute.allow_cpu_fallback: true and the
+GPU jobs must log the fallback. Runs through profiles/slurm layered with profiles/slurm-ci:
+
+    snakemake --profile profiles/slurm --workflow-profile profiles/slurm-ci --configfile <test config>
+
+Daemon logs and SLURM's job records are copied to <tmp>/slurm-daemon-logs before the cluster stops.
+SLURM_TEST_SNAKEFILE=<path> runs another Snakefile (to debug this harness only).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slurm_log import Job, parse_jobcomp, parse_run
+
+REPO = Path(__file__).resolve().parents[1]
+CI = REPO / ".ci" / "slurm"
+SNAKEFILE = Path(os.environ.get("SLURM_TEST_SNAKEFILE", REPO / "Snakefile"))
+SPOOL = Path("/var/spool/slurm-ci")
+LOCK = Path("/tmp/slurm-ci.lock")  # one CI cluster per machine: concurrent test runs wait here
+LOCAL_RULES = {"all"}  # the only jobs allowed to run outside SLURM
+FALLBACK_LOGGED = "falling back to CPU"  # workflow_scripts.distributed.select_device
+NO_GPU_ERROR = "requested a GPU but torch finds none"
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Cluster:
+    jobcomp: Path  # one line per finished SLURM job
+
+    def records(self) -> dict[int, dict[str, str]]:
+        return parse_jobcomp(self.jobcomp.read_text()) if self.jobcomp.exists() else {}
+
+
+@dataclass
+class Run:
+    rc: int
+    output: str
+    jobs: dict[int, Job]
+
+    def submitted(self) -> list[Job]:
+        return [j for j in self.jobs.values() if not j.local]
+
+
+def _sh(*cmd, timeout=120, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _acquire_lock(timeout_s: float = 540):
+    """Serialise test runs on this machine (they share /etc/slurm and the daemons' ports)."""
+    fh = open(LOCK, "w")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fh
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"another SLURM cluster test held {LOCK} for {timeout_s:.0f} s")
+            time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if os.environ.get("SLURM_CLUSTER_TEST") == "0":
+        pytest.skip("SLURM cluster test disabled by SLURM_CLUSTER_TEST=0")
+    if os.geteuid() != 0:
+        pytest.skip("SLURM cluster test needs root (apt-get and daemons that switch users)")
+    inst = _sh(CI / "install-slurm.sh", sys.executable, timeout=300)
+    if inst.returncode != 0:
+        pytest.skip(f"SLURM cluster test: cannot install SLURM: {inst.stderr.strip()}")
+    lock = _acquire_lock()
+    try:
+        _sh(CI / "stop-slurm.sh")  # daemons left by a run that was killed (their pid files)
+        start = _sh(CI / "start-slurm.sh", env={**os.environ, "FAKE_GPUS": "2"})
+        assert start.returncode == 0, f"start-slurm.sh failed:\n{start.stdout}\n{start.stderr}"
+        yield Cluster(jobcomp=SPOOL / "log" / "jobcomp.txt")
+    finally:
+        keep = tmp_path_factory.mktemp("slurm-daemon-logs")
+        if (SPOOL / "log").is_dir():
+            shutil.copytree(SPOOL / "log", keep, dirs_exist_ok=True)
+        stop = _sh(CI / "stop-slurm.sh", timeout=120)
+        lock.close()
+        assert stop.returncode == 0, f"stop-slurm.sh failed:\n{stop.stdout}\n{stop.stderr}"
+        # every daemon start-slurm.sh started was stopped (their pid files are removed after the kill)
+        assert not list(Path("/run/slurm-ci").glob("*.pid")), "a SLURM daemon was not stopped"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """Run directory with the SLURM test config: tests/config/test.yaml asking for 1 GPU per GPU job."""
+    wd = tmp_path_factory.mktemp("slurm-run")
+    cfg = yaml.safe_load((REPO / "tests/config/test.yaml").read_text())
+    cfg.setdefault("finetune", {})["gpus"] = 1
+    cfg["compute"] = {**cfg.get("compute", {}), "device": "auto", "allow_cpu_fallback": True}
+    (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (wd / "config.nofallback.yaml").write_text(
+        yaml.safe_dump({**cfg, "compute": {**cfg["compute"], "allow_cpu_fallback": False}}, sort_keys=False))
+    return wd
+
+
+def snakemake(workdir: Path, *args: str, config: str = "config.yaml", timeout: float = 420) -> Run:
+    """Run the workflow through the SLURM profiles; the main process's output is kept in a log."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", config,
+           "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),
+           "--max-threads", str(os.cpu_count() or 1), *args]
+    n = len(list(workdir.glob("snakemake-run*.log")))
+    log = workdir / f"snakemake-run{n}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail(f"snakemake did not finish in {timeout:.0f} s; see {log}:\n{log.read_text()[-3000:]}")
+    text = log.read_text()
+    return Run(rc, text, parse_run(text))
+
+
+@pytest.fixture(scope="module")
+def full_run(cluster, workdir) -> Run:
+    run = snakemake(workdir)
+    assert run.rc == 0, f"the workflow failed on SLURM:\n{run.output[-6000:]}"
+    return run
+
+
+def _scontrol(slurm_id: int) -> dict[str, str]:
+    """What SLURM was asked for (the controller keeps finished jobs for MinJobAge = 300 s)."""
+    out = _sh("scontrol", "-o", "show", "job", slurm_id).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+def _state(cluster: Cluster, job: Job) -> dict[str, str]:
+    rec = cluster.records().get(job.slurm_ids[-1] if job.slurm_ids else -1)
+    assert rec is not None, f"{job.rule} {job.wildcards}: no SLURM record of job {job.slurm_ids}"
+    return rec
+
+
+def test_every_target_is_made_by_a_slurm_job(full_run, workdir, cluster):
+    jobs = full_run.jobs.values()
+    assert len(full_run.submitted()) >= 3, "the DAG under test is implausibly small"
+    assert {j.rule for j in jobs if j.local} <= LOCAL_RULES, "jobs ran outside SLURM"
+    for job in full_run.submitted():
+        what = f"{job.rule} {job.wildcards}"
+        assert job.finished, f"{what} never finished"
+        assert job.slurm_ids, f"{what} was not submitted to SLURM"
+        assert Path(job.slurm_logs[-1]).is_file(), f"{what}: no SLURM log {job.slurm_logs[-1]}"
+        assert Path(job.slurm_logs[-1]).is_relative_to(workdir / "logs/slurm"), "slurm-logdir not used"
+        assert _state(cluster, job)["JobState"] == "COMPLETED", what
+        for path in job.files("output"):
+            assert (workdir / path).exists(), f"{what}: output {path} missing"
+    # every file the final target needs exists (nothing is left to do)
+    again = snakemake(workdir, "--dry-run", timeout=120)
+    assert again.rc == 0 and "Nothing to be done" in again.output, again.output[-3000:]
+
+
+def test_gpu_jobs_get_a_gpu_on_the_gpu_partition(full_run, cluster, workdir):
+    gpu_jobs = [j for j in full_run.submitted() if j.gpus > 0]
+    assert gpu_jobs, "no job of the test DAG asked for a GPU (finetune.gpus: 1)"
+    for job in gpu_jobs:
+        what = f"{job.rule} {job.wildcards}"
+        assert _state(cluster, job)["Partition"] == "gpu", f"{what}: set-resources partition not applied"
+        assert job.resources.get("gpu_model") == "fake", what
+        log = (workdir / job.files("log")[0]).read_text()
+        visible = [l for l in log.splitlines() if l.startswith("CUDA_VISIBLE_DEVICES=")]
+        assert visible and visible[0].split("=", 1)[1] in ("0", "1"), f"{what}: {visible} in its log"
+        assert FALLBACK_LOGGED in log, f"{what}: the CPU fallback was not logged"
+    for job in full_run.submitted():
+        if job.gpus == 0:
+            assert _state(cluster, job)["Partition"] == "cpu", f"{job.rule}: CPU job on the GPU partition"
+
+
+def _producer_and_consumer(run: Run) -> tuple[Job, Job]:
+    """A GPU job (a fine-tune if any) and a submitted job that reads one of its outputs."""
+    gpu_jobs = sorted((j for j in run.submitted() if j.gpus > 0), key=lambda j: j.rule != "finetune")
+    for producer in gpu_jobs:
+        made = set(producer.files("output"))
+        for job in run.submitted():
+            if made & set(job.files("input")):
+                return producer, job
+    pytest.fail("no submitted job reads the output of a GPU job")
+
+
+def test_forcerun_resubmits_only_what_the_target_needs(full_run, workdir):
+    producer, consumer = _producer_and_consumer(full_run)
+    target = consumer.files("output")[0]
+    run = snakemake(workdir, target, "--forcerun", producer.rule, timeout=240)
+    assert run.rc == 0, run.output[-4000:]
+    redone = sorted((j.rule, j.wildcards) for j in run.jobs.values())
+    assert redone == sorted([(producer.rule, producer.wildcards), (consumer.rule, consumer.wildcards)])
+    assert all(j.slurm_ids and j.finished for j in run.jobs.values()), "rerun not submitted to SLURM"
+    for job in run.jobs.values():
+        info = _scontrol(job.slurm_ids[-1])
+        assert info["Requeue"] == "1", f"{job.rule}: slurm-requeue of profiles/slurm not applied: {info}"
+        if job.gpus:
+            assert info["TresPerJob"] == f"gres:gpu:fake:{job.gpus}", info
+
+
+def test_failing_job_fails_the_run_with_a_clear_message(full_run, workdir, cluster):
+    """A GPU job without a usable GPU and without allow_cpu_fallback fails; the run reports why."""
+    gpu_job = next(j for j in full_run.submitted() if j.gpus > 0)
+    target = gpu_job.files("output")[0]
+    run = snakemake(workdir, target, "--forcerun", gpu_job.rule, config="config.nofallback.yaml", timeout=240)
+    assert run.rc != 0, "the run succeeded although its GPU job could not get a GPU"
+    (job,) = run.jobs.values()
+    assert not job.local and job.slurm_ids, "the failing job was not submitted to SLURM"
+    assert _state(cluster, job)["JobState"] == "FAILED"
+    assert f"SLURM-job '{job.slurm_ids[-1]}' failed" in run.output
+    assert f"Error in rule {gpu_job.rule}" in run.output
+    assert NO_GPU_ERROR in run.output, "the job's own error message is not shown (show-failed-logs)"
+    # profiles/slurm retries once; the rules' memory requests double with each attempt
+    assert len(job.slurm_ids) == 2, f"expected 2 attempts (retries: 1), SLURM jobs {job.slurm_ids}"
+    mem = [_scontrol(i)["MinMemoryNode"] for i in job.slurm_ids]
+    assert int(mem[1].rstrip("M")) == 2 * int(mem[0].rstrip("M")), f"memory per attempt: {mem}"

@@ -1,0 +1,121 @@
+"""The workflow as a whole: lint, dry runs, config errors through Snakemake, and a full run of the
+test config (every stage, then the report), followed by single-target reruns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
+
+
+def snakemake(*args, cwd, check=True, timeout=900):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def test_dry_run_default_config(tmp_path):
+    out = snakemake("-n", "--cores", "2", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path).stdout
+    for rule in ("make_world", "caption_neighbours", "pretrain", "extract_features", "finetune",
+                 "evaluate_finetune", "pruning_sweep", "all"):
+        assert re.search(rf"^{rule}\s+\d+", out, re.M), f"rule {rule} missing from the job stats"
+    n_finetunes = int(re.search(r"^finetune\s+(\d+)", out, re.M).group(1))
+    assert n_finetunes == 5 * 2 * 3  # Cs x strategies x seeds
+
+
+@pytest.mark.parametrize("override,key", [
+    ("finetune={'epochs': 0}", "epochs"),
+    ("misalign={'cs_values': [0.2, 1.7]}", "cs_values"),
+    ("finetune={'models': ['nonexistent']}", "nonexistent"),
+])
+def test_bad_config_stops_before_the_dag(tmp_path, override, key):
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(TEST_CONFIG), "--config", override, cwd=tmp_path,
+                     check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert key in text and "Job stats" not in text
+
+
+def test_lint_is_clean(tmp_path):
+    proc = snakemake("--lint", "--configfile", str(TEST_CONFIG), cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+class _Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.text = []
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """Run the whole DAG on the test config in a fresh directory, then build the report."""
+    work = tmp_path_factory.mktemp("run")
+    snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=work, timeout=1200)
+    snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), "--report", "results/report.html", cwd=work)
+    return work
+
+
+def test_full_run_produces_every_stage(full_run):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    r = full_run / "results"
+    for strategy in cfg["misalign"]["strategies"]:
+        for cs in ("0.0", "0.5"):
+            assert (r / f"misalign/{strategy}/Cs{cs}/train.csv").exists()
+            for seed in cfg["finetune"]["seeds"]:
+                assert (r / f"finetune/clip/{strategy}/Cs{cs}/seed{seed}/checkpoint.pt").exists()
+    for model in cfg["models"]:
+        assert (r / f"pretrain/{model}/checkpoint.pt").exists()
+    assert (r / "report.html").stat().st_size > 100_000
+    assert list((full_run / "logs").rglob("*.log"))
+
+
+def test_report_contains_every_figure_and_table(full_run):
+    html = (full_run / "results" / "report.html").read_text()
+    figures = sorted(p.name for p in (full_run / "results" / "figures").glob("*.svg"))
+    assert figures, "no figures were made"
+    for name in figures:
+        assert name in html, f"{name} missing from the report"
+    for name in sorted(p.name for p in (full_run / "results" / "tables").glob("*.csv")):
+        assert name in html, f"{name} missing from the report"
+
+
+def test_rerun_is_a_no_op_and_forcerun_reruns_only_downstream(full_run):
+    out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), cwd=full_run).stdout
+    assert "Nothing to be done" in out
+    target = "results/eval/finetune/clip/random/Cs0.5/seed1/metrics.parquet"
+    out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), target, "--forcerun", "finetune",
+                    cwd=full_run).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
+    assert jobs.get("finetune") == "1" and jobs.get("evaluate_finetune") == "1", out
+    assert "pretrain" not in jobs and "extract_features" not in jobs
+
+
+def test_outputs_are_reproducible(full_run, tmp_path):
+    """Rerunning fine-tunes from the same inputs gives identical tables."""
+    import pandas as pd
+
+    target = "results/eval/finetune/clip/similarity/Cs0.5/seed0/metrics.parquet"
+    before = pd.read_parquet(full_run / target)
+    snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), target, "--forcerun", "finetune", cwd=full_run)
+    after = pd.read_parquet(full_run / target)
+    pd.testing.assert_frame_equal(before, after)

@@ -1,0 +1,375 @@
+"""One model layer over open_clip: build, load, convert and take apart every model the workflow uses.
+
+- `build_model(arch)`: any open_clip architecture, including the embedded configs shipped in
+  `workflow_scripts/model_configs/` (registered in every process that imports this module). A config may
+  carry `vision_cfg.timm_model_kwargs` (the key newer open_clip releases read); open_clip 3.3.0 cannot pass
+  them to timm, so the timm trunk is rebuilt with them after construction (seed_spec.md section 6.1).
+- `load_model(spec, checkpoint)`: our checkpoint format, raw open_clip state dicts, and LaCLIP/SLIP
+  `CLIP_VITB16` checkpoints (`{"state_dict": {"module.…"}}`), the latter converted key by key.
+- Split towers for projection-only fine-tuning: pre-projection pooled features and the projections
+  applied separately, with `project_image(m, image_features(m, x)) == m.encode_image(x)`.
+- `projection_matrices(model)`: both projections as [embed_out, in] (rows = output neurons) whatever the
+  tower stores (built-in ViT and CLIP text use `x @ P`, timm heads and RN attention pools use Linear).
+
+    python -m workflow_scripts.models --config config.yaml --model laclip \\
+        --checkpoint resources/checkpoints/laclip.pt --out results/pretrain/laclip/checkpoint.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+# OpenAI CLIP normalisation: what the original evaluations used (seed_spec.md section 3 / 8.7).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+TIMM_KWARGS_KEY = "timm_model_kwargs"
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def register_model_configs() -> list[str]:
+    """Register the embedded configs with open_clip (idempotent; registration is per process)."""
+    import open_clip
+    from open_clip import factory
+
+    if CONFIG_DIR not in [Path(p) for p in factory._MODEL_CONFIG_PATHS]:
+        open_clip.add_model_config(CONFIG_DIR)
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def known_archs() -> list[str]:
+    """Every architecture name build_model accepts."""
+    import open_clip
+
+    register_model_configs()
+    return open_clip.list_models()
+
+
+def model_config(arch: str) -> dict[str, Any]:
+    """A copy of the open_clip config of `arch`; unknown names raise InputError listing the known ones."""
+    import open_clip
+
+    register_model_configs()
+    cfg = open_clip.get_model_config(arch) if arch in open_clip.list_models() else None
+    if cfg is None:
+        embedded = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+        raise InputError(f"unknown model arch {arch!r}; embedded: {embedded}; open_clip: {open_clip.list_models()}")
+    return copy.deepcopy(cfg)
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_model(arch: str) -> nn.Module:
+    """A randomly initialised open_clip model of architecture `arch`, fp32, on CPU, in eval mode.
+
+    Initialisation draws from torch's global RNG: seed it first for reproducible weights.
+    """
+    import open_clip
+
+    cfg = model_config(arch)
+    timm_kwargs = cfg["vision_cfg"].pop(TIMM_KWARGS_KEY, None)
+    if timm_kwargs and not cfg["vision_cfg"].get("timm_model_name"):
+        raise InputError(f"model config {arch!r}: '{TIMM_KWARGS_KEY}' needs a timm tower (vision_cfg.timm_model_name)")
+    if cfg.pop("custom_text", False) or "hf_model_name" in cfg["text_cfg"] or "multimodal_cfg" in cfg:
+        # HF text towers and CoCa go through open_clip's own factory (no timm kwargs there).
+        if timm_kwargs:
+            raise InputError(f"model config {arch!r}: '{TIMM_KWARGS_KEY}' is supported for CLIP models only")
+        model = open_clip.create_model(arch, pretrained=None, pretrained_text=False)
+    else:
+        cfg["vision_cfg"]["timm_model_pretrained"] = False
+        model = open_clip.CLIP(**cfg)
+        if timm_kwargs:
+            _rebuild_timm_trunk(model.visual, cfg["vision_cfg"], cfg["embed_dim"], timm_kwargs, arch)
+    return model.eval()
+
+
+def _rebuild_timm_trunk(visual: nn.Module, vision_cfg: dict, embed_dim: int, kwargs: dict, arch: str) -> None:
+    """Replace the timm trunk of an open_clip TimmModel by one built with `kwargs` (e.g. qk_norm=True).
+
+    Mirrors TimmModel's linear-projection branch: trunk without classifier, pool from the config (''
+    keeps the network default), and a head projection resized to the trunk's width if that changed.
+    """
+    import timm
+
+    if vision_cfg.get("timm_proj", "linear") != "linear" or vision_cfg.get("timm_pool") in ("abs_attn", "rot_attn"):
+        raise InputError(f"model config {arch!r}: '{TIMM_KWARGS_KEY}' needs timm_proj 'linear' and a trunk pool")
+    trunk = timm.create_model(vision_cfg["timm_model_name"], pretrained=False, **kwargs)
+    pool = vision_cfg.get("timm_pool", "avg")
+    trunk.reset_classifier(0, **({"global_pool": pool} if pool else {}))
+    visual.trunk = trunk
+    if visual.head.proj.in_features != trunk.num_features:
+        visual.head.proj = nn.Linear(trunk.num_features, embed_dim, bias=vision_cfg.get("timm_proj_bias", False))
+    size = getattr(getattr(trunk, "patch_embed", None), "img_size", None)
+    if size is not None:
+        visual.image_size = tuple(size)
+
+
+def get_tokenizer(arch: str):
+    """open_clip's tokenizer for `arch` (SimpleTokenizer with the config's context length)."""
+    import open_clip
+
+    model_config(arch)  # registers and validates the name
+    return open_clip.get_tokenizer(arch)
+
+
+def preprocess_config(model: nn.Module, spec: dict) -> dict:
+    """Image size, normalisation and interpolation a model expects (OpenAI stats unless spec overrides)."""
+    size = model.visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    return {"image_size": size,
+            "mean": tuple(float(v) for v in spec.get("image_mean") or OPENAI_MEAN),
+            "std": tuple(float(v) for v in spec.get("image_std") or OPENAI_STD),
+            "interpolation": "bicubic"}
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the DDP `module.` prefix from every key that has it."""
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
+
+
+def is_laclip_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
+    """LaCLIP/SLIP CLIP_VITB16 keys: an `image_projection` parameter and a timm trunk under `visual.`."""
+    return "image_projection" in state_dict
+
+
+def convert_laclip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """LaCLIP CLIP_VITB16 state dict -> open_clip CLIP with a timm trunk (seed_spec.md section 6.1).
+
+    `visual.<rest>` -> `visual.trunk.<rest>`; `image_projection` (width, embed), used as `x @ P`, ->
+    `visual.head.proj.weight` (embed, width), its transpose; everything else keeps its name.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in strip_module_prefix(state_dict).items():
+        if key == "image_projection":
+            out["visual.head.proj.weight"] = value.t().contiguous()
+        elif key.startswith("visual."):
+            out["visual.trunk." + key[len("visual."):]] = value
+        else:
+            out[key] = value
+    return out
+
+
+def state_dict_of(checkpoint: Any, path: str) -> dict[str, torch.Tensor]:
+    """The tensor state dict inside a loaded checkpoint (ours, LaCLIP's or a raw one), without `module.`."""
+    if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
+        checkpoint = checkpoint["state_dict"]
+    if not isinstance(checkpoint, dict) or not checkpoint \
+            or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise InputError(f"{path}: neither a state dict nor a dict with a 'state_dict' of tensors")
+    return strip_module_prefix(checkpoint)
+
+
+def load_model(spec: dict, checkpoint: str, name: str | None = None) -> nn.Module:
+    """Build `spec['arch']` and load `checkpoint` into it strictly; returns the model in eval mode.
+
+    `spec` is a config `models.<name>` entry. LaCLIP checkpoints need `source: laclip` and a timm-trunk
+    arch (e.g. ViT-B-16-laclip); pickled legacy files need `trust_legacy_pickle: true`.
+    """
+    from .checkpoints import load_checkpoint
+
+    key = f"models.{name or '<name>'}"
+    raw = load_checkpoint(checkpoint, trust_legacy_pickle=bool(spec.get("trust_legacy_pickle", False)),
+                          config_key=f"{key}.trust_legacy_pickle")
+    meta = raw.get("meta") if isinstance(raw, dict) else None
+    if isinstance(meta, dict) and meta.get("arch") and meta["arch"] != spec["arch"]:
+        raise InputError(f"{checkpoint}: holds a {meta['arch']!r} model but {key}.arch is {spec['arch']!r}")
+    state_dict = state_dict_of(raw, checkpoint)
+    if is_laclip_state_dict(state_dict):
+        if spec.get("source") != "laclip":
+            raise InputError(f"{checkpoint}: looks like a LaCLIP/SLIP checkpoint (has 'image_projection'); "
+                             f"set {key}.source: laclip")
+        state_dict = convert_laclip_state_dict(state_dict)
+    model = build_model(spec["arch"])
+    if spec.get("source") == "laclip" and not hasattr(model.visual, "trunk"):
+        raise InputError(f"{key}.arch {spec['arch']!r}: source laclip needs a timm-trunk architecture "
+                         "such as ViT-B-16-laclip")
+    load_state_dict_strict(model, state_dict, f"{checkpoint} (arch {spec['arch']})")
+    return model.eval()
+
+
+def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """model.load_state_dict(strict=True) with an InputError that lists missing/unexpected/mismatched keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or mismatched:
+        parts = [f"{label} ({len(keys)}): {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", mismatched)) if keys]
+        raise InputError(f"{where}: checkpoint does not fit the architecture; " + "; ".join(parts))
+    model.load_state_dict(state_dict, strict=True)
+
+
+# ----------------------------------------------------------------------------- split towers
+
+
+def _tower_kind(visual: nn.Module) -> str:
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.timm_model import TimmModel
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(visual, VisionTransformer):
+        return "vit"
+    if isinstance(visual, TimmModel):
+        return "timm"
+    if isinstance(visual, ModifiedResNet):
+        return "resnet"
+    raise InputError(f"unsupported image tower {type(visual).__name__}")
+
+
+def _text_tower(model: nn.Module) -> nn.Module:
+    """The module holding the CLIP text tower attributes (CLIP keeps them on the model itself)."""
+    if not hasattr(model, "token_embedding"):
+        raise InputError(f"split text tower needs an open_clip CLIP text tower, not {type(model).__name__}")
+    return model
+
+
+def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Pooled image features before the projection (B, width)."""
+    visual = model.visual
+    kind = _tower_kind(visual)
+    if kind == "vit":
+        if visual.attn_pool is not None:
+            raise InputError("split image tower: attentional pooling is not supported")
+        pooled, _ = visual._pool(visual.transformer(visual._embeds(images)))
+        return pooled
+    if kind == "timm":
+        return visual.trunk(images)
+    raise InputError("split image tower: ModifiedResNet projects inside its attention pool; not supported")
+
+
+def project_image(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Apply the image projection (the model's own parameters) to pre-projection features."""
+    visual = model.visual
+    kind = _tower_kind(visual)
+    if kind == "vit":
+        return features @ visual.proj if visual.proj is not None else features
+    if kind == "timm":
+        return visual.head(features)
+    raise InputError("split image tower: ModifiedResNet is not supported")
+
+
+def text_features(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Pooled text features before the projection (B, width); the steps of CLIP.encode_text."""
+    from open_clip.transformer import text_global_pool
+
+    m = _text_tower(model)
+    cast_dtype = m.transformer.get_cast_dtype()
+    x = m.token_embedding(tokens).to(cast_dtype)
+    x = x + m.positional_embedding.to(cast_dtype)
+    x = m.transformer(x, attn_mask=m.attn_mask)
+    x = m.ln_final(x)
+    return text_global_pool(x, tokens, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+
+
+def project_text(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Apply the text projection (the model's own parameters) to pre-projection features."""
+    proj = _text_tower(model).text_projection
+    if proj is None:
+        return features
+    return proj(features) if isinstance(proj, nn.Module) else features @ proj
+
+
+def projection_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Exactly the image and text projection parameters, by their state-dict names (no logit_scale)."""
+    visual = model.visual
+    kind = _tower_kind(visual)
+    if kind == "vit":
+        image = {"visual.proj": visual.proj}
+    elif kind == "timm":
+        image = {f"visual.head.{n}": p for n, p in visual.head.named_parameters()}
+    else:
+        image = {f"visual.attnpool.c_proj.{n}": p for n, p in visual.attnpool.c_proj.named_parameters()}
+    proj = _text_tower(model).text_projection
+    text = ({f"text_projection.{n}": p for n, p in proj.named_parameters()} if isinstance(proj, nn.Module)
+            else {"text_projection": proj})
+    out = {k: p for k, p in {**image, **text}.items() if p is not None}
+    if len(out) < 2:
+        raise InputError("model has no image or no text projection")
+    return out
+
+
+def _as_rows(weight: torch.Tensor | nn.Module, used_as_matmul: bool) -> torch.Tensor:
+    if isinstance(weight, nn.Linear):
+        return weight.weight.detach()
+    return weight.detach().t() if used_as_matmul else weight.detach()
+
+
+def projection_matrices(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image [embed_out, in], text [embed_out, in]), detached; row i is output neuron i's weights."""
+    visual = model.visual
+    kind = _tower_kind(visual)
+    if kind == "vit":
+        image = _as_rows(visual.proj, used_as_matmul=True)
+    elif kind == "timm":
+        if not hasattr(visual.head, "proj"):
+            raise InputError("timm tower without a linear head.proj has no single projection matrix")
+        image = _as_rows(visual.head.proj, used_as_matmul=False)
+    else:
+        image = _as_rows(visual.attnpool.c_proj, used_as_matmul=False)
+    proj = _text_tower(model).text_projection
+    text = _as_rows(proj, used_as_matmul=True)
+    return image, text
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- CLI: import a checkpoint
+
+
+def import_checkpoint(spec: dict, name: str, checkpoint: str, out: str) -> None:
+    """Load (converting LaCLIP keys) and re-save a checkpoint in our format, so later stages load it
+    with weights_only=True and one code path."""
+    from .checkpoints import save_checkpoint
+    from .io import sha256_file
+
+    model = load_model(spec, checkpoint, name=name)
+    meta = {"model": name, "arch": spec["arch"], "source": spec["source"], "imported_from": str(checkpoint),
+            "source_sha256": sha256_file(checkpoint)}
+    save_checkpoint(out, model.state_dict(), epoch=0, meta=meta)
+    log.info("imported %s (%s, %d parameters) -> %s", checkpoint, spec["arch"], num_parameters(model), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import load_config
+    from .io import setup_logging
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True, help="workflow config (YAML)")
+    ap.add_argument("--model", required=True, help="model name (a key of models)")
+    ap.add_argument("--checkpoint", required=True, help="checkpoint file to import")
+    ap.add_argument("--out", required=True, help="output checkpoint (our format)")
+    ap.add_argument("--log", help="log file")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    config = load_config(args.config)
+    if args.model not in config["models"]:
+        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    import_checkpoint(config["models"][args.model], args.model, args.checkpoint, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    from .io import run_cli
+
+    run_cli(main)
