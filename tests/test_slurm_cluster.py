@@ -125,8 +125,10 @@ def snakemake(workdir: Path, *args: str, config: str = "config.yaml", timeout: f
     n = len(list(workdir.glob("snakemake-run*.log")))
     log = workdir / f"snakemake-run{n}.log"
     with open(log, "w") as out:
+        # rules call `python -m ...` and `torchrun`: this interpreter's environment first (as make does)
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
         proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                start_new_session=True, env={**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"})
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from workflow_scripts.errors import InputError
-from workflow_scripts.zeroshot import silhouette, topk_accuracy, zero_shot_classifier, zero_shot_metrics
+from workflow_scripts.zeroshot import (mean_per_class_recall, silhouette, topk_accuracy, zero_shot_classifier,
+                                      zero_shot_metrics)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,18 @@ def test_zero_shot_metrics_match_reference(n_classes):
         assert got["acc5"] == pytest.approx(acc5) and got["acc5"] >= got["acc1"]
 
 
+def test_mean_per_class_recall_matches_sklearn():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 6, size=300)
+    labels[labels == 4] = 5                                      # class 4 absent from the labels...
+    pred = np.where(rng.random(300) < 0.6, labels, rng.integers(0, 8, size=300))  # ...but predicted, as 6, 7
+    with pytest.warns(UserWarning):
+        ref = balanced_accuracy_score(labels, pred)
+    assert mean_per_class_recall(labels, pred) == pytest.approx(ref)
+
+
 def test_topk_accuracy_counts_hits_and_breaks_ties_by_class_index():
     logits = np.array([[0.1, 0.9, 0.5], [0.8, 0.1, 0.3], [0.2, 0.3, 0.1]])
     assert topk_accuracy(logits, np.array([1, 2, 2]), 1) == pytest.approx(1 / 3)
@@ -119,6 +132,9 @@ def test_silhouette_matches_sklearn(seed, n, n_classes, d):
     ref = silhouette_score(Xn, labels, metric="cosine")
     assert silhouette(X, labels) == pytest.approx(ref, abs=1e-9)
     assert silhouette(X, labels, block=7) == pytest.approx(ref, abs=1e-9)
+    X32 = X.astype(np.float32)                                   # cached embeddings are float32
+    ref32 = silhouette_score(X32 / np.linalg.norm(X32, axis=1, keepdims=True), labels, metric="cosine")
+    assert silhouette(X32, labels) == pytest.approx(ref32, abs=1e-5)
 
 
 def test_silhouette_singletons_and_undefined_cases():

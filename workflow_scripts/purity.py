@@ -28,11 +28,11 @@ POZ_THRESHOLD = 1e-3
 
 # ----------------------------------------------------------------------------- purity
 
-def normalize_rows(X: np.ndarray, eps: float = 0.0) -> np.ndarray:
-    """Rows divided by their L2 norm (float64); all-zero rows stay zero."""
-    X = np.asarray(X, dtype=np.float64)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.where(norms > eps, norms, 1.0)
+def normalize_rows(X: np.ndarray, dtype: np.dtype = np.float64) -> np.ndarray:
+    """Rows divided by their L2 norm, as `dtype` (float64 unless asked); all-zero rows stay zero."""
+    X = np.asarray(X, dtype=dtype)
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X))[:, None]
+    return X / np.where(norms > 0, norms, 1.0)
 
 
 def cosine_matrix(P: np.ndarray) -> np.ndarray:

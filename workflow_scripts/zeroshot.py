@@ -6,7 +6,7 @@ Conventions (peers.md sections 1.3 and 2.1):
   `build_zero_shot_classifier`. With the default single template "a photo of a {c}" this is the
   original's classifier (seed_spec.md section 3).
 - metrics (CLIP_benchmark names, fractions in [0, 1]): acc1, acc5 (NaN when fewer than 5 classes,
-  counted as classifier columns), mean_per_class_recall = sklearn balanced_accuracy_score.
+  counted as classifier columns), mean_per_class_recall (= sklearn balanced_accuracy_score).
   Logits are 100 · image @ W; ties go to the lower class index (np.argmax / stable sort).
 - silhouette: sklearn's silhouette_score(L2-normalised image embeddings, labels, metric="cosine") on
   the FULL set (no sample_size), as the original Exp 1 and Exp 2 do. Computed exactly in O(N·C·d)
@@ -15,7 +15,6 @@ Conventions (peers.md sections 1.3 and 2.1):
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -80,22 +79,26 @@ def zero_shot_metrics(image_emb: np.ndarray, classifier: np.ndarray, labels: np.
     `image_emb` (N, d) are the image embeddings as cached (normalised, or masked for pruning: argmax is
     invariant to row scaling); `classifier` is [d, n_classes]; `labels` (N,) int class ids.
     """
-    from sklearn.metrics import balanced_accuracy_score
-
     labels = _check_labels(labels, len(image_emb))
     logits = zero_shot_logits(image_emb, classifier)
     n_classes = logits.shape[1]
     if labels.max() >= n_classes:
         raise InputError(f"zero-shot: label {int(labels.max())} but the classifier has {n_classes} classes")
     pred = logits.argmax(axis=1)
-    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": expected for some sets
-        warnings.simplefilter("ignore", UserWarning)
-        recall = float(balanced_accuracy_score(labels, pred))
     return {
         "acc1": float((pred == labels).mean()),
         "acc5": topk_accuracy(logits, labels, 5) if n_classes >= 5 else float("nan"),
-        "mean_per_class_recall": recall,
+        "mean_per_class_recall": mean_per_class_recall(labels, pred),
     }
+
+
+def mean_per_class_recall(labels: np.ndarray, pred: np.ndarray) -> float:
+    """sklearn balanced_accuracy_score(labels, pred): recall averaged over the classes present in `labels`
+    (predicted classes absent from `labels` do not count). NumPy, without sklearn's per-call overhead."""
+    present = np.bincount(labels)
+    hits = np.bincount(labels[pred == labels], minlength=present.size)
+    mask = present > 0
+    return float((hits[mask] / present[mask]).mean())
 
 
 def silhouette(image_emb: np.ndarray, labels: np.ndarray, block: int = 8192) -> float:
@@ -105,14 +108,16 @@ def silhouette(image_emb: np.ndarray, labels: np.ndarray, block: int = 8192) -> 
     1 − u_i·S_k / n_k with S_k the sum of class k's rows (own class: exclude i, divide by n_k − 1).
     Singletons score 0 as in sklearn. NaN when there are fewer than 2 or as many labels as rows
     (sklearn raises there). All-zero rows are treated as at distance 1 from everything, like sklearn.
+    Computes in the input's precision (float32 embeddings: float32, as sklearn does for them).
     """
-    U = normalize_rows(np.asarray(image_emb))
+    image_emb = np.asarray(image_emb)
+    U = normalize_rows(image_emb, dtype=np.result_type(image_emb.dtype, np.float32))  # float32 stays float32
     n = U.shape[0]
     labels = _check_labels(labels, n)
     classes, y = np.unique(labels, return_inverse=True)
     if not 2 <= len(classes) <= n - 1:
         return float("nan")
-    counts = np.bincount(y).astype(np.float64)
+    counts = np.bincount(y).astype(U.dtype)
     order = np.argsort(y, kind="stable")
     sums = np.add.reduceat(U[order], np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64))
     scores = np.empty(n)
