@@ -12,7 +12,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The embedded default, unless config files are given with --configfile: those replace it rather than
+# being merged into it (a real-data config must not inherit the synthetic world's evaluation sets).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 report: "rules/report/workflow.rst"

@@ -1,74 +1,101 @@
-# Evaluation: purity, zero-shot and diagnostics per checkpoint; Exp 2 pruning sweep on cached embeddings.
+# Evaluation. The towers are frozen in every fine-tune, so each model's towers run once over the
+# evaluation data (eval_features); every checkpoint of that model is then evaluated from its projection
+# matrices alone (evaluate_pretrained / evaluate_finetune: NumPy, no network). Exp 2 prunes the
+# pretrained model's cached normalised image embeddings.
 
-EVAL_CODE = code("evaluate", "evalsets", "zeroshot", "purity", "data", "models", "checkpoints")
+EVAL_CODE = code("evaluate", "zeroshot", "purity")
 
 
 def eval_inputs(wildcards):
     return [eval_set_input(s) for s in EVAL_SETS]
 
 
+def eval_dir(kind, **wildcards):
+    if kind == "pretrained":
+        return "results/eval/pretrained/{model}"
+    return "results/eval/finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
+
+
+EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz")
+
+
+rule eval_features:
+    input:
+        code=code("evaluate", "evalsets", "features", "data", "models", "checkpoints", "zeroshot"),
+        checkpoint="results/pretrain/{model}/checkpoint.pt",
+        sets=eval_inputs,
+        csv=config["data"]["train_csv"],
+    output:
+        features="results/eval/features/{model}.npz",
+        projections="results/eval/pretrained/{model}/projections.npz",
+    log:
+        "logs/eval_features/{model}.log",
+    benchmark:
+        "benchmarks/eval_features/{model}.tsv"
+    params:
+        config=CONFIG,
+        settings={k: config["evaluate"][k] for k in ("sets", "templates")},
+    threads: 2
+    resources:
+        gpu=gpus(),
+        mem_mb=mem_mb(4000),
+        runtime=60,
+    shell:
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
+        " python -m workflow_scripts.evaluate features --config {params.config}"
+        " --model {wildcards.model} --checkpoint {input.checkpoint} --out {output.features}"
+        " --projections {output.projections} >> {log} 2>&1"
+
+
 rule evaluate_pretrained:
     input:
         code=EVAL_CODE,
-        checkpoint="results/pretrain/{model}/checkpoint.pt",
-        sets=eval_inputs,
+        features="results/eval/features/{model}.npz",
+        projections="results/eval/pretrained/{model}/projections.npz",
     output:
-        metrics="results/eval/pretrained/{model}/metrics.parquet",
-        purity="results/eval/pretrained/{model}/purity.parquet",
-        neurons="results/eval/pretrained/{model}/neurons.npz",
+        *[f"{eval_dir('pretrained')}/{name}" for name in EVAL_OUTPUTS],
         embeddings=expand(
             "results/eval/pretrained/{{model}}/embeddings/{evalset}.npz", evalset=EVAL_SETS
         ),
     log:
         "logs/evaluate/pretrained/{model}.log",
-    benchmark:
-        "benchmarks/evaluate/pretrained/{model}.tsv"
     params:
-        config=CONFIG,
-        settings=config["evaluate"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
     resources:
-        gpu=0,
-        mem_mb=mem_mb(3000),
-        runtime=60,
+        mem_mb=mem_mb(2000),
+        runtime=30,
     shell:
-        "python -m workflow_scripts.evaluate --config {params.config} --model {wildcards.model}"
-        " --checkpoint {input.checkpoint} --out-dir {params.out_dir} --tag kind=pretrained"
-        " > {log} 2>&1"
+        "python -m workflow_scripts.evaluate projections --features {input.features}"
+        " --projections {input.projections} --out-dir {params.out_dir} --save-embeddings"
+        " --tag model={wildcards.model} --tag kind=pretrained > {log} 2>&1"
 
 
 rule evaluate_finetune:
     input:
         code=EVAL_CODE,
-        checkpoint=finetune_dir() + "/checkpoint.pt",
-        sets=eval_inputs,
+        features="results/eval/features/{model}.npz",
+        projections=finetune_dir() + "/projections.npz",
     output:
-        metrics="results/eval/" + finetune_dir().removeprefix("results/") + "/metrics.parquet",
-        purity="results/eval/" + finetune_dir().removeprefix("results/") + "/purity.parquet",
-        neurons="results/eval/" + finetune_dir().removeprefix("results/") + "/neurons.npz",
+        [f"{eval_dir('finetune')}/{name}" for name in EVAL_OUTPUTS],
     log:
         "logs/evaluate/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
     params:
-        config=CONFIG,
-        settings=config["evaluate"],
-        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
     resources:
-        gpu=0,
-        mem_mb=mem_mb(3000),
-        runtime=60,
+        mem_mb=mem_mb(2000),
+        runtime=30,
     shell:
-        "python -m workflow_scripts.evaluate --config {params.config} --model {wildcards.model}"
-        " --checkpoint {input.checkpoint} --out-dir {params.out_dir} --tag kind=finetune"
-        " --tag strategy={wildcards.strategy} --tag cs={wildcards.cs} --tag seed={wildcards.seed}"
-        " > {log} 2>&1"
+        "python -m workflow_scripts.evaluate projections --features {input.features}"
+        " --projections {input.projections} --out-dir {params.out_dir}"
+        " --tag model={wildcards.model} --tag kind=finetune --tag strategy={wildcards.strategy}"
+        " --tag cs={wildcards.cs} --tag seed={wildcards.seed} > {log} 2>&1"
 
 
 rule pruning_sweep:
     input:
-        code=code("pruning", "zeroshot", "purity"),
-        neurons="results/eval/pretrained/{model}/neurons.npz",
+        code=code("pruning", "zeroshot", "purity", "models", "checkpoints"),
         checkpoint="results/pretrain/{model}/checkpoint.pt",
         embeddings=lambda wildcards: expand(
             "results/eval/pretrained/{model}/embeddings/{evalset}.npz",
@@ -76,7 +103,14 @@ rule pruning_sweep:
             evalset=PRUNING_SETS,
         ),
     output:
-        "results/eval/pruning/{model}.parquet",
+        table="results/eval/pruning/{model}.parquet",
+        summary="results/eval/pruning/{model}_summary.parquet",
+        csv=report(
+            "results/tables/exp2_pruning_{model}.csv",
+            caption="report/exp2_table.rst",
+            category="4. Exp 2: pruning by purity",
+            labels={"model": "{model}", "table": "pruning sweep (mean ± sd)"},
+        ),
     log:
         "logs/pruning/{model}.log",
     benchmark:
@@ -90,5 +124,5 @@ rule pruning_sweep:
         runtime=60,
     shell:
         "python -m workflow_scripts.pruning --config {params.config} --model {wildcards.model}"
-        " --checkpoint {input.checkpoint} --embeddings {input.embeddings} --out {output}"
-        " > {log} 2>&1"
+        " --checkpoint {input.checkpoint} --embeddings {input.embeddings} --out {output.table}"
+        " --summary {output.summary} {output.csv} > {log} 2>&1"

@@ -9,8 +9,10 @@ GPU jobs must log the fallback. Runs through profiles/slurm layered with profile
 
     snakemake --profile profiles/slurm --workflow-profile profiles/slurm-ci --configfile <test config>
 
-Daemon logs and SLURM's job records are copied to <tmp>/slurm-daemon-logs before the cluster stops.
-SLURM_TEST_SNAKEFILE=<path> runs another Snakefile (to debug this harness only).
+The workflow's code is snapshot first, so that edits to the checkout during the test cannot make
+Snakemake rerun jobs (code files are rule inputs). Daemon logs and SLURM's job records are copied to
+<tmp>/slurm-daemon-logs before the cluster stops. SLURM_TEST_SNAKEFILE=<path> runs another
+Snakefile (to debug this harness only).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ from slurm_log import Job, parse_jobcomp, parse_run
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / ".ci" / "slurm"
-SNAKEFILE = Path(os.environ.get("SLURM_TEST_SNAKEFILE", REPO / "Snakefile"))
 SPOOL = Path("/var/spool/slurm-ci")
 LOCK = Path("/tmp/slurm-ci.lock")  # one CI cluster per machine: concurrent test runs wait here
 LOCAL_RULES = {"all"}  # the only jobs allowed to run outside SLURM
@@ -104,44 +105,64 @@ def cluster(tmp_path_factory):
         assert not list(Path("/run/slurm-ci").glob("*.pid")), "a SLURM daemon was not stopped"
 
 
+def _snapshot(dst: Path) -> Path:
+    """A copy of the Snakefile, rules/ and workflow_scripts/ (the SLURM jobs run this copy)."""
+    if os.environ.get("SLURM_TEST_SNAKEFILE"):
+        return Path(os.environ["SLURM_TEST_SNAKEFILE"])
+    shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
+    for d in ("rules", "workflow_scripts"):
+        shutil.copytree(REPO / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst / "Snakefile"
+
+
+@dataclass
+class Workspace:
+    """A run directory, the workflow copy it runs, and the SLURM test configs."""
+
+    dir: Path
+    snakefile: Path
+
+    def snakemake(self, *args: str, config: str = "config.yaml", timeout: float = 420) -> Run:
+        """Run the workflow through the SLURM profiles; the main process's output is kept in a log."""
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(self.snakefile), "--configfile", config,
+               "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),
+               "--max-threads", str(os.cpu_count() or 1), *args]
+        log = self.dir / f"snakemake-run{len(list(self.dir.glob('snakemake-run*.log')))}.log"
+        # rules call `python -m ...` and `torchrun`: this interpreter's environment first (as make does)
+        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+        env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True, env=env)
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                subprocess.run([*cmd, "--unlock"], cwd=self.dir, capture_output=True, env=env, timeout=120)
+                pytest.fail(f"snakemake did not finish in {timeout:.0f} s; see {log}:\n{log.read_text()[-3000:]}")
+        text = log.read_text()
+        return Run(rc, text, parse_run(text))
+
+
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """Run directory with the SLURM test config: tests/config/test.yaml asking for 1 GPU per GPU job."""
+def workspace(tmp_path_factory) -> Workspace:
+    """tests/config/test.yaml asking for 1 GPU per GPU job, with one fine-tune seed (every rule still
+    runs once or more; each SLURM job costs 10-40 s on 2 cores), and a copy without the CPU fallback."""
     wd = tmp_path_factory.mktemp("slurm-run")
     cfg = yaml.safe_load((REPO / "tests/config/test.yaml").read_text())
     cfg.setdefault("finetune", {})["gpus"] = 1
+    cfg["finetune"]["seeds"] = cfg["finetune"].get("seeds", [0])[:1]
     cfg["compute"] = {**cfg.get("compute", {}), "device": "auto", "allow_cpu_fallback": True}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (wd / "config.nofallback.yaml").write_text(
         yaml.safe_dump({**cfg, "compute": {**cfg["compute"], "allow_cpu_fallback": False}}, sort_keys=False))
-    return wd
-
-
-def snakemake(workdir: Path, *args: str, config: str = "config.yaml", timeout: float = 420) -> Run:
-    """Run the workflow through the SLURM profiles; the main process's output is kept in a log."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--configfile", config,
-           "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),
-           "--max-threads", str(os.cpu_count() or 1), *args]
-    n = len(list(workdir.glob("snakemake-run*.log")))
-    log = workdir / f"snakemake-run{n}.log"
-    with open(log, "w") as out:
-        # rules call `python -m ...` and `torchrun`: this interpreter's environment first (as make does)
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env={**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"})
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            pytest.fail(f"snakemake did not finish in {timeout:.0f} s; see {log}:\n{log.read_text()[-3000:]}")
-    text = log.read_text()
-    return Run(rc, text, parse_run(text))
+    return Workspace(wd, _snapshot(tmp_path_factory.mktemp("workflow")))
 
 
 @pytest.fixture(scope="module")
-def full_run(cluster, workdir) -> Run:
-    run = snakemake(workdir)
+def full_run(cluster, workspace) -> Run:
+    run = workspace.snakemake()
     assert run.rc == 0, f"the workflow failed on SLURM:\n{run.output[-6000:]}"
     return run
 
@@ -158,7 +179,7 @@ def _state(cluster: Cluster, job: Job) -> dict[str, str]:
     return rec
 
 
-def test_every_target_is_made_by_a_slurm_job(full_run, workdir, cluster):
+def test_every_target_is_made_by_a_slurm_job(full_run, workspace, cluster):
     jobs = full_run.jobs.values()
     assert len(full_run.submitted()) >= 3, "the DAG under test is implausibly small"
     assert {j.rule for j in jobs if j.local} <= LOCAL_RULES, "jobs ran outside SLURM"
@@ -167,23 +188,23 @@ def test_every_target_is_made_by_a_slurm_job(full_run, workdir, cluster):
         assert job.finished, f"{what} never finished"
         assert job.slurm_ids, f"{what} was not submitted to SLURM"
         assert Path(job.slurm_logs[-1]).is_file(), f"{what}: no SLURM log {job.slurm_logs[-1]}"
-        assert Path(job.slurm_logs[-1]).is_relative_to(workdir / "logs/slurm"), "slurm-logdir not used"
+        assert Path(job.slurm_logs[-1]).is_relative_to(workspace.dir / "logs/slurm"), "slurm-logdir not used"
         assert _state(cluster, job)["JobState"] == "COMPLETED", what
         for path in job.files("output"):
-            assert (workdir / path).exists(), f"{what}: output {path} missing"
+            assert (workspace.dir / path).exists(), f"{what}: output {path} missing"
     # every file the final target needs exists (nothing is left to do)
-    again = snakemake(workdir, "--dry-run", timeout=120)
+    again = workspace.snakemake("--dry-run", timeout=120)
     assert again.rc == 0 and "Nothing to be done" in again.output, again.output[-3000:]
 
 
-def test_gpu_jobs_get_a_gpu_on_the_gpu_partition(full_run, cluster, workdir):
+def test_gpu_jobs_get_a_gpu_on_the_gpu_partition(full_run, cluster, workspace):
     gpu_jobs = [j for j in full_run.submitted() if j.gpus > 0]
     assert gpu_jobs, "no job of the test DAG asked for a GPU (finetune.gpus: 1)"
     for job in gpu_jobs:
         what = f"{job.rule} {job.wildcards}"
         assert _state(cluster, job)["Partition"] == "gpu", f"{what}: set-resources partition not applied"
         assert job.resources.get("gpu_model") == "fake", what
-        log = (workdir / job.files("log")[0]).read_text()
+        log = (workspace.dir / job.files("log")[0]).read_text()
         visible = [l for l in log.splitlines() if l.startswith("CUDA_VISIBLE_DEVICES=")]
         assert visible and visible[0].split("=", 1)[1] in ("0", "1"), f"{what}: {visible} in its log"
         assert FALLBACK_LOGGED in log, f"{what}: the CPU fallback was not logged"
@@ -203,10 +224,10 @@ def _producer_and_consumer(run: Run) -> tuple[Job, Job]:
     pytest.fail("no submitted job reads the output of a GPU job")
 
 
-def test_forcerun_resubmits_only_what_the_target_needs(full_run, workdir):
+def test_forcerun_resubmits_only_what_the_target_needs(full_run, workspace):
     producer, consumer = _producer_and_consumer(full_run)
     target = consumer.files("output")[0]
-    run = snakemake(workdir, target, "--forcerun", producer.rule, timeout=240)
+    run = workspace.snakemake(target, "--forcerun", producer.rule, timeout=300)
     assert run.rc == 0, run.output[-4000:]
     redone = sorted((j.rule, j.wildcards) for j in run.jobs.values())
     assert redone == sorted([(producer.rule, producer.wildcards), (consumer.rule, consumer.wildcards)])
@@ -218,11 +239,11 @@ def test_forcerun_resubmits_only_what_the_target_needs(full_run, workdir):
             assert info["TresPerJob"] == f"gres:gpu:fake:{job.gpus}", info
 
 
-def test_failing_job_fails_the_run_with_a_clear_message(full_run, workdir, cluster):
+def test_failing_job_fails_the_run_with_a_clear_message(full_run, workspace, cluster):
     """A GPU job without a usable GPU and without allow_cpu_fallback fails; the run reports why."""
     gpu_job = next(j for j in full_run.submitted() if j.gpus > 0)
     target = gpu_job.files("output")[0]
-    run = snakemake(workdir, target, "--forcerun", gpu_job.rule, config="config.nofallback.yaml", timeout=240)
+    run = workspace.snakemake(target, "--forcerun", gpu_job.rule, config="config.nofallback.yaml", timeout=300)
     assert run.rc != 0, "the run succeeded although its GPU job could not get a GPU"
     (job,) = run.jobs.values()
     assert not job.local and job.slurm_ids, "the failing job was not submitted to SLURM"

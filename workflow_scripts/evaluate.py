@@ -1,11 +1,20 @@
-"""Evaluate one checkpoint: purity of its projections, zero-shot accuracy and silhouette per downstream
-set, and representation diagnostics; image embeddings are cached per (checkpoint, set) for pruning.
+"""Evaluation: purity of the projections, zero-shot accuracy and silhouette per downstream set, and
+representation diagnostics, for every checkpoint.
 
-    python -m workflow_scripts.evaluate --config C --model clip --checkpoint results/pretrain/clip/checkpoint.pt \\
-        --out-dir results/eval/pretrained/clip --tag kind=pretrained
+The fine-tunes change only the two projections, so each model's frozen towers run once over the
+evaluation data (`features`: pre-projection image features per set, text features of every class
+prompt, and a sample of aligned training pairs). Evaluating any checkpoint of that model is then
+matrix algebra over its projection matrices (`projections`), with no network in the loop:
 
-Tables are tidy (one row per metric) so that aggregation never depends on column layouts:
-metrics.parquet: tags..., set, metric, value;  purity.parquet: tags..., projection, metric, value.
+    python -m workflow_scripts.evaluate features --config C --model clip \\
+        --checkpoint results/pretrain/clip/checkpoint.pt --out results/eval/features/clip.npz \\
+        --projections results/eval/pretrained/clip/projections.npz
+    python -m workflow_scripts.evaluate projections --features results/eval/features/clip.npz \\
+        --projections results/finetune/clip/similarity/Cs0.3/seed0/projections.npz \\
+        --out-dir results/eval/finetune/clip/similarity/Cs0.3/seed0 --tag model=clip --tag kind=finetune
+
+Tables are tidy (one row per metric): metrics.parquet (tags..., set, metric, value), purity.parquet
+(tags..., projection, metric, value), histograms.parquet (tags..., projection, bin_left, bin_right, count).
 """
 
 from __future__ import annotations
@@ -14,167 +23,236 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .config import load_config
-from .data import read_pairs_csv, to_model_input
+from .data import load_image_array, read_pairs_csv
 from .errors import InputError
-from .evalsets import EvalSet, open_set
+from .evalsets import open_set
 from .io import load_npz, progress, run_cli, save_npz, setup_logging, write_table
 
 log = logging.getLogger(__name__)
+SEP = "::"  # key separator in the features file: "<set>::image", "<set>::labels", ...
+PAIRS = "train_pairs"
 
 
-@torch.no_grad()
-def embed_images(model, batches, pre: dict, device: torch.device, total: int | None = None) -> np.ndarray:
-    """L2-normalised image embeddings (N, D) float32 of uint8 image batches."""
+# ----------------------------------------------------------------------------- features (torch)
+
+
+def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512) -> dict[str, np.ndarray]:
+    """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs."""
+    import torch
+
+    from .features import extract_text_features
+    from .models import get_tokenizer, image_features, load_model, preprocess_config
+    from .data import to_model_input
+    from .zeroshot import format_prompts
+
+    spec, ev = config["models"][model_name], config["evaluate"]
+    device = torch.device("cuda" if config["compute"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
+    model = load_model(spec, checkpoint).to(device).eval()
+    pre = preprocess_config(model, spec)
+    tokenizer = get_tokenizer(spec["arch"])
+
+    @torch.no_grad()
+    def image_feats(batches, total, desc):
+        out = []
+        bar = progress(total=total, desc=desc, unit="img")
+        for batch in batches:
+            x = to_model_input(batch, pre["mean"], pre["std"]).to(device)
+            out.append(image_features(model, x).float().cpu().numpy())
+            bar.update(len(batch))
+        bar.close()
+        return np.concatenate(out)
+
+    data: dict[str, np.ndarray] = {}
+    for name, set_spec in ev["sets"].items():
+        evalset = open_set(name, set_spec, ev["templates"])
+        prompts = [p for c in evalset.classnames for p in format_prompts(c, evalset.templates)]
+        data[f"{name}{SEP}image"] = image_feats(evalset.batches(ev["batch_size"], pre["image_size"]), len(evalset),
+                                               f"{name} images")
+        data[f"{name}{SEP}labels"] = evalset.labels
+        data[f"{name}{SEP}classnames"] = np.asarray(evalset.classnames)
+        data[f"{name}{SEP}templates"] = np.asarray(evalset.templates)
+        data[f"{name}{SEP}prompt_text"] = extract_text_features(model, tokenizer, prompts, ev["batch_size"], device)
+    rel_paths, captions = read_pairs_csv(config["data"]["train_csv"])
+    n = min(n_pairs, len(rel_paths))
+    images = load_image_array(rel_paths[:n], config["data"]["image_root"], pre["image_size"], desc="pairs")
+    data[f"{PAIRS}{SEP}image"] = image_feats([images], n, "pair images")
+    data[f"{PAIRS}{SEP}text"] = extract_text_features(model, tokenizer, captions[:n], ev["batch_size"], device)
+    return data
+
+
+def embed_images(model, batches, pre: dict, device, total: int | None = None) -> np.ndarray:
+    """L2-normalised image embeddings (N, D) float32 of uint8 image batches, through the whole model."""
+    import torch
+
+    from .data import to_model_input
+
     out = []
     bar = progress(total=total, desc="image embeddings", unit="img")
-    for batch in batches:
-        x = to_model_input(batch, pre["mean"], pre["std"]).to(device)
-        e = model.encode_image(x).float()
-        out.append(torch.nn.functional.normalize(e, dim=-1).cpu().numpy())
-        bar.update(len(batch))
+    with torch.no_grad():
+        for batch in batches:
+            x = to_model_input(batch, pre["mean"], pre["std"]).to(device)
+            out.append(torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1).cpu().numpy())
+            bar.update(len(batch))
     bar.close()
     return np.concatenate(out)
 
 
-def text_encoder(model, tokenizer, device: torch.device, batch_size: int = 256) -> Callable[[Sequence[str]], np.ndarray]:
-    """A function mapping texts to L2-normalised text embeddings (n, D) float32."""
+def text_encoder(model, tokenizer, device, batch_size: int = 256):
+    """A function mapping texts to L2-normalised text embeddings (n, D) float32, through the whole model."""
+    import torch
 
-    @torch.no_grad()
     def encode(texts: Sequence[str]) -> np.ndarray:
         out = []
-        for start in range(0, len(texts), batch_size):
-            tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
-            e = model.encode_text(tokens).float()
-            out.append(torch.nn.functional.normalize(e, dim=-1).cpu().numpy())
+        with torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
+                out.append(torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1).cpu().numpy())
         return np.concatenate(out)
 
     return encode
 
 
-def set_embeddings(model, evalset: EvalSet, encode_text, pre: dict, batch_size: int, device, cache: Path) -> dict:
-    """Image embeddings, labels and the zero-shot classifier of one set (cached in `cache`)."""
-    from .zeroshot import zero_shot_classifier
+def write_projections(model_spec: dict, checkpoint: str, out: str) -> None:
+    """The checkpoint's image and text projections, rows = output neurons (what fine-tunes write too)."""
+    from .models import load_model, projection_matrices
 
-    if cache.exists():
-        data = load_npz(cache)
-        if data["labels"].shape[0] == len(evalset):
-            return data
-    images = embed_images(model, evalset.batches(batch_size, pre["image_size"]), pre, device, total=len(evalset))
-    classifier = zero_shot_classifier(encode_text, evalset.classnames, evalset.templates)
-    data = {"image": images.astype(np.float32), "labels": evalset.labels, "classifier": classifier.astype(np.float32),
-            "classnames": np.asarray(evalset.classnames)}
-    save_npz(cache, **data)
-    return data
+    image_p, text_p = projection_matrices(load_model(model_spec, checkpoint))
+    save_npz(out, image=image_p.cpu().numpy(), text=text_p.cpu().numpy())
 
 
-def evaluate(config: dict, model_name: str, checkpoint: str, out_dir: str, tags: dict[str, str],
-             sets: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write metrics.parquet, purity.parquet, neurons.npz and embeddings/<set>.npz under out_dir."""
+# ----------------------------------------------------------------------------- projections (numpy)
+
+
+def normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def set_names(features: dict[str, np.ndarray]) -> list[str]:
+    return [k.split(SEP)[0] for k in features if k.endswith(f"{SEP}image") and not k.startswith(PAIRS + SEP)]
+
+
+def set_embeddings(features: dict[str, np.ndarray], name: str, image_p: np.ndarray, text_p: np.ndarray) -> dict:
+    """Normalised image embeddings, labels and zero-shot classifier of one set under given projections."""
+    from .zeroshot import format_prompts, zero_shot_classifier
+
+    classnames = features[f"{name}{SEP}classnames"].tolist()
+    templates = features[f"{name}{SEP}templates"].tolist()
+    prompts = [p for c in classnames for p in format_prompts(c, templates)]  # the order features were cached in
+    lookup = dict(zip(prompts, features[f"{name}{SEP}prompt_text"] @ text_p.T))
+
+    def encode(texts):
+        return np.stack([lookup[t] for t in texts])
+
+    return {"image": normalize(features[f"{name}{SEP}image"] @ image_p.T).astype(np.float32),
+            "labels": features[f"{name}{SEP}labels"],
+            "classifier": zero_shot_classifier(encode, classnames, templates),
+            "classnames": np.asarray(classnames)}
+
+
+def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, text_p: np.ndarray,
+                         tags: dict, out_dir: str, save_embeddings: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write metrics, purity and histogram tables (and optionally embeddings/<set>.npz) under out_dir."""
     from . import purity as pm
-    from .models import get_tokenizer, load_model, preprocess_config, projection_matrices
     from .zeroshot import silhouette, zero_shot_metrics
 
-    spec = config["models"][model_name]
-    ev = config["evaluate"]
-    device = torch.device("cuda" if config["compute"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
-    model = load_model(spec, checkpoint).to(device).eval()
-    pre = preprocess_config(model, spec)
-    encode_text = text_encoder(model, get_tokenizer(spec["arch"]), device)
     out = Path(out_dir)
     rows = []
-    for name in sets or list(ev["sets"]):
-        evalset = open_set(name, ev["sets"][name], ev["templates"])
-        data = set_embeddings(model, evalset, encode_text, pre, ev["batch_size"], device,
-                              out / "embeddings" / f"{name}.npz")
+    for name in set_names(features):
+        data = set_embeddings(features, name, image_p, text_p)
         metrics = zero_shot_metrics(data["image"], data["classifier"], data["labels"])
         metrics["silhouette"] = silhouette(data["image"], data["labels"])
         metrics.update({f"diag_{k}": v for k, v in pm.representation_diagnostics(data["image"]).items()})
-        log.info("%s %s: %s", model_name, name, {k: round(float(v), 4) for k, v in metrics.items()})
+        log.info("%s: %s", name, {k: round(float(v), 4) for k, v in metrics.items()})
         rows += [{"set": name, "metric": k, "value": float(v)} for k, v in metrics.items()]
-    rows += [{"set": "train_pairs", "metric": k, "value": float(v)}
-             for k, v in pair_diagnostics(config, model, pre, encode_text, device).items()]
+        if save_embeddings:
+            save_npz(out / "embeddings" / f"{name}.npz", **data)
+    img = normalize(features[f"{PAIRS}{SEP}image"] @ image_p.T)
+    txt = normalize(features[f"{PAIRS}{SEP}text"] @ text_p.T)
+    pairs = {"rsa": pm.rsa_correlation(img, txt)}
+    pairs.update({f"text_{k}": v for k, v in pm.representation_diagnostics(txt).items()})
+    pairs.update({f"image_{k}": v for k, v in pm.representation_diagnostics(img).items()})
+    rows += [{"set": PAIRS, "metric": k, "value": float(v)} for k, v in pairs.items()]
     metrics_df = _tag(pd.DataFrame(rows), tags)
 
-    image_p, text_p = (m.cpu().numpy() for m in projection_matrices(model))
-    purity_rows, neurons = [], {}
-    for proj, P in (("text", text_p), ("image", image_p)):
-        result = pm.purity_metrics(P)
-        for k, v in result.items():
-            if np.ndim(v) == 0:
-                purity_rows.append({"projection": proj, "metric": k, "value": float(v)})
-            else:
-                neurons[f"{proj}_{k}"] = np.asarray(v)
-    purity_df = _tag(pd.DataFrame(purity_rows), tags)
+    matrices = {"text": text_p, "image": image_p}
+    purity_df = _tag(pm.purity_table(matrices), tags)
     write_table(metrics_df, out / "metrics.parquet")
     write_table(purity_df, out / "purity.parquet")
-    save_npz(out / "neurons.npz", **neurons)
+    write_table(_tag(pm.histogram_table(matrices), tags), out / "histograms.parquet")
+    save_npz(out / "neurons.npz", **{f"{p}_per_neuron": pm.purity_metrics(P)["per_neuron"] for p, P in matrices.items()})
     return metrics_df, purity_df
 
 
-@torch.no_grad()
-def pair_diagnostics(config: dict, model, pre: dict, encode_text, device, n_pairs: int = 512) -> dict:
-    """Diagnostics on embeddings of the first n_pairs (aligned) training pairs: image-text RSA and more."""
-    from . import purity as pm
-    from .data import load_image_array
-
-    rel_paths, captions = read_pairs_csv(config["data"]["train_csv"])
-    n = min(n_pairs, len(rel_paths))
-    images = load_image_array(rel_paths[:n], config["data"]["image_root"], pre["image_size"], desc="pairs")
-    img = embed_images(model, [images], pre, device, total=n)
-    txt = encode_text(captions[:n])
-    out = {"rsa": pm.rsa_correlation(img, txt)}
-    out.update({f"text_{k}": v for k, v in pm.representation_diagnostics(txt).items()})
-    out.update({f"image_{k}": v for k, v in pm.representation_diagnostics(img).items()})
-    return out
+def load_projections(path: str) -> tuple[np.ndarray, np.ndarray]:
+    data = load_npz(path)
+    if "image" not in data or "text" not in data:
+        raise InputError(f"{path}: expected arrays 'image' and 'text' (projection rows = output neurons)")
+    return data["image"].astype(np.float64), data["text"].astype(np.float64)
 
 
-def _tag(df: pd.DataFrame, tags: dict[str, str]) -> pd.DataFrame:
+def _tag(df: pd.DataFrame, tags: dict) -> pd.DataFrame:
     for i, (k, v) in enumerate(tags.items()):
         df.insert(i, k, _parse_tag(v))
     return df
 
 
-def _parse_tag(value: str):
+def _parse_tag(value):
     for cast in (int, float):
         try:
             return cast(value)
-        except ValueError:
+        except (TypeError, ValueError):
             pass
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Evaluate one checkpoint (purity, zero-shot, diagnostics).")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--sets", nargs="*", help="evaluation sets (default: all in the config)")
-    parser.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
-                        help="columns added to every row (model, kind, strategy, cs, seed)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
-    unknown = [s for s in args.sets or [] if s not in config["evaluate"]["sets"]]
-    if unknown:
-        raise InputError(f"--sets: unknown evaluation set(s) {unknown}; known: {sorted(config['evaluate']['sets'])}")
-    tags = {"model": args.model}
-    for item in args.tag:
+def _parse_tags(items: Sequence[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
         if "=" not in item:
             raise InputError(f"--tag {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         tags[k] = v
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-    evaluate(config, args.model, args.checkpoint, args.out_dir, tags, args.sets)
+    return tags
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate checkpoints (purity, zero-shot, diagnostics).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("features", help="run a model's frozen towers once over the evaluation data")
+    f.add_argument("--config", required=True)
+    f.add_argument("--model", required=True)
+    f.add_argument("--checkpoint", required=True)
+    f.add_argument("--out", required=True, help="features .npz")
+    f.add_argument("--projections", help="also write this checkpoint's projections (.npz)")
+    p = sub.add_parser("projections", help="evaluate one checkpoint's projections over cached features")
+    p.add_argument("--features", required=True)
+    p.add_argument("--projections", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--save-embeddings", action="store_true", help="write embeddings/<set>.npz (for pruning)")
+    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE",
+                   help="columns added to every row (model, kind, strategy, cs, seed)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.command == "features":
+        import torch
+
+        config = load_config(args.config)
+        if args.model not in config["models"]:
+            raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+        save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint))
+        if args.projections:
+            write_projections(config["models"][args.model], args.checkpoint, args.projections)
+        return 0
+    image_p, text_p = load_projections(args.projections)
+    evaluate_projections(load_npz(args.features), image_p, text_p, _parse_tags(args.tag), args.out_dir,
+                         args.save_embeddings)
     return 0
 
 

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -178,6 +179,7 @@ def train(model: torch.nn.Module, data: PairData, settings: dict, mean: Sequence
     optimizer = build_optimizer(model, settings["lr"], settings["weight_decay"])
     loss_fn = ClipLoss()
     history: list[dict] = []
+    window: list[tuple[float, float]] = []  # (loss, accuracy) of the steps since the last record
     start = 0
     if partial is not None and partial.exists():
         state = load_checkpoint(partial)
@@ -185,11 +187,11 @@ def train(model: torch.nn.Module, data: PairData, settings: dict, mean: Sequence
             model.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             start, history = int(state["meta"]["step"]), list(state["history"])
+            window = [tuple(w) for w in state["window"]]
             log.info("resumed from %s at step %d", partial, start)
         else:
             log.warning("ignoring %s: written by other settings", partial)
     model.train()
-    window: list[tuple[float, float]] = []
     bar = progress(range(start, steps), desc="pretrain", unit="step", total=steps, initial=start)
     for step in bar:
         lr = lr_at(step, steps, settings["warmup_steps"], settings["lr"])
@@ -215,11 +217,12 @@ def train(model: torch.nn.Module, data: PairData, settings: dict, mean: Sequence
                             "clip_acc": float(np.mean([w[1] for w in window])), "lr": lr,
                             "logit_scale": float(model.logit_scale.detach().exp())})
             window = []
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}")
+            log.info("step %d: %s", done, json.dumps({k: round(v, 5) for k, v in history[-1].items()}))
+            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", refresh=False)
         if partial is not None and done % settings["checkpoint_every"] == 0 and done < steps:
-            # The window is dropped on resume; checkpoint_every is a multiple of log_every in practice.
             save_checkpoint(partial, model.state_dict(), epoch=0, optimizer=optimizer.state_dict(),
-                            meta={"run_hash": run_hash, "step": done}, history=history)
+                            meta={"run_hash": run_hash, "step": done}, history=history,
+                            window=[list(w) for w in window])
         if on_step is not None:
             on_step(done)
     bar.close()
@@ -255,8 +258,8 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     """Pretrain one model and write its checkpoint, JSON-lines log and (optionally) a plot."""
     from .checkpoints import save_checkpoint
     from .evalsets import open_set
-    from .io import config_hash, write_lines
-    from .models import build_model, get_tokenizer, num_parameters, preprocess_config
+    from .io import config_hash, sha256_file, write_lines
+    from .models import build_model, get_tokenizer, model_config, num_parameters, preprocess_config
 
     if model_name not in config["models"]:
         raise InputError(f"unknown model {model_name!r}; known: {sorted(config['models'])}")
@@ -269,9 +272,12 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     settings = dict(config["pretrain"])
     augmented = spec.get("captions", "human") == "augmented"
     device = _device(config)
-    run_hash = config_hash({"pretrain": settings, "arch": spec["arch"], "captions": spec.get("captions", "human"),
-                           "data": config["data"] if augmented else {**config["data"], "rewrites": []},
-                           "device": device.type})
+    data_files = [config["data"]["train_csv"]] + (list(config["data"]["rewrites"]) if augmented else [])
+    # Everything that determines the result (checkpoint_every does not): a partial file of another run
+    # (other settings, architecture or data files) is never resumed from.
+    run_hash = config_hash({"pretrain": {k: v for k, v in settings.items() if k != "checkpoint_every"},
+                           "arch": model_config(spec["arch"]), "captions": spec.get("captions", "human"),
+                           "device": device.type, "data": [sha256_file(f) for f in data_files if os.path.isfile(f)]})
     torch.manual_seed(settings["seed"])
     model = build_model(spec["arch"]).to(device)
     pre = preprocess_config(model, spec)
@@ -294,7 +300,8 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     meta = {"model": model_name, "arch": spec["arch"], "source": "pretrain", "captions": spec.get("captions", "human"),
             "steps": settings["steps"], "seed": settings["seed"], "config_hash": run_hash, "zero_shot": zero_shot,
             "final_loss": history[-1]["loss"] if history else None}
-    save_checkpoint(out, model.cpu().state_dict(), epoch=settings["steps"], optimizer=None, meta=meta)
+    epochs = settings["steps"] * settings["batch_size"] // len(data)  # completed passes over the pairs
+    save_checkpoint(out, model.cpu().state_dict(), epoch=epochs, optimizer=None, meta=meta)
     write_lines(train_log, [json.dumps(r, sort_keys=True) for r in records])
     if plot:
         plot_history(history, zero_shot, model_name, plot)
@@ -330,7 +337,8 @@ def plot_history(history: list[dict], zero_shot: dict, title: str, path: str | o
     ax2.plot(steps, [r["logit_scale"] for r in history], color="tab:orange", label="logit scale")
     ax2.set_ylabel("logit scale")
     acc = ", ".join(f"{k} {v:.2f}" for k, v in zero_shot.items())
-    ax.set_title(f"{title}" + (f" (zero-shot {acc})" if acc else ""), fontsize=9)
+    ax.set_title(title + ("\n" + textwrap.fill(f"zero-shot: {acc}", 70) if acc else ""), fontsize=8)
+    fig.legend(loc="upper center", bbox_to_anchor=(0.5, 0.8), fontsize=8, frameon=False)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)

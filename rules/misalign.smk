@@ -1,0 +1,92 @@
+# Stage 1: caption neighbours (TF-IDF + exact top-K cosine), swaps per (strategy, Cs), training CSVs.
+# seed_spec.md section 1; workflow_scripts/{similarity,misalign}.py.
+
+MISALIGN = "results/misalign"
+MISALIGN_CODE = code("misalign", "similarity", "captions", "data")
+# The neighbour search asks for a GPU only when the config says it must run on CuPy.
+MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
+
+
+rule caption_neighbours:
+    input:
+        code=MISALIGN_CODE,
+        captions=config["data"]["captions"],
+    output:
+        f"{MISALIGN}/tfidf_neighbours.npz",
+    log:
+        "logs/caption_neighbours.log",
+    benchmark:
+        "benchmarks/caption_neighbours.tsv"
+    params:
+        config=CONFIG,
+        settings={
+            k: config["misalign"][k] for k in ("tfidf", "n_neighbours", "backend")
+        },
+    threads: 2
+    resources:
+        gpu=MISALIGN_GPU,
+        mem_mb=mem_mb(4000),
+        runtime=60,
+    shell:
+        "python -m workflow_scripts.similarity --config {params.config}"
+        " --captions {input.captions} --out {output} --threads {threads} --log {log} 2> /dev/null"
+
+
+rule misalign_swaps:
+    input:
+        code=MISALIGN_CODE,
+        captions=config["data"]["captions"],
+        neighbours=f"{MISALIGN}/tfidf_neighbours.npz",
+    output:
+        captions=expand(f"{MISALIGN}/{{{{strategy}}}}/Cs{{cs}}/captions.txt", cs=CS_LABELS),
+        manifests=expand(f"{MISALIGN}/{{{{strategy}}}}/Cs{{cs}}/swaps.parquet", cs=CS_LABELS),
+        summary=report(
+            f"{MISALIGN}/{{strategy}}/summary.tsv",
+            caption="report/swaps.rst",
+            category="1. Data",
+            subcategory="Misalignment",
+            labels={"strategy": "{strategy}"},
+        ),
+    log:
+        "logs/misalign_swaps/{strategy}.log",
+    benchmark:
+        "benchmarks/misalign_swaps/{strategy}.tsv"
+    params:
+        config=CONFIG,
+        settings={
+            k: config["misalign"][k] for k in ("cs_values", "top_k", "seed", "n_neighbours")
+        },
+        cs=" ".join(CS_LABELS),
+    threads: 2
+    resources:
+        mem_mb=mem_mb(4000),
+        runtime=60,
+    shell:
+        "python -m workflow_scripts.misalign swap --config {params.config}"
+        " --captions {input.captions} --neighbours {input.neighbours}"
+        " --strategy {wildcards.strategy} --cs {params.cs}"
+        " --out-captions {output.captions} --out-manifest {output.manifests}"
+        " --summary {output.summary} --threads {threads} --log {log} 2> /dev/null"
+
+
+rule misalign_csv:
+    input:
+        code=code("misalign", "captions", "data"),
+        csv=config["data"]["train_csv"],
+        captions=f"{MISALIGN}/{{strategy}}/Cs{{cs}}/captions.txt",
+    output:
+        f"{MISALIGN}/{{strategy}}/Cs{{cs}}/train.csv",
+    log:
+        "logs/misalign_csv/{strategy}/Cs{cs}.log",
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=15,
+    shell:
+        "python -m workflow_scripts.misalign assemble --train-csv {input.csv}"
+        " --captions {input.captions} --out {output} --log {log} 2> /dev/null"
+
+
+def all_misalign_csvs():
+    """Every training CSV of stage 1 (one per strategy and Cs)."""
+    return expand(f"{MISALIGN}/{{strategy}}/Cs{{cs}}/train.csv", strategy=STRATEGIES, cs=CS_LABELS)

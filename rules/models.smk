@@ -1,0 +1,124 @@
+# Models: every configured model ends up at results/pretrain/{model}/checkpoint.pt in our checkpoint
+# format, so later stages read one path with torch.load(weights_only=True):
+#   source pretrain            -> rule pretrain (from scratch on data.train_csv, in the DAG)
+#   source checkpoint / laclip -> rule import_checkpoint (LaCLIP keys converted, strict load, re-saved)
+#   ... with url + sha256      -> rule fetch_<model> first downloads the file (resumable, verified)
+
+MODEL_SOURCE = {name: spec["source"] for name, spec in config["models"].items()}
+PRETRAIN_MODELS = [m for m, s in MODEL_SOURCE.items() if s == "pretrain"]
+IMPORT_MODELS = [m for m, s in MODEL_SOURCE.items() if s != "pretrain"]
+# Zero-shot check at the end of pretraining: the world's downstream sets (shape, colour, ...).
+PRETRAIN_EVAL_SETS = WORLD_SETS if config["world"]["enabled"] else []
+
+
+def model_config_file(arch):
+    """The embedded JSON config of an architecture (an input, so editing it retrains), or nothing."""
+    path = os.path.join(workflow.basedir, "workflow_scripts", "model_configs", f"{arch}.json")
+    return [path] if os.path.exists(path) else []
+
+
+def source_checkpoint(name):
+    """Where a checkpoint/laclip model's file is: the configured path, else resources/checkpoints/<name>.pt."""
+    spec = config["models"][name]
+    return spec.get("checkpoint") or f"resources/checkpoints/{name}.pt"
+
+
+def pretrain_inputs(wildcards):
+    spec = config["models"][wildcards.model]
+    inputs = {
+        "csv": config["data"]["train_csv"],
+        "arch": model_config_file(spec["arch"]),
+        "sets": [eval_set_input(s) for s in PRETRAIN_EVAL_SETS],
+    }
+    if spec.get("captions") == "augmented":
+        inputs["rewrites"] = config["data"]["rewrites"]
+    return inputs
+
+
+if PRETRAIN_MODELS:
+
+    rule pretrain:
+        input:
+            unpack(pretrain_inputs),
+            code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate", "features"),
+        output:
+            checkpoint="results/pretrain/{model}/checkpoint.pt",
+            train_log="results/pretrain/{model}/log.jsonl",
+            plot=report(
+                "results/pretrain/{model}/training.png",
+                caption="report/pretrain.rst",
+                category="2. Models",
+                labels={"model": "{model}", "figure": "pretraining curve"},
+            ),
+        log:
+            "logs/pretrain/{model}.log",
+        benchmark:
+            "benchmarks/pretrain/{model}.tsv"
+        wildcard_constraints:
+            model="|".join(PRETRAIN_MODELS),
+        params:
+            config=CONFIG,
+            settings={k: v for k, v in config["pretrain"].items() if k != "checkpoint_every"},
+            spec=model_spec,
+            sets=" ".join(PRETRAIN_EVAL_SETS),
+        threads: 1  # the embedded default runs clip and laclip side by side on 2 cores
+        resources:
+            gpu=min(1, gpus()),
+            mem_mb=mem_mb(3000),
+            runtime=30,
+        # checkpoint.partial.pt next to the output survives a failed or killed job; the rerun resumes it
+        shell:
+            "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
+            " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
+            " --eval-sets {params.sets} --threads {threads} > {log} 2>&1"
+
+
+if IMPORT_MODELS:
+
+    rule import_checkpoint:
+        input:
+            code=code("models", "checkpoints"),
+            arch=lambda wildcards: model_config_file(config["models"][wildcards.model]["arch"]),
+            checkpoint=lambda wildcards: source_checkpoint(wildcards.model),
+        output:
+            "results/pretrain/{model}/checkpoint.pt",
+        log:
+            "logs/import_checkpoint/{model}.log",
+        benchmark:
+            "benchmarks/import_checkpoint/{model}.tsv"
+        wildcard_constraints:
+            model="|".join(IMPORT_MODELS),
+        params:
+            config=CONFIG,
+            spec=model_spec,
+        threads: 1
+        resources:
+            mem_mb=mem_mb(4000),
+            runtime=30,
+        shell:
+            "python -m workflow_scripts.models --config {params.config} --model {wildcards.model}"
+            " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
+
+
+# One download rule per model with a url. Deliberately no code inputs: editing fetch.py must never make
+# Snakemake delete and re-download a verified multi-GB file; a changed url/sha256 (params) does rerun it.
+for _name in [m for m in IMPORT_MODELS if config["models"][m].get("url")]:
+
+    rule:
+        name:
+            f"fetch_{_name}"
+        output:
+            source_checkpoint(_name),
+        log:
+            f"logs/fetch/{_name}.log",
+        params:
+            url=config["models"][_name]["url"],
+            sha256=config["models"][_name]["sha256"],
+        threads: 1
+        resources:
+            mem_mb=500,
+            runtime=240,
+        retries: 2  # a retry resumes the .part file
+        shell:
+            "python -m workflow_scripts.fetch --url '{params.url}' --sha256 {params.sha256}"
+            " --out {output} > {log} 2>&1"

@@ -1,0 +1,209 @@
+"""Swaps against a plain dense implementation of the original algorithm; outputs; CSV assembly."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import yaml
+
+from workflow_scripts import misalign as M
+from workflow_scripts import similarity as S
+from workflow_scripts.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tie_free_rows(n, v, seed):
+    """Random unit rows that all share term 0 (so every similarity is positive) with continuous
+    weights: no two similarities are equal, so the original's argsort order is unambiguous."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, v))
+    for i in range(n):
+        terms = rng.choice(np.arange(1, v), size=rng.integers(1, 5), replace=False)
+        X[i, terms] = rng.random(len(terms)) + 0.1
+        X[i, 0] = rng.random() * 0.3 + 0.01
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return sp.csr_matrix(X)
+
+
+def original_swap(X, cs, top_k=10, seed=42):
+    """seed_spec.md section 1, as written: dense N x N matrix, global legacy RNG, argsort tail."""
+    sim = (X @ X.T).toarray()
+    n = sim.shape[0]
+    target = int(cs * n)
+    used, pairs, swapped = set(), [], 0
+    np.random.seed(seed)
+    order = np.arange(n)
+    np.random.shuffle(order)
+    for s in order:
+        if swapped >= target:
+            break
+        if s in used:
+            continue
+        row = sim[s].copy()
+        row[s] = -1
+        for e in used:
+            row[e] = -1
+        idx = np.argsort(row)[-top_k:]
+        cand = [i for i in idx if row[i] >= 0]
+        if cand:
+            t = np.random.choice(cand)
+            used |= {s, t}
+            pairs.append((s, t))
+            swapped += 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@pytest.mark.parametrize("n,k,seed,batch_min", [(240, 32, 0, 256), (301, 12, 1, 256), (260, 11, 2, 3)])
+def test_similarity_swaps_equal_the_dense_original(n, k, seed, batch_min):
+    X = tie_free_rows(n, 40, seed)
+    ids, scores, _ = S.neighbours(X, k)
+    target = int(0.8 * n)
+    pairs, stats = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42, batch_min=batch_min)
+    if k < 32:  # short lists: exclusions exhaust rows, which are then recomputed exactly
+        assert stats["row_recomputes"] + stats["batch_recomputes"] > 0
+    if batch_min == 3:
+        assert stats["batch_recomputes"] > 0
+    for cs in (0.1, 0.3, 0.5, 0.8):
+        ref = original_swap(X, cs)
+        np.testing.assert_array_equal(pairs[: M.n_pairs(cs, n)], ref)
+
+
+@pytest.mark.parametrize("strategy", ["similarity", "random"])
+def test_fraction_prefix_and_multiset(strategy):
+    n = 257
+    X = tie_free_rows(n, 30, 5)
+    ids, scores, _ = S.neighbours(X, 16)
+    lines = [f"caption {i}" for i in range(n)]
+    runs = {}
+    for cs in (0.0, 0.1, 0.3, 0.5, 0.8, 1.0):
+        target = M.target_lines(cs, n)
+        if strategy == "similarity":
+            pairs, _ = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42)
+        else:
+            pairs = M.random_swaps(n, target, seed=42)
+        runs[cs] = pairs
+        swapped = M.apply_swaps(lines, pairs)
+        changed = sum(a != b for a, b in zip(lines, swapped))
+        assert changed == len(pairs) * 2
+        if cs < 1.0:
+            assert changed / n == 2 * math.ceil(int(cs * n) / 2) / n
+        assert Counter(swapped) == Counter(lines)
+        assert len(set(pairs.ravel().tolist())) == 2 * len(pairs)        # disjoint pairs
+    assert len(runs[1.0]) == n // 2                                      # odd n: one caption left alone
+    for small, large in [(0.1, 0.3), (0.3, 0.5), (0.5, 0.8), (0.8, 1.0)]:
+        np.testing.assert_array_equal(runs[large][: len(runs[small])], runs[small])
+
+
+def test_random_swaps_follow_the_documented_pool_rule():
+    n, target = 50, 30
+    rng = np.random.RandomState(7)
+    order = np.arange(n)
+    rng.shuffle(order)
+    pool, used, ref = list(range(n)), set(), []
+    for s in order:
+        if len(ref) * 2 >= target:
+            break
+        if s in used:
+            continue
+        for i in (s,):
+            j = pool.index(i)
+            pool[j] = pool[-1]
+            pool.pop()
+        t = pool[rng.randint(len(pool))]
+        j = pool.index(t)
+        pool[j] = pool[-1]
+        pool.pop()
+        used |= {s, t}
+        ref.append((s, t))
+    np.testing.assert_array_equal(M.random_swaps(n, target, seed=7), np.array(ref))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x"])
+def test_invalid_cs(bad):
+    with pytest.raises(InputError, match="Cs"):
+        M.target_lines(bad, 100)
+
+
+def write_config(tmp_path, **misalign):
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["misalign"].update(misalign)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_end_to_end(tmp_path):
+    from workflow_scripts.similarity import main as sim_main
+
+    words = ["red", "blue", "green", "dog", "cat", "bird", "car", "tree", "house", "boat", "ball", "hat"]
+    rng = np.random.default_rng(0)
+    lines = [" ".join(rng.choice(words, size=4)) + ("," if i % 3 else " \"quoted\"") for i in range(120)]
+    captions = tmp_path / "captions.txt"
+    captions.write_bytes(("\n".join(lines)).encode())            # no final newline
+    train = tmp_path / "train.csv"
+    with open(train, "w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh, lineterminator="\n").writerows([[f"images/{i:06d}.png", c] for i, c in enumerate(lines)])
+    config = write_config(tmp_path, n_neighbours=8, top_k=5, tfidf={"min_df": 1})
+    npz = tmp_path / "nb.npz"
+    assert sim_main(["--config", str(config), "--captions", str(captions), "--out", str(npz),
+                     "--threads", "1"]) == 0
+    outs = [tmp_path / f"Cs{c}" for c in ("0.0", "0.5")]
+    argv = ["swap", "--config", str(config), "--captions", str(captions), "--neighbours", str(npz),
+            "--strategy", "similarity", "--cs", "0.0", "0.5",
+            "--out-captions", *[str(o / "captions.txt") for o in outs],
+            "--out-manifest", *[str(o / "swaps.parquet") for o in outs], "--summary", str(tmp_path / "s.tsv"),
+            "--log", str(tmp_path / "swap.log")]
+    assert M.main(argv) == 0
+    assert re.search(r"pair 1 \(similarity \d\.\d{3}\): line \d+: .* / line \d+: ", (tmp_path / "swap.log").read_text())
+    swapped = (outs[1] / "captions.txt").read_text(encoding="utf-8")
+    assert swapped.endswith("\n") and swapped.count("\n") == 120
+    assert (outs[0] / "captions.txt").read_text(encoding="utf-8").splitlines() == lines
+    man = pd.read_parquet(outs[1] / "swaps.parquet")
+    assert list(man.columns) == ["pair", "line_a", "line_b", "similarity"] and len(man) == 30
+    new = swapped.splitlines()
+    for a, b in zip(man.line_a, man.line_b):
+        assert new[a] == lines[b] and new[b] == lines[a]
+    assert pd.read_csv(tmp_path / "s.tsv", sep="\t").realised_fraction.tolist() == [0.0, 0.5]
+    out_csv = tmp_path / "train_swapped.csv"
+    assert M.main(["assemble", "--train-csv", str(train), "--captions", str(outs[1] / "captions.txt"),
+                   "--out", str(out_csv)]) == 0
+    rows = list(csv.reader(open(out_csv, newline="", encoding="utf-8")))
+    assert [r[0] for r in rows] == [f"images/{i:06d}.png" for i in range(120)]
+    assert [r[1] for r in rows] == new
+
+
+def test_assemble_refuses_bad_inputs(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("a.png,one\nb.png,two\nc.png,three\n", encoding="utf-8")
+    caps = tmp_path / "caps.txt"
+    caps.write_text("x\ny\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"train\.csv has 3 rows but .*caps\.txt has 2 captions"):
+        M.assemble_csv(str(train), str(caps), str(tmp_path / "out.csv"))
+    assert not (tmp_path / "out.csv").exists()
+    train.write_text("a.png,one\nb.png\nc.png,three\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"train\.csv:2: expected 2 fields"):
+        M.assemble_csv(str(train), str(caps), str(tmp_path / "out.csv"))
+
+
+def test_swap_cli_refuses_mismatched_files(tmp_path):
+    X = tie_free_rows(20, 10, 0)
+    ids, scores, _ = S.neighbours(X, 5)
+    S.save_neighbours(tmp_path / "nb.npz", ids, scores, X, {})
+    caps = tmp_path / "caps.txt"
+    caps.write_text("".join(f"c{i}\n" for i in range(19)), encoding="utf-8")
+    config = write_config(tmp_path)
+    base = ["swap", "--config", str(config), "--captions", str(caps), "--neighbours", str(tmp_path / "nb.npz"),
+            "--strategy", "random"]
+    with pytest.raises(InputError, match="20 rows but .* 19 captions"):
+        M.main(base + ["--cs", "0.1", "--out-captions", "a", "--out-manifest", "b.parquet"])
+    with pytest.raises(InputError, match="not in"):
+        M.main(base + ["--cs", "1.1", "--out-captions", "a", "--out-manifest", "b.parquet"])

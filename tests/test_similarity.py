@@ -1,0 +1,150 @@
+"""Exact top-K neighbours: every backend and the exact search against a dense brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from workflow_scripts import similarity as S
+from workflow_scripts.errors import InputError
+
+
+def random_unit_rows(n, v, seed, dup=0.0, empty=0.0, max_terms=6):
+    """Random non-negative L2-normalised sparse rows, some duplicated and some empty (ties)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        if rows and rng.random() < dup:
+            rows.append(rows[rng.integers(len(rows))].copy())
+            continue
+        x = np.zeros(v)
+        if rng.random() >= empty:
+            # Zipf-like term choice so that some terms are common (long posting lists)
+            terms = rng.choice(v, size=rng.integers(1, max_terms + 1), replace=False,
+                               p=1.0 / np.arange(1, v + 1) / np.sum(1.0 / np.arange(1, v + 1)))
+            x[terms] = rng.random(len(terms)) + 0.05
+            x /= np.linalg.norm(x)
+        rows.append(x)
+    return sp.csr_matrix(np.array(rows))
+
+
+def brute_force(X, k, allowed=None):
+    """Dense reference: all j != i (and allowed), ordered by (-similarity, j); first k."""
+    D = (X @ X.T).toarray()
+    n = D.shape[0]
+    ids = np.full((n, k), -1)
+    sc = np.zeros((n, k))
+    for i in range(n):
+        ok = np.ones(n, bool) if allowed is None else allowed.copy()
+        ok[i] = False
+        cand = np.flatnonzero(ok)
+        order = cand[np.lexsort((cand, -D[i, cand]))][:k]
+        ids[i, : len(order)] = order
+        sc[i, : len(order)] = D[i, order]
+    return ids, sc
+
+
+@pytest.mark.parametrize("backend", ["cpu", "scipy"])
+@pytest.mark.parametrize("seed,dup,empty", [(0, 0.0, 0.0), (1, 0.3, 0.05), (2, 0.6, 0.2)])
+def test_neighbours_equal_dense_brute_force(backend, seed, dup, empty):
+    X = random_unit_rows(400, 60, seed, dup=dup, empty=empty)
+    ids, scores, stats = S.neighbours(X, 12, backend=backend, block_rows=97, extra=2)
+    ref_ids, ref_scores = brute_force(X, 12)
+    assert ids.dtype == np.int32 and scores.dtype == np.float32 and ids.shape == (400, 12)
+    np.testing.assert_array_equal(ids, ref_ids)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
+
+
+def test_rounds_escalate_and_exact_search_finishes():
+    # many distinct rows tie with each other (same weight on one shared term): top_n is far too small
+    v = 30
+    rows = [np.eye(v)[0] * 0.6 + np.eye(v)[j] * 0.8 for j in range(1, v)] * 3
+    X = sp.csr_matrix(np.array(rows))
+    ids, _, stats = S.neighbours(X, 5, extra=0, rounds=1)
+    assert stats["exact_rows"] > 0
+    np.testing.assert_array_equal(ids, brute_force(X, 5)[0])
+    ids2, _, stats2 = S.neighbours(X, 5, extra=0, rounds=3)
+    assert stats2["unproven"][0] > 0
+    np.testing.assert_array_equal(ids2, ids)
+
+
+def test_exact_searcher_with_allowed_mask():
+    X = random_unit_rows(300, 40, 3, dup=0.2, empty=0.1)
+    allowed = np.random.default_rng(0).random(300) < 0.4
+    rows = np.arange(0, 300, 7)
+    ids, scores = S.ExactSearcher(X, threads=2).search(rows, 9, allowed=allowed)
+    ref_ids, ref_scores = brute_force(X, 9, allowed=allowed)
+    np.testing.assert_array_equal(ids, ref_ids[rows])
+    np.testing.assert_allclose(scores, ref_scores[rows], atol=1e-12)
+    # fewer allowed rows than k: the list ends with -1
+    few = np.zeros(300, bool)
+    few[[5, 9]] = True
+    ids, _ = S.ExactSearcher(X).search([0], 4, allowed=few)
+    assert ids[0].tolist() == brute_force(X, 2, allowed=few)[0][0].tolist() + [-1, -1]
+
+
+def test_top_candidates_is_a_per_row_top_n():
+    A = sp.csr_matrix(np.array([[0.0, 0.5, 0.5, 0.9, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0], [0.3, 0.0, 0.2, 0.0, 0.3]]))
+    counts, cols, vals = S.top_candidates(A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data, 3)
+    assert counts.tolist() == [3, 0, 3]
+    assert cols.tolist() == [3, 1, 2, 0, 4, 2]      # ties by column ascending
+    np.testing.assert_allclose(vals, [0.9, 0.5, 0.5, 0.3, 0.3, 0.2])
+
+
+def test_row_blocks_and_unique_rows():
+    assert list(S.row_blocks(10, 4)) == [(0, 4), (4, 8), (8, 10)]
+    assert list(S.row_blocks(0, 4)) == []
+    X = sp.csr_matrix(np.array([[1.0, 0], [0, 1.0], [1.0, 0], [0, 0], [0, 0]]))
+    reps, group, ptr, members = S.unique_rows(X)
+    assert reps.tolist() == [0, 1, 3]
+    assert group.tolist() == [0, 1, 0, 2, 2]
+    assert [members[ptr[g]:ptr[g + 1]].tolist() for g in range(3)] == [[0, 2], [1], [3, 4]]
+
+
+def test_pair_scores_are_symmetric_and_exact():
+    X = random_unit_rows(50, 20, 4)
+    a, b = np.arange(50), np.arange(50)[::-1]
+    np.testing.assert_array_equal(S.pair_scores(X, a, b), S.pair_scores(X, b, a))
+    np.testing.assert_allclose(S.pair_scores(X, a, b), np.asarray(X[a].multiply(X[b]).sum(1)).ravel())
+
+
+def test_tiny_inputs():
+    X = sp.csr_matrix(np.array([[1.0, 0.0]]))
+    ids, scores, _ = S.neighbours(X, 5)
+    assert ids.shape == (1, 0)
+    X = sp.csr_matrix(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]))
+    ids, scores, _ = S.neighbours(X, 5)
+    assert ids.tolist() == [[2, 1], [2, 0], [1, 0]]
+
+
+def test_tfidf_uses_the_configured_parameters():
+    params = {"max_features": 5000, "stop_words": "english", "ngram_range": [1, 2], "min_df": 1, "max_df": 1.0}
+    X = S.tfidf_matrix(["the dog is in the park", "a dog in a park"], params)
+    assert X.shape == (2, 3)  # dog, park, and the bigram "dog park" formed across removed stop words
+    np.testing.assert_allclose(np.asarray(X.multiply(X).sum(1)).ravel(), 1.0)
+    with pytest.raises(InputError, match="misalign.tfidf"):
+        S.tfidf_matrix(["the a", "is in"], params)
+
+
+def test_backend_resolution(monkeypatch):
+    monkeypatch.setattr(S, "gpu_available", lambda: False)
+    assert S.resolve_backend("auto", False) == "cpu"
+    assert S.resolve_backend("cpu", False) == "cpu"
+    assert S.resolve_backend("cupy", True) == "cpu"
+    with pytest.raises(InputError, match="misalign.backend"):
+        S.resolve_backend("cupy", False)
+    monkeypatch.setattr(S, "gpu_available", lambda: True)
+    assert S.resolve_backend("auto", False) == "cupy"
+
+
+def test_save_and_load_round_trip(tmp_path):
+    X = random_unit_rows(30, 10, 5)
+    ids, scores, _ = S.neighbours(X, 4)
+    S.save_neighbours(tmp_path / "n.npz", ids, scores, X, {"k": 4})
+    ids2, scores2, X2, meta = S.load_neighbours(tmp_path / "n.npz")
+    np.testing.assert_array_equal(ids2, ids)
+    assert (X2 != X).nnz == 0 and meta == {"k": 4}
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="bad.npz"):
+        S.load_neighbours(tmp_path / "bad.npz")

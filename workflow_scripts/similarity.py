@@ -1,0 +1,679 @@
+"""TF-IDF of the captions and their exact top-K cosine neighbours, without an N x N matrix.
+
+The original (seed_spec.md section 1) fills a dense N x N similarity matrix (40 GB at 100k
+captions). Swaps only need, per caption, its most similar captions in a fixed order, so we store the
+top-K neighbours of every caption (memory O(N K)) plus the TF-IDF matrix, from which any row can be
+recomputed exactly when the swap's exclusions exhaust the stored K (workflow_scripts.misalign).
+
+Definitions (what "exact" means here)
+- similarity(i, j) = sum over shared terms t, in ascending term index, of x_it * x_jt in float64,
+  where x are the L2-normalised TF-IDF rows (TfidfVectorizer's own output). Every path computes the
+  final scores with this one function (`pair_scores`, `_dot`), so equal rows give bit-equal scores.
+- neighbours of i = the first K of all j != i ordered by (-similarity, j ascending). Zero
+  similarities are included (the original allows them): a row with fewer than K positive neighbours
+  is filled with the smallest remaining indices. K is min(n_neighbours, N - 1).
+
+How (backends share everything except candidate generation)
+0. Identical TF-IDF rows (duplicate captions, captions made only of stop words...) tie with
+   everything, so they are grouped (`unique_rows`) and each distinct row U is searched once.
+1. Distinct rows are cut into blocks (`row_blocks`). For a block, a candidate generator returns, per
+   row, the top `top_n = K + 1 + extra` entries of block . U^T: sparse_dot_topn on the CPU
+   (`backend cpu`), a cupyx.scipy.sparse block product followed by `top_candidates` on the GPU
+   (`backend cupy`; `top_candidates` is array-module generic and tested with NumPy, `backend scipy`).
+2. `finalize_block` (host, shared) rescores the candidates with the exact score, expands groups to
+   their members, orders by (-score, index) and proves each list complete: either the generator
+   returned fewer than top_n entries (it saw every positive similarity), or the (K+1)-th exact score
+   exceeds the smallest returned generator score by more than the rounding bound `DELTA`. Unproven
+   rows (ties at the cut) get 4x more candidates, for a few rounds, then `ExactSearcher`.
+   `_member_lists` writes each member's list (itself dropped, short lists zero-filled).
+3. `ExactSearcher` is an exact pruned search (document-at-a-time over impact-ordered postings, with
+   an L2 bound on the score of documents not yet seen, so lists of common terms are abandoned as
+   soon as no unseen document can reach the current K-th score). It also takes an `allowed` mask:
+   the swap uses it to recompute a row among the still-unused captions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
+
+import numba as nb
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import InputError
+
+log = logging.getLogger("workflow_scripts.similarity")
+
+EPS = 1e-9          # margin of the float64 bounds in the exact search
+DELTA = 1e-9         # bound on |generator score - exact score| (float64 products of unit rows)
+
+
+# ----------------------------------------------------------------------------------------- TF-IDF
+
+def tfidf_matrix(texts: Sequence[str], params: dict[str, Any]) -> sp.csr_matrix:
+    """TfidfVectorizer(**misalign.tfidf).fit_transform(texts) as float64 CSR with sorted indices."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vectorizer = TfidfVectorizer(
+        max_features=params["max_features"],
+        stop_words=params["stop_words"],
+        ngram_range=tuple(params["ngram_range"]),
+        min_df=params["min_df"],
+        max_df=params["max_df"],
+        dtype=np.float64,
+    )
+    try:
+        X = vectorizer.fit_transform(texts)
+    except ValueError as exc:  # empty vocabulary, min_df > max_df, ...
+        raise InputError(f"misalign.tfidf: TF-IDF failed on {len(texts)} captions ({exc})") from None
+    X = sp.csr_matrix(X, dtype=np.float64)
+    X.sort_indices()
+    return X
+
+
+# ------------------------------------------------------------------------- exact scores and heaps
+
+@nb.njit(cache=True, nogil=True)
+def _dot(indptr, indices, data, a, b):
+    """Exact similarity of rows a and b: shared terms in ascending term order, float64."""
+    pa, ea, pb, eb = indptr[a], indptr[a + 1], indptr[b], indptr[b + 1]
+    s = 0.0
+    while pa < ea and pb < eb:
+        ta, tb = indices[pa], indices[pb]
+        if ta == tb:
+            s += data[pa] * data[pb]
+            pa += 1
+            pb += 1
+        elif ta < tb:
+            pa += 1
+        else:
+            pb += 1
+    return s
+
+
+@nb.njit(cache=True, nogil=True)
+def _pair_scores(indptr, indices, data, a, b, out):
+    for i in range(a.shape[0]):
+        out[i] = _dot(indptr, indices, data, a[i], b[i])
+
+
+def pair_scores(X: sp.csr_matrix, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Exact similarities of the row pairs (a[i], b[i]) (float64)."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    out = np.empty(a.shape[0], np.float64)
+    _pair_scores(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, a, b, out)
+    return out
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _worse(s1, i1, s2, i2):
+    """(s1, i1) ranks after (s2, i2) in the order (-score, index ascending)."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@nb.njit(cache=True, nogil=True)
+def _heap_push(hs, hi, size, k, s, i):
+    """Keep the k best (score, index) in a heap whose root is the worst kept; returns the new size."""
+    if size < k:
+        pos = size
+        hs[pos] = s
+        hi[pos] = i
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
+                hs[pos], hs[parent] = hs[parent], hs[pos]
+                hi[pos], hi[parent] = hi[parent], hi[pos]
+                pos = parent
+            else:
+                break
+        return size + 1
+    if _worse(hs[0], hi[0], s, i):
+        hs[0] = s
+        hi[0] = i
+        _sift_down(hs, hi, size)
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def _sift_down(hs, hi, size):
+    pos = 0
+    while True:
+        c = 2 * pos + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hi[c + 1], hs[c], hi[c]):
+            c += 1
+        if _worse(hs[c], hi[c], hs[pos], hi[pos]):
+            hs[c], hs[pos] = hs[pos], hs[c]
+            hi[c], hi[pos] = hi[pos], hi[c]
+            pos = c
+        else:
+            break
+
+
+@nb.njit(cache=True, nogil=True)
+def _heap_drain(hs, hi, size, out_i, out_s):
+    """Write the heap's content best first into out_i/out_s."""
+    while size > 0:
+        size -= 1
+        out_s[size] = hs[0]
+        out_i[size] = hi[0]
+        hs[0] = hs[size]
+        hi[0] = hi[size]
+        _sift_down(hs, hi, size)
+
+
+# ----------------------------------------------------------------------------- exact pruned search
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _unseen_bound(qj, w, r, remj):
+    """Largest qj*x + r*sqrt(1 - x^2) over x in [0, w]: the best score of a unit-norm document not
+    seen yet whose weight on the current term is at most w (r = norm of the query's later terms)."""
+    if w * remj >= qj:
+        return remj
+    return qj * w + r * math.sqrt(max(0.0, 1.0 - w * w))
+
+
+@nb.njit(cache=True, nogil=True)
+def _exact_rows(rows, indptr, indices, data, pptr, pdoc, pw, df, allowed, k, eps,
+                stamp, qd, st0, out_i, out_s):
+    n = indptr.shape[0] - 1
+    maxm = 1
+    for x in range(rows.shape[0]):
+        maxm = max(maxm, indptr[rows[x] + 1] - indptr[rows[x]])
+    hs = np.empty(max(k, 1))
+    hi = np.empty(max(k, 1), np.int64)
+    qt = np.empty(maxm, np.int64)
+    qw = np.empty(maxm)
+    rem = np.empty(maxm + 1)
+    for x in range(rows.shape[0]):
+        q = rows[x]
+        st = st0 + x
+        a = indptr[q]
+        m = indptr[q + 1] - a
+        for j in range(m):
+            qt[j] = indices[a + j]
+            qw[j] = data[a + j]
+            qd[indices[a + j]] = data[a + j]
+        # query terms, rarest first (short posting lists raise the K-th score cheaply)
+        for j in range(1, m):
+            t, w, l = qt[j], qw[j], j - 1
+            while l >= 0 and (df[qt[l]] > df[t] or (df[qt[l]] == df[t] and qt[l] > t)):
+                qt[l + 1] = qt[l]
+                qw[l + 1] = qw[l]
+                l -= 1
+            qt[l + 1] = t
+            qw[l + 1] = w
+        rem[m] = 0.0
+        for j in range(m - 1, -1, -1):
+            rem[j] = rem[j + 1] + qw[j] * qw[j]
+        for j in range(m + 1):
+            rem[j] = math.sqrt(rem[j])
+        size = 0
+        stamp[q] = st
+        done = False
+        for j in range(m):
+            t, qj, r, remj = qt[j], qw[j], rem[j + 1], rem[j]
+            for p in range(pptr[t], pptr[t + 1]):
+                if size == k and _unseen_bound(qj, pw[p], r, remj) + eps < hs[0]:
+                    done = True      # no document unseen so far can reach the K-th score
+                    break
+                d = pdoc[p]
+                if stamp[d] == st or not allowed[d]:
+                    continue
+                stamp[d] = st
+                s = 0.0
+                for y in range(indptr[d], indptr[d + 1]):   # == _dot(q, d): same terms, same order
+                    s += qd[indices[y]] * data[y]
+                size = _heap_push(hs, hi, size, k, s, d)
+            if done:
+                break
+        for j in range(m):
+            qd[indices[a + j]] = 0.0
+        d = 0
+        while size < k and d < n:       # zero similarities: smallest allowed indices not seen
+            if allowed[d] and stamp[d] != st:
+                size = _heap_push(hs, hi, size, k, 0.0, d)
+            d += 1
+        out_i[x, :] = -1
+        out_s[x, :] = 0.0
+        _heap_drain(hs, hi, size, out_i[x], out_s[x])
+
+
+class ExactSearcher:
+    """Exact top-k neighbours of chosen rows, optionally among `allowed` rows only.
+
+    Impact-ordered inverted index (weight descending, document ascending) built once; one scratch
+    workspace per thread. Used for rows the block path cannot prove and for the swap's recomputes.
+    """
+
+    def __init__(self, X: sp.csr_matrix, threads: int = 1):
+        X = sp.csr_matrix(X, dtype=np.float64)
+        X.sort_indices()
+        self.n, self.n_terms = X.shape
+        self.indptr = X.indptr.astype(np.int64)
+        self.indices = X.indices.astype(np.int64)
+        self.data = X.data
+        C = X.tocsc()
+        C.sort_indices()
+        col = np.repeat(np.arange(self.n_terms), np.diff(C.indptr))
+        order = np.lexsort((C.indices, -C.data, col))
+        self.pptr = C.indptr.astype(np.int64)
+        self.pdoc = C.indices[order].astype(np.int64)
+        self.pw = C.data[order]
+        self.df = np.diff(C.indptr).astype(np.int64)
+        self.threads = max(1, int(threads))
+        self._work: queue.Queue = queue.Queue()
+        self._n_work = 0
+        self._stamp = 0
+        self._all = np.ones(self.n, np.bool_)
+
+    def _workspace(self):
+        try:
+            return self._work.get_nowait()
+        except queue.Empty:
+            self._n_work += 1
+            return (np.full(self.n, -1, np.int64), np.zeros(self.n_terms))
+
+    def search(self, rows: Sequence[int] | np.ndarray, k: int, allowed: np.ndarray | None = None,
+               chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, scores) of shape (len(rows), k): the k best allowed j != row, by (-score, j).
+
+        Rows with fewer than k allowed candidates end with ids -1 (score 0).
+        """
+        rows = np.asarray(rows, np.int64)
+        allowed = self._all if allowed is None else np.asarray(allowed, np.bool_)
+        out_i = np.full((len(rows), k), -1, np.int64)
+        out_s = np.zeros((len(rows), k), np.float64)
+        if k == 0 or len(rows) == 0:
+            return out_i, out_s
+        base = self._stamp
+        self._stamp += len(rows)
+
+        def task(lo: int) -> None:
+            hi = min(lo + chunk, len(rows))
+            work = self._workspace()
+            try:
+                _exact_rows(rows[lo:hi], self.indptr, self.indices, self.data, self.pptr, self.pdoc,
+                            self.pw, self.df, allowed, k, EPS, work[0], work[1], base + lo,
+                            out_i[lo:hi], out_s[lo:hi])
+            finally:
+                self._work.put(work)
+
+        starts = range(0, len(rows), chunk)
+        if self.threads == 1 or len(starts) == 1:
+            for lo in starts:
+                task(lo)
+        else:
+            with ThreadPoolExecutor(self.threads) as pool:
+                list(pool.map(task, starts))
+        return out_i, out_s
+
+
+# ----------------------------------------------------------------- shared blocking and top-k logic
+
+def row_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi) row ranges of at most `block` rows covering 0..n."""
+    block = max(1, int(block))
+    for lo in range(0, n, block):
+        yield lo, min(lo + block, n)
+
+
+def block_rows_for(X: sp.csr_matrix, max_entries: int) -> int:
+    """Rows per block so that a block product has at most ~max_entries stored entries on average.
+
+    The entries of row i of X . X^T are at most the summed document frequencies of its terms.
+    """
+    df = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    per_row = float(df[X.indices].sum()) / max(1, X.shape[0])
+    return int(max(1, min(X.shape[0], max_entries // max(1.0, per_row))))
+
+
+def top_candidates(indptr, indices, values, top_n: int, xp=np):
+    """Per row of a CSR block (indptr, indices, values), its top_n entries by (-value, column).
+
+    Array-module generic (NumPy or CuPy): one lexsort over all entries, then a rank within the row.
+    Returns (counts, cols, vals): counts[r] entries for row r, concatenated in row order.
+    """
+    counts = xp.diff(indptr)
+    rows = xp.searchsorted(indptr[1:], xp.arange(indices.shape[0]), side="right")
+    order = xp.lexsort(xp.stack([indices, -values, rows]))
+    rows, cols, vals = rows[order], indices[order], values[order]
+    rank = xp.arange(rows.shape[0]) - indptr[:-1][rows]
+    keep = rank < top_n
+    return xp.minimum(counts, top_n), cols[keep], vals[keep]
+
+
+@nb.njit(cache=True)
+def _row_hashes(indptr, indices, bits, out):
+    for r in range(indptr.shape[0] - 1):
+        h = np.uint64(14695981039346656037)
+        for x in range(indptr[r], indptr[r + 1]):
+            h = (h ^ np.uint64(indices[x])) * np.uint64(1099511628211)
+            h = (h ^ bits[x]) * np.uint64(1099511628211)
+        out[r] = h
+
+
+@nb.njit(cache=True)
+def _same_rows(indptr, indices, data, rows, reps):
+    for x in range(rows.shape[0]):
+        a, b = rows[x], reps[x]
+        if indptr[a + 1] - indptr[a] != indptr[b + 1] - indptr[b]:
+            return False
+        for y in range(indptr[a + 1] - indptr[a]):
+            if indices[indptr[a] + y] != indices[indptr[b] + y] or data[indptr[a] + y] != data[indptr[b] + y]:
+                return False
+    return True
+
+
+def unique_rows(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Groups of identical TF-IDF rows (identical rows tie with everything, so they are searched once).
+
+    Returns reps (M,) (smallest index of each group, ascending), group (N,) in 0..M-1, and the
+    members of group g as members[ptr[g]:ptr[g+1]] (ascending). Groups are found by a 64-bit row hash
+    and then verified element by element (a collision, never seen, falls back to no grouping).
+    """
+    n = X.shape[0]
+    h = np.empty(n, np.uint64)
+    _row_hashes(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.view(np.uint64), h)
+    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    group = rank[inv.ravel()]
+    reps = np.sort(first).astype(np.int64)
+    if not _same_rows(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, np.arange(n), reps[group]):
+        log.warning("row hash collision: searching without grouping identical rows")
+        reps, group = np.arange(n), np.arange(n)
+    members = np.argsort(group, kind="stable").astype(np.int64)
+    ptr = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(reps)))]).astype(np.int64)
+    return reps, group, ptr, members
+
+
+@nb.njit(cache=True, nogil=True)
+def _finalize_rows(urows, counts, cols, vals, indptr, indices, data, ptr, members, k1, top_n, delta,
+                   li, ls, n_mem, proven):
+    hs = np.empty(k1)
+    hi = np.empty(k1, np.int64)
+    off = 0
+    for r in range(urows.shape[0]):
+        size = 0
+        raw_min = np.inf
+        for x in range(off, off + counts[r]):
+            c = cols[x]
+            raw_min = min(raw_min, vals[x])
+            s = _dot(indptr, indices, data, urows[r], c)
+            for mm in range(ptr[c], min(ptr[c + 1], ptr[c] + k1)):
+                size = _heap_push(hs, hi, size, k1, s, members[mm])
+        off += counts[r]
+        n_mem[r] = size
+        li[r, :] = -1
+        ls[r, :] = 0.0
+        _heap_drain(hs, hi, size, li[r], ls[r])
+        proven[r] = counts[r] < top_n or (size == k1 and ls[r, k1 - 1] > raw_min + delta)
+
+
+def finalize_block(urows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int,
+                   top_n: int, delta: float, U: sp.csr_matrix, ptr: np.ndarray, members: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact member lists of unique rows `urows` from generator candidates over unique rows.
+
+    counts[r] candidates (cols: unique-row ids, vals: generator scores) belong to urows[r]. Each
+    candidate group expands to its members (at most k + 1 of them: more can never be needed) with
+    the group's exact score; lists are ordered by (-score, member index) and cut at k + 1 (a member
+    drops itself later). Returns ids (b, k+1), scores (b, k+1), list lengths and a mask of the rows
+    that are proven exact: the generator returned fewer than top_n candidates (so every positive
+    similarity), or the (k+1)-th exact score exceeds the smallest generator score by more than
+    `delta`. The others need more candidates (ties at the cut).
+    """
+    b, k1 = len(urows), k + 1
+    li = np.empty((b, k1), np.int64)
+    ls = np.empty((b, k1), np.float64)
+    n_mem = np.empty(b, np.int64)
+    proven = np.empty(b, np.bool_)
+    _finalize_rows(np.asarray(urows, np.int64), np.asarray(counts, np.int64), np.asarray(cols, np.int64),
+                   np.asarray(vals, np.float64), U.indptr.astype(np.int64), U.indices.astype(np.int64),
+                   U.data, ptr, members, k1, top_n, delta, li, ls, n_mem, proven)
+    return li, ls, n_mem, proven
+
+
+@nb.njit(cache=True)
+def _member_lists(groups, ptr, members, li, ls, n_mem, k, n, out_i, out_s):
+    """Row lists of every member of `groups` from their group's list (li/ls/n_mem): the member itself
+    is dropped; a short list is filled with zero similarities at the smallest unlisted indices."""
+    for r in range(groups.shape[0]):
+        g = groups[r]
+        for mm in range(ptr[g], ptr[g + 1]):
+            i = members[mm]
+            p = 0
+            for x in range(n_mem[r]):
+                if p == k:
+                    break
+                if li[r, x] != i:
+                    out_i[i, p] = li[r, x]
+                    out_s[i, p] = ls[r, x]
+                    p += 1
+            j = 0
+            while p < k and j < n:
+                listed = j == i
+                for x in range(n_mem[r]):
+                    if li[r, x] == j:
+                        listed = True
+                if not listed:
+                    out_i[i, p] = j
+                    out_s[i, p] = 0.0
+                    p += 1
+                j += 1
+
+
+# --------------------------------------------------------------------------- candidate generators
+
+def _sdt_candidates(Xb32: sp.csr_matrix, XT32: sp.csr_matrix, top_n: int, threads: int):
+    from sparse_dot_topn import sp_matmul_topn
+
+    C = sp.csr_matrix(sp_matmul_topn(Xb32, XT32, top_n=top_n, sort=False, n_threads=threads))
+    return np.diff(C.indptr), C.indices.astype(np.int64), C.data
+
+
+def _scipy_candidates(Xb32: sp.csr_matrix, XT32: sp.csr_matrix, top_n: int, threads: int):
+    """Plain block product + `top_candidates` with NumPy: the GPU path's logic on the CPU."""
+    C = sp.csr_matrix(Xb32 @ XT32)
+    C.eliminate_zeros()
+    C.sort_indices()
+    return top_candidates(C.indptr.astype(np.int64), C.indices.astype(np.int64), C.data, top_n, np)
+
+
+class _CupyCandidates:
+    """cupyx.scipy.sparse block products on the GPU, then `top_candidates` with CuPy."""
+
+    def __init__(self, XT32: sp.csr_matrix):
+        import cupy
+        import cupyx.scipy.sparse as csp
+
+        self.cp, self.csp = cupy, csp
+        self.XT = csp.csr_matrix(XT32)
+
+    def __call__(self, Xb32: sp.csr_matrix, XT32, top_n: int, threads: int):
+        cp = self.cp
+        C = (self.csp.csr_matrix(Xb32) @ self.XT).tocsr()
+        C.sort_indices()
+        counts, cols, vals = top_candidates(C.indptr.astype(cp.int64), C.indices.astype(cp.int64),
+                                            C.data, top_n, cp)
+        return cp.asnumpy(counts), cp.asnumpy(cols), cp.asnumpy(vals)
+
+
+def gpu_available() -> bool:
+    """CuPy importable and at least one CUDA device visible."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, CUDARuntimeError without a driver, ...
+        return False
+
+
+def resolve_backend(name: str, allow_cpu_fallback: bool) -> str:
+    """misalign.backend -> 'cpu' or 'cupy' (auto = cupy when a GPU is visible)."""
+    if name == "auto":
+        return "cupy" if gpu_available() else "cpu"
+    if name == "cupy" and not gpu_available():
+        if allow_cpu_fallback:
+            log.warning("misalign.backend is 'cupy' but no GPU/CuPy is available: using the CPU "
+                        "(compute.allow_cpu_fallback is true)")
+            return "cpu"
+        raise InputError("misalign.backend: 'cupy' requested but CuPy or a CUDA GPU is not available "
+                         "(set compute.allow_cpu_fallback: true to run on the CPU)")
+    if name not in ("cpu", "cupy", "scipy"):
+        raise InputError(f"misalign.backend: unknown backend {name!r}")
+    return name
+
+
+def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
+               block_rows: int | None = None, extra: int | None = None, rounds: int = 3,
+               progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Exact top-k neighbours of every row (module docstring). backend: cpu | cupy | scipy.
+
+    Rows left unproven by a round (ties at the cut) get 4x more candidates in the next round, for
+    `rounds` rounds; what is still unproven goes to the exact search.
+    Returns ids (N, K) int32 and scores (N, K) float32 with K = min(k, N - 1), and run statistics.
+    """
+    from .io import progress as progress_bar
+
+    X = sp.csr_matrix(X, dtype=np.float64)
+    X.sort_indices()
+    n = X.shape[0]
+    k = int(min(k, max(n - 1, 0)))
+    extra = max(4, k // 2) if extra is None else int(extra)
+    ids = np.full((n, k), -1, np.int32)
+    scores = np.zeros((n, k), np.float32)
+    stats = {"backend": backend, "n": n, "k": k, "top_n": k + 1 + extra, "unproven": [], "exact_rows": 0}
+    if n == 0 or k == 0:
+        return ids, scores, stats
+    reps, group, ptr, members = unique_rows(X)
+    U = X[reps]
+    stats["unique_rows"] = int(len(reps))
+    UT = U.T.tocsr()
+    if backend == "cupy":
+        generate = _CupyCandidates(UT)
+        block = block_rows or block_rows_for(U, 1 << 26)
+    elif backend == "cpu":
+        generate, block = _sdt_candidates, block_rows or block_rows_for(U, 1 << 27)
+    elif backend == "scipy":
+        generate, block = _scipy_candidates, block_rows or block_rows_for(U, 1 << 24)
+    else:
+        raise InputError(f"misalign.backend: unknown backend {backend!r}")
+    todo = np.arange(len(reps))
+    top_n = k + 1 + extra
+    for rnd in range(rounds):
+        left = []
+        blocks = list(row_blocks(len(todo), block))
+        for lo, hi in progress_bar(blocks, desc=f"neighbours (round {rnd + 1})", unit="block",
+                                   disable=not progress or len(blocks) < 2):
+            urows = todo[lo:hi]
+            counts, cols, vals = generate(U[lo:hi] if rnd == 0 else U[urows], UT, top_n, threads)
+            li, ls, n_mem, proven = finalize_block(urows, np.asarray(counts), np.asarray(cols, np.int64),
+                                                   np.asarray(vals), k, top_n, DELTA, U, ptr, members)
+            _member_lists(urows[proven], ptr, members, li[proven], ls[proven], n_mem[proven], k, n,
+                          ids, scores)
+            left.append(urows[~proven])
+        todo = np.concatenate(left) if left else np.zeros(0, np.int64)
+        stats["unproven"].append(int(len(todo)))
+        if len(todo) == 0:
+            break
+        top_n *= 4
+    if len(todo):
+        rows = np.concatenate([members[ptr[g]:ptr[g + 1]] for g in todo])
+        ids[rows], scores[rows] = ExactSearcher(X, threads=threads).search(rows, k)
+        stats["exact_rows"] = int(len(rows))
+    return ids, scores, stats
+
+
+# ---------------------------------------------------------------------------------- file format
+
+def save_neighbours(path: str | os.PathLike, ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix,
+                    meta: dict) -> None:
+    """One .npz: ids, scores and the TF-IDF CSR (tfidf_*) needed to recompute any row exactly."""
+    from .io import save_npz
+
+    save_npz(path, ids=ids, scores=scores, tfidf_data=X.data, tfidf_indices=X.indices,
+             tfidf_indptr=X.indptr, tfidf_shape=np.asarray(X.shape, np.int64),
+             meta=np.asarray(json.dumps(meta, sort_keys=True)))
+
+
+def load_neighbours(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, sp.csr_matrix, dict]:
+    """(ids, scores, TF-IDF CSR, meta) from `save_neighbours`; InputError naming the file if broken."""
+    from .io import load_npz
+
+    d = load_npz(path)
+    need = ("ids", "scores", "tfidf_data", "tfidf_indices", "tfidf_indptr", "tfidf_shape", "meta")
+    missing = [key for key in need if key not in d]
+    if missing:
+        raise InputError(f"{path}: not a neighbours file (missing arrays {missing})")
+    shape = tuple(int(v) for v in d["tfidf_shape"])
+    try:
+        X = sp.csr_matrix((d["tfidf_data"], d["tfidf_indices"], d["tfidf_indptr"]), shape=shape)
+    except ValueError as exc:
+        raise InputError(f"{path}: corrupt TF-IDF matrix ({exc})") from None
+    ids, scores = d["ids"], d["scores"]
+    if ids.shape != scores.shape or ids.ndim != 2 or ids.shape[0] != shape[0]:
+        raise InputError(f"{path}: ids {ids.shape} / scores {scores.shape} do not match {shape[0]} rows")
+    return ids, scores, X, json.loads(str(d["meta"]))
+
+
+# ------------------------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    from .captions import normalise_all, read_captions
+    from .config import load_config
+    from .io import setup_logging
+
+    ap = argparse.ArgumentParser(prog="python -m workflow_scripts.similarity", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="workflow config (misalign.*, compute.*)")
+    ap.add_argument("--captions", required=True, help="caption file, one caption per line")
+    ap.add_argument("--out", required=True, help="output .npz (ids, scores, TF-IDF)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--log", help="log file")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    cfg = load_config(args.config)
+    mis = cfg["misalign"]
+    backend = resolve_backend(mis["backend"], cfg["compute"]["allow_cpu_fallback"])
+
+    t0 = time.perf_counter()
+    lines = read_captions(args.captions)
+    texts = normalise_all(lines)
+    t1 = time.perf_counter()
+    X = tfidf_matrix(texts, mis["tfidf"])
+    t2 = time.perf_counter()
+    log.info("%s: %d captions, TF-IDF %d terms, %d non-zeros (read %.1fs, TF-IDF %.1fs)",
+             args.captions, X.shape[0], X.shape[1], X.nnz, t1 - t0, t2 - t1)
+    ids, scores, stats = neighbours(X, mis["n_neighbours"], backend=backend, threads=args.threads,
+                                    progress=True)
+    t3 = time.perf_counter()
+    log.info("top-%d neighbours on %s in %.1fs (%d distinct rows; unproven after each round %s; "
+             "%d rows by the exact search)", stats["k"], backend, t3 - t2, stats.get("unique_rows", 0),
+             stats["unproven"], stats["exact_rows"])
+    for i in range(min(2, X.shape[0])):
+        if stats["k"]:
+            j = int(ids[i, 0])
+            log.info("example: line %d %r -> line %d %r (similarity %.3f)", i, lines[i][:60], j,
+                     lines[j][:60], scores[i, 0])
+    meta = {"captions": str(args.captions), "n": X.shape[0], "k": stats["k"], "backend": backend,
+            "tfidf": mis["tfidf"], "timing_s": {"tfidf": t2 - t1, "neighbours": t3 - t2}}
+    save_neighbours(args.out, ids, scores, X, meta)
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    from .io import run_cli
+
+    run_cli(main)
