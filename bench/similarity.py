@@ -60,7 +60,8 @@ def ensure_wordnet() -> bool:
         return False
     print("installing wordnet-base with apt-get ...", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wordnet-base"]):
+    install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wordnet-base"]
+    for cmd in (["apt-get", "update", "-qq"], install):
         if subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
             print(f"!! {' '.join(cmd)} failed")
             return False

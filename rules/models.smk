@@ -40,7 +40,7 @@ if PRETRAIN_MODELS:
     rule pretrain:
         input:
             unpack(pretrain_inputs),
-            code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate", "features"),
+            code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate"),
         output:
             checkpoint="results/pretrain/{model}/checkpoint.pt",
             train_log="results/pretrain/{model}/log.jsonl",

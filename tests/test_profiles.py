@@ -14,7 +14,7 @@ from slurm_log import parse_run
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILES = REPO / "profiles"
-GPU_RULES = {"pretrain", "extract_features", "finetune"}  # rules whose `gpu` comes from finetune.gpus
+GPU_RULES = {"pretrain", "extract_features", "finetune", "eval_features"}  # `gpu` from finetune.gpus
 PLACEHOLDERS = {"EDIT_cpu_partition", "EDIT_gpu_partition", "EDIT_account", "EDIT_gpu_model"}
 
 

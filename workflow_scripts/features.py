@@ -24,7 +24,7 @@ from . import distributed
 from .config import load_config
 from .data import load_image_array, read_pairs_csv, read_text_lines, to_model_input
 from .errors import InputError
-from .io import load_npz, progress, run_cli, save_npz, setup_logging
+from .io import derive_seed, load_npz, progress, run_cli, save_npz, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, vie
     bar = progress(total=n * views, desc="image features", unit="img")
     for start, batch in image_batches(rel_paths, root, pre["image_size"], batch_size):
         for v in range(views):
-            gen = torch.Generator().manual_seed(hash_seed(seed, v, offset + start))
+            gen = torch.Generator().manual_seed(derive_seed(seed, v, offset + start))
             x = to_model_input(batch, pre["mean"], pre["std"], augment=augment, generator=gen).to(device)
             f = image_features(model, x).float().cpu().numpy()
             if out is None:
@@ -73,11 +73,6 @@ def extract_text_features(model, tokenizer, texts: Sequence[str], batch_size: in
         tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
         chunks.append(text_features(model, tokens).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-
-
-def hash_seed(*parts: int) -> int:
-    """Combine integers into one 63-bit seed (stable across processes, unlike hash())."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def shard_bounds(n: int, world_size: int, rank: int, align: int) -> tuple[int, int]:

@@ -36,8 +36,8 @@ from . import distributed
 from .config import load_config
 from .data import load_image_array, read_pairs_csv, to_model_input
 from .errors import InputError
-from .features import hash_seed, load_feature_cache
-from .io import atomic_path, config_hash, progress, run_cli, save_npz, setup_logging, write_lines
+from .features import load_feature_cache
+from .io import atomic_path, config_hash, derive_seed, progress, run_cli, save_npz, setup_logging, write_lines
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarra
     iters = n // global_batch
     if iters == 0:
         raise InputError(f"{n} training pairs are fewer than one global batch of {global_batch}")
-    perm = np.random.default_rng(hash_seed(seed, epoch)).permutation(n)
+    perm = np.random.default_rng(derive_seed(seed, epoch)).permutation(n)
     return perm[: iters * global_batch].reshape(iters, global_batch)
 
 
@@ -136,7 +136,7 @@ class EndToEndFeatures:
 
         paths = [self.rel_paths[i] for i in idx]
         images = load_image_array(paths, self.root, self.pre["image_size"], desc="batch")
-        gen = torch.Generator().manual_seed(hash_seed(self.seed, epoch, step))
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, step))
         x = to_model_input(images, self.pre["mean"], self.pre["std"], augment=self.augment, generator=gen)
         tokens = self.tokenizer([self.captions[i] for i in idx])
         return (image_features(self.model, x.to(self.device)).float(),

@@ -116,6 +116,15 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def derive_seed(*parts: int) -> int:
+    """Combine integers (a config seed, a stream id, an epoch...) into one 63-bit seed.
+
+    Stable across processes and platforms (unlike hash()), so every random stream of a run is a pure
+    function of the config: reruns, resumed runs and every rank draw the same numbers.
+    """
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Log to stderr and, when given, to the rule's log file (appending)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]

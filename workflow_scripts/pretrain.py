@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .features import hash_seed as derived_seed
+from .io import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def load_pairs(config: dict, tokenizer, image_size: int, augmented: bool) -> Pai
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(derived_seed(seed, ORDER_STREAM, epoch)))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, ORDER_STREAM, epoch)))
 
 
 def batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
@@ -125,7 +125,7 @@ def batch_tokens(data: PairData, idx: torch.Tensor, augmented: bool, seed: int, 
     """Token rows of a batch: the CSV caption, or (augmented) a uniform pick among it and its rewrites."""
     if not augmented or data.tokens.shape[0] == 1:
         return data.tokens[0, idx]
-    gen = torch.Generator().manual_seed(derived_seed(seed, CAPTION_STREAM, step))
+    gen = torch.Generator().manual_seed(derive_seed(seed, CAPTION_STREAM, step))
     choice = torch.randint(0, data.tokens.shape[0], (len(idx),), generator=gen)
     choice = torch.where(data.valid[choice, idx], choice, torch.zeros_like(choice))
     return data.tokens[choice, idx]

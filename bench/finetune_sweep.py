@@ -1,0 +1,122 @@
+"""Benchmark: feature extraction once vs the whole cached fine-tune sweep vs one Cs end-to-end.
+
+Named baseline, measured in the same run: one backbone pass = extracting the frozen towers'
+features of every training image and caption once (rule extract_features, views = 1). The original
+re-runs the towers on every image of every epoch of every fine-tune (10 epochs x 5 Cs = 50 passes per
+strategy and seed); the cached mode pays one pass for the whole sweep. Target: the whole cached sweep
+(Cs x strategies x seeds, 10 epochs each) <= 1.5 backbone passes, and the extraction cost does not
+depend on how many Cs, strategies or seeds there are.
+
+Measured in-process (imports and process start-up excluded, as they are for the baseline).
+
+    python bench/finetune_sweep.py [--config config.yaml] [--checkpoint results/pretrain/clip/checkpoint.pt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from workflow_scripts import finetune, misalign, similarity  # noqa: E402
+from workflow_scripts.checkpoints import save_checkpoint  # noqa: E402
+from workflow_scripts.config import format_cs, load_config  # noqa: E402
+from workflow_scripts.features import extract  # noqa: E402
+from workflow_scripts.io import setup_logging  # noqa: E402
+from workflow_scripts.models import build_model  # noqa: E402
+from workflow_scripts.world import generate_world  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config.yaml", help="embedded config (world, misalign, finetune)")
+    parser.add_argument("--model", default="clip")
+    parser.add_argument("--checkpoint", help="pretrained checkpoint (default: a seeded random init of the arch)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    setup_logging()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.config)
+    spec = cfg["models"][args.model]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        w = cfg["world"]
+        generate_world(tmp / "world", w["seed"], w["n_train"], 10, w["image_size"], 0, w["max_caption_words"],
+                       sets=[])
+        cfg = copy.deepcopy(cfg)
+        cfg["data"].update(train_csv=str(tmp / "world/train.csv"), image_root=str(tmp / "world"),
+                           captions=str(tmp / "world/captions.txt"), rewrites=[])
+        cfg["compute"]["device"] = "cpu"
+        cfg_path = tmp / "config.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        ckpt = args.checkpoint
+        if ckpt is None:
+            torch.manual_seed(0)
+            ckpt = str(tmp / "pretrained.pt")
+            save_checkpoint(ckpt, build_model(spec["arch"]).state_dict(), epoch=0, meta={"arch": spec["arch"]})
+
+        # Stage 1 (not part of the comparison): neighbours, swaps and CSVs for every (strategy, Cs).
+        t0 = time.perf_counter()
+        nbrs = tmp / "neighbours.npz"
+        similarity.main(["--config", str(cfg_path), "--captions", cfg["data"]["captions"], "--out", str(nbrs)])
+        csvs = {}
+        for strategy in cfg["misalign"]["strategies"]:
+            labels = [format_cs(c) for c in cfg["misalign"]["cs_values"]]
+            caps = [str(tmp / f"{strategy}_{c}.txt") for c in labels]
+            misalign.main(["swap", "--config", str(cfg_path), "--captions", cfg["data"]["captions"],
+                           "--neighbours", str(nbrs), "--strategy", strategy, "--cs", *labels,
+                           "--out-captions", *caps, "--out-manifest", *[c + ".parquet" for c in caps]])
+            for label, cap in zip(labels, caps):
+                csvs[(strategy, label)] = str(tmp / f"{strategy}_{label}.csv")
+                misalign.main(["assemble", "--train-csv", cfg["data"]["train_csv"], "--captions", cap,
+                               "--out", csvs[(strategy, label)]])
+        stage1 = time.perf_counter() - t0
+
+        # Baseline: one backbone pass (the feature cache with views = 1).
+        cfg["finetune"]["views"], cfg["finetune"]["augment"] = 1, False
+        cache = str(tmp / "features.npz")
+        t0 = time.perf_counter()
+        extract(cfg, args.model, ckpt, cache)
+        backbone = time.perf_counter() - t0
+
+        # Ours: the whole sweep from the cache.
+        ft = cfg["finetune"]
+        t0 = time.perf_counter()
+        runs = 0
+        for (strategy, label), csv in csvs.items():
+            for seed in ft["seeds"]:
+                finetune.run({**cfg, "finetune": {**ft, "mode": "cached"}}, args.model, strategy, float(label), seed,
+                             ckpt, csv, cache, str(tmp / "ft" / f"{strategy}_{label}_{seed}"))
+                runs += 1
+        sweep = time.perf_counter() - t0
+
+        # The original's way for one (strategy, Cs, seed): the towers run on every batch of every epoch.
+        strategy, label = next(iter(csvs))
+        t0 = time.perf_counter()
+        finetune.run({**cfg, "finetune": {**ft, "mode": "end2end"}}, args.model, strategy, float(label),
+                     ft["seeds"][0], ckpt, csvs[(strategy, label)], None, str(tmp / "e2e"))
+        end2end = time.perf_counter() - t0
+
+    n = cfg["world"]["n_train"]
+    print(f"\n{n} training pairs, model {spec['arch']}, {ft['epochs']} epochs, batch {ft['batch_size']}, "
+          f"{args.threads} threads; stage 1 (not compared) took {stage1:.1f} s")
+    print(f"baseline  one backbone pass (feature extraction, views 1):      {backbone:8.2f} s = 1.00 passes")
+    print(f"ours      whole cached sweep, {runs} fine-tunes:                  {sweep:8.2f} s = {sweep / backbone:.2f} passes"
+          f"  (target <= 1.5)")
+    print(f"original  one fine-tune end-to-end (towers every step):       {end2end:8.2f} s = {end2end / backbone:.2f} passes"
+          f"; the sweep this way: ~{runs * end2end / backbone:.0f} passes")
+    print(f"ratio     end-to-end sweep (estimated) / cached sweep incl. extraction = "
+          f"{runs * end2end / (sweep + backbone):.0f}x")
+    return 0 if sweep / backbone <= 1.5 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
