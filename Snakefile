@@ -24,6 +24,16 @@ report: "rules/report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    model="|".join(MODELS),
+    strategy="|".join(STRATEGIES),
+    cs="[0-9.]+",
+    seed="[0-9]+",
+    evalset="|".join(EVAL_SETS),
+
+
 include: "rules/world.smk"
 include: "rules/misalign.smk"
 include: "rules/models.smk"

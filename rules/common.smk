@@ -7,11 +7,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-# Shell rules run `python -m workflow_scripts.<stage>`; make the package importable from any
-# working directory, locally and inside cluster jobs (the SLURM executor exports the environment).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH", "")) if p
-)
+# Rules run `python -m workflow_scripts.<stage>`: the package is installed into the environment
+# (`pip install -e .`, done by `make install`); the workflow's own imports below use its source tree.
 sys.path.insert(0, workflow.basedir)
 
 from workflow_scripts.config import check_config, format_cs, write_effective_config
@@ -41,14 +38,6 @@ FINETUNE_SETTINGS = {
 }
 
 
-wildcard_constraints:
-    model="|".join(MODELS),
-    strategy="|".join(STRATEGIES),
-    cs="[0-9.]+",
-    seed="[0-9]+",
-    evalset="|".join(EVAL_SETS),
-
-
 def code(*modules):
     """The Python files a rule runs (listed as inputs so that editing them triggers reruns)."""
     shared = ("__init__", "io", "config", "errors")
@@ -74,15 +63,161 @@ def mem_mb(base):
     return _mem
 
 
-def finetune_dir(model="{model}", strategy="{strategy}", cs="{cs}", seed="{seed}"):
-    return f"results/finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
 
 
-def all_finetune_checkpoints():
-    return expand(
-        finetune_dir() + "/checkpoint.pt",
+# --------------------------------------------------------------------------- paths
+
+WORLD = "results/world"
+# Evaluation sets that the synthetic world writes (their class lists are make_world outputs).
+WORLD_SETS = [
+    s
+    for s, spec in config["evaluate"]["sets"].items()
+    if spec["kind"] == "imagefolder" and spec["root"].startswith(f"{WORLD}/eval/")
+]
+FINETUNE_SUBDIR = "finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
+FINETUNE_DIR = f"results/{FINETUNE_SUBDIR}"
+EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz")
+TABLES = "results/tables"
+FIGURES = "results/figures"
+
+
+# --------------------------------------------------------------------------- models
+
+MODEL_SOURCE = {name: spec["source"] for name, spec in config["models"].items()}
+PRETRAIN_MODELS = [m for m, s in MODEL_SOURCE.items() if s == "pretrain"]
+IMPORT_MODELS = [m for m, s in MODEL_SOURCE.items() if s != "pretrain"]
+# Zero-shot check at the end of pretraining: the world's downstream sets (shape, colour, ...).
+PRETRAIN_EVAL_SETS = WORLD_SETS if config["world"]["enabled"] else []
+
+
+def model_config_file(arch):
+    """The embedded JSON config of an architecture (an input, so editing it retrains), or nothing."""
+    path = os.path.join(workflow.basedir, "workflow_scripts", "model_configs", f"{arch}.json")
+    return [path] if os.path.exists(path) else []
+
+
+def source_checkpoint(name):
+    """Where a checkpoint/laclip model's file is: the configured path, else resources/checkpoints/<name>.pt."""
+    spec = config["models"][name]
+    return spec.get("checkpoint") or f"resources/checkpoints/{name}.pt"
+
+
+def pretrain_inputs(wildcards):
+    spec = config["models"][wildcards.model]
+    inputs = {
+        "csv": config["data"]["train_csv"],
+        "arch": model_config_file(spec["arch"]),
+        "sets": [eval_set_input(s) for s in PRETRAIN_EVAL_SETS],
+    }
+    if spec.get("captions") == "augmented":
+        inputs["rewrites"] = config["data"]["rewrites"]
+    return inputs
+
+
+def eval_set_input(name):
+    """Input of a job reading downstream set `name`: the world's class list (a make_world output) or the root."""
+    spec = config["evaluate"]["sets"][name]
+    if config["world"]["enabled"] and name in WORLD_SETS:
+        return f"{WORLD}/eval/{name}/classnames.txt"
+    return spec["root"]
+
+
+def eval_inputs(wildcards):
+    return [eval_set_input(s) for s in EVAL_SETS]
+
+
+def feature_cache_input(wildcards):
+    """Cached mode reads the model's feature cache; end2end reads images itself."""
+    if config["finetune"]["mode"] == "cached":
+        return f"results/features/{wildcards.model}/train.npz"
+    return []
+
+
+def nproc(wildcards, resources):
+    """torchrun processes: one per GPU, or finetune.processes CPU (gloo) processes."""
+    return resources.gpu if resources.gpu > 0 else config["finetune"]["processes"]
+
+
+def eval_tables(kind):
+    """Per-checkpoint tables of one kind (metrics, purity, histograms): pretrained models + fine-tunes."""
+    pretrained = expand(f"results/eval/pretrained/{{model}}/{kind}.parquet", model=MODELS)
+    finetuned = expand(
+        f"results/eval/{FINETUNE_SUBDIR}/{kind}.parquet",
         model=FT_MODELS,
         strategy=STRATEGIES,
         cs=CS_LABELS,
         seed=SEEDS,
     )
+    return pretrained + finetuned
+
+
+def report_table(name, caption, category, label):
+    return report(
+        f"{TABLES}/{name}.csv",
+        caption=f"report/{caption}.rst",
+        category=category,
+        labels={"table": label},
+    )
+
+
+FIGURE_SPECS = {
+    # name: (figures.py sub-command, table, extra options, caption, category)
+    "exp3_purity_vs_cs": (
+        "purity-vs-cs",
+        f"{TABLES}/exp3_purity.parquet",
+        "--projection text",
+        "fig_purity_vs_cs",
+        "5. Exp 3: misalignment",
+    ),
+    "exp3_image_purity_vs_cs": (
+        "purity-vs-cs",
+        f"{TABLES}/exp3_purity.parquet",
+        "--projection image",
+        "fig_purity_vs_cs",
+        "5. Exp 3: misalignment",
+    ),
+    "exp3_accuracy_vs_cs": (
+        "accuracy-vs-cs",
+        f"{TABLES}/exp3_metrics.parquet",
+        "--metric acc1",
+        "fig_accuracy_vs_cs",
+        "5. Exp 3: misalignment",
+    ),
+    "exp3_cosine_histograms": (
+        "cosine-hist",
+        f"{TABLES}/exp3_histograms.parquet",
+        "--projection text",
+        "fig_cosine_histograms",
+        "5. Exp 3: misalignment",
+    ),
+    "exp1_clip_vs_laclip": (
+        "exp1",
+        f"{TABLES}/exp1.parquet",
+        "",
+        "fig_exp1",
+        "3. Exp 1: CLIP vs LaCLIP",
+    ),
+}
+FIGURE_SPECS.update(
+    {
+        f"exp2_pruning_{model}": (
+            "pruning",
+            f"results/eval/pruning/{model}.parquet",
+            "--metric acc1",
+            "fig_pruning",
+            "4. Exp 2: pruning by purity",
+        )
+        for model in PRUNING_MODELS
+    }
+)
+
+
+def all_targets():
+    """Everything the study produces (the inputs of `rule all`, hence of report.html)."""
+    targets = expand(f"{FIGURES}/{{figure}}.svg", figure=FIGURE_SPECS)
+    targets += expand(f"{TABLES}/exp2_pruning_{{model}}.csv", model=PRUNING_MODELS)
+    targets += [f"{TABLES}/exp1.csv", f"{TABLES}/exp3_spearman.csv"]
+    if config["world"]["enabled"]:
+        targets.append(f"{WORLD}/world.json")
+    targets += expand("results/pretrain/{model}/checkpoint.pt", model=MODELS)
+    return targets

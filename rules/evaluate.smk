@@ -3,21 +3,6 @@
 # matrices alone (evaluate_pretrained / evaluate_finetune: NumPy, no network). Exp 2 prunes the
 # pretrained model's cached normalised image embeddings.
 
-EVAL_CODE = code("evaluate", "zeroshot", "purity")
-
-
-def eval_inputs(wildcards):
-    return [eval_set_input(s) for s in EVAL_SETS]
-
-
-def eval_dir(kind, **wildcards):
-    if kind == "pretrained":
-        return "results/eval/pretrained/{model}"
-    return "results/eval/finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
-
-
-EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz")
-
 
 rule eval_features:
     input:
@@ -40,6 +25,8 @@ rule eval_features:
         gpu=gpus(),
         mem_mb=mem_mb(4000),
         runtime=60,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
         " python -m workflow_scripts.evaluate features --config {params.config}"
@@ -49,11 +36,11 @@ rule eval_features:
 
 rule evaluate_pretrained:
     input:
-        code=EVAL_CODE,
+        code=code("evaluate", "zeroshot", "purity"),
         features="results/eval/features/{model}.npz",
         projections="results/eval/pretrained/{model}/projections.npz",
     output:
-        *[f"{eval_dir('pretrained')}/{name}" for name in EVAL_OUTPUTS],
+        expand("results/eval/pretrained/{{model}}/{name}", name=EVAL_OUTPUTS),
         embeddings=expand(
             "results/eval/pretrained/{{model}}/embeddings/{evalset}.npz", evalset=EVAL_SETS
         ),
@@ -65,6 +52,8 @@ rule evaluate_pretrained:
     resources:
         mem_mb=mem_mb(2000),
         runtime=30,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.evaluate projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir} --save-embeddings"
@@ -73,11 +62,11 @@ rule evaluate_pretrained:
 
 rule evaluate_finetune:
     input:
-        code=EVAL_CODE,
+        code=code("evaluate", "zeroshot", "purity"),
         features="results/eval/features/{model}.npz",
-        projections=finetune_dir() + "/projections.npz",
+        projections=f"{FINETUNE_DIR}/projections.npz",
     output:
-        [f"{eval_dir('finetune')}/{name}" for name in EVAL_OUTPUTS],
+        expand(f"results/eval/{FINETUNE_SUBDIR}/{{name}}", name=EVAL_OUTPUTS, allow_missing=True),
     log:
         "logs/evaluate/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
     params:
@@ -86,6 +75,8 @@ rule evaluate_finetune:
     resources:
         mem_mb=mem_mb(2000),
         runtime=30,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.evaluate projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir}"
@@ -122,6 +113,8 @@ rule pruning_sweep:
     resources:
         mem_mb=mem_mb(3000),
         runtime=60,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.pruning --config {params.config} --model {wildcards.model}"
         " --checkpoint {input.checkpoint} --embeddings {input.embeddings} --out {output.table}"

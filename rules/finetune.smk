@@ -1,18 +1,6 @@
 # Stage 2: frozen-tower feature cache and projection-only fine-tunes per (model, strategy, Cs, seed).
 
 
-def feature_cache_input(wildcards):
-    """Cached mode reads the model's feature cache; end2end reads images itself."""
-    if config["finetune"]["mode"] == "cached":
-        return f"results/features/{wildcards.model}/train.npz"
-    return []
-
-
-def nproc(wildcards, resources):
-    """torchrun processes: one per GPU, or finetune.processes CPU (gloo) processes."""
-    return resources.gpu if resources.gpu > 0 else config["finetune"]["processes"]
-
-
 rule extract_features:
     input:
         code=code("features", "distributed", "data", "models", "checkpoints"),
@@ -35,6 +23,8 @@ rule extract_features:
         mem_mb=mem_mb(4000),
         runtime=60,
     retries: 1
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
         " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.features"
@@ -49,9 +39,9 @@ rule finetune:
         csv="results/misalign/{strategy}/Cs{cs}/train.csv",
         features=feature_cache_input,
     output:
-        checkpoint=finetune_dir() + "/checkpoint.pt",
-        log=finetune_dir() + "/log.jsonl",
-        projections=finetune_dir() + "/projections.npz",
+        checkpoint=f"{FINETUNE_DIR}/checkpoint.pt",
+        log=f"{FINETUNE_DIR}/log.jsonl",
+        projections=f"{FINETUNE_DIR}/projections.npz",
     log:
         "logs/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
     benchmark:
@@ -70,6 +60,8 @@ rule finetune:
         mem_mb=mem_mb(3000),
         runtime=120,
     retries: 1
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
         " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.finetune"

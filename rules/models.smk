@@ -4,37 +4,6 @@
 #   source checkpoint / laclip -> rule import_checkpoint (LaCLIP keys converted, strict load, re-saved)
 #   ... with url + sha256      -> rule fetch_<model> first downloads the file (resumable, verified)
 
-MODEL_SOURCE = {name: spec["source"] for name, spec in config["models"].items()}
-PRETRAIN_MODELS = [m for m, s in MODEL_SOURCE.items() if s == "pretrain"]
-IMPORT_MODELS = [m for m, s in MODEL_SOURCE.items() if s != "pretrain"]
-# Zero-shot check at the end of pretraining: the world's downstream sets (shape, colour, ...).
-PRETRAIN_EVAL_SETS = WORLD_SETS if config["world"]["enabled"] else []
-
-
-def model_config_file(arch):
-    """The embedded JSON config of an architecture (an input, so editing it retrains), or nothing."""
-    path = os.path.join(workflow.basedir, "workflow_scripts", "model_configs", f"{arch}.json")
-    return [path] if os.path.exists(path) else []
-
-
-def source_checkpoint(name):
-    """Where a checkpoint/laclip model's file is: the configured path, else resources/checkpoints/<name>.pt."""
-    spec = config["models"][name]
-    return spec.get("checkpoint") or f"resources/checkpoints/{name}.pt"
-
-
-def pretrain_inputs(wildcards):
-    spec = config["models"][wildcards.model]
-    inputs = {
-        "csv": config["data"]["train_csv"],
-        "arch": model_config_file(spec["arch"]),
-        "sets": [eval_set_input(s) for s in PRETRAIN_EVAL_SETS],
-    }
-    if spec.get("captions") == "augmented":
-        inputs["rewrites"] = config["data"]["rewrites"]
-    return inputs
-
-
 if PRETRAIN_MODELS:
 
     rule pretrain:
@@ -67,6 +36,8 @@ if PRETRAIN_MODELS:
             mem_mb=mem_mb(3000),
             runtime=30,
         # checkpoint.partial.pt next to the output survives a failed or killed job; the rerun resumes it
+        conda:
+            "../envs/workflow.yaml"
         shell:
             "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
             " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
@@ -95,6 +66,8 @@ if IMPORT_MODELS:
         resources:
             mem_mb=mem_mb(4000),
             runtime=30,
+        conda:
+            "../envs/workflow.yaml"
         shell:
             "python -m workflow_scripts.models --config {params.config} --model {wildcards.model}"
             " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
@@ -119,6 +92,8 @@ for _name in [m for m in IMPORT_MODELS if config["models"][m].get("url")]:
             mem_mb=500,
             runtime=240,
         retries: 2  # a retry resumes the .part file
+        conda:
+            "../envs/workflow.yaml"
         shell:
             "python -m workflow_scripts.fetch --url '{params.url}' --sha256 {params.sha256}"
             " --out {output} > {log} 2>&1"
