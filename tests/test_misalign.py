@@ -67,7 +67,7 @@ def test_similarity_swaps_equal_the_dense_original(n, k, seed, batch_min):
     X = tie_free_rows(n, 40, seed)
     ids, scores, _ = S.neighbours(X, k)
     target = int(0.8 * n)
-    pairs, stats = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42, batch_min=batch_min)
+    pairs, stats = M.similarity_swaps(ids, X, target, top_k=10, seed=42, batch_min=batch_min)
     if k < 32:  # short lists: exclusions exhaust rows, which are then recomputed exactly
         assert stats["row_recomputes"] + stats["batch_recomputes"] > 0
     if batch_min == 3:
@@ -87,7 +87,7 @@ def test_fraction_prefix_and_multiset(strategy):
     for cs in (0.0, 0.1, 0.3, 0.5, 0.8, 1.0):
         target = M.target_lines(cs, n)
         if strategy == "similarity":
-            pairs, _ = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42)
+            pairs, _ = M.similarity_swaps(ids, X, target, top_k=10, seed=42)
         else:
             pairs = M.random_swaps(n, target, seed=42)
         runs[cs] = pairs

@@ -91,7 +91,9 @@ def cluster(tmp_path_factory):
     lock = _acquire_lock()
     try:
         _sh(CI / "stop-slurm.sh")  # daemons left by a run that was killed (their pid files)
-        start = _sh(CI / "start-slurm.sh", env={**os.environ, "FAKE_GPUS": "2"})
+        # twice the cores as SLURM CPUs: jobs are mostly Python start-up and poll waits, so they overlap
+        cpus = str(2 * (os.cpu_count() or 1))
+        start = _sh(CI / "start-slurm.sh", env={**os.environ, "FAKE_GPUS": "2", "SLURM_CI_CPUS": cpus})
         assert start.returncode == 0, f"start-slurm.sh failed:\n{start.stdout}\n{start.stderr}"
         yield Cluster(jobcomp=SPOOL / "log" / "jobcomp.txt")
     finally:
@@ -106,12 +108,19 @@ def cluster(tmp_path_factory):
 
 
 def _snapshot(dst: Path) -> Path:
-    """A copy of the Snakefile, rules/ and workflow_scripts/ (the SLURM jobs run this copy)."""
+    """A copy of the checkout's source files (what git tracks or would track); SLURM jobs run it."""
     if os.environ.get("SLURM_TEST_SNAKEFILE"):
         return Path(os.environ["SLURM_TEST_SNAKEFILE"])
-    shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
-    for d in ("rules", "workflow_scripts"):
-        shutil.copytree(REPO / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
+    listing = _sh("git", "-C", REPO, "ls-files", "--cached", "--others", "--exclude-standard")
+    if listing.returncode == 0:
+        for rel in listing.stdout.splitlines():
+            if (REPO / rel).is_file():
+                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(REPO / rel, dst / rel)
+    else:  # not a git checkout
+        for d in ("rules", "workflow_scripts", "envs"):
+            shutil.copytree(REPO / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
     return dst / "Snakefile"
 
 
@@ -240,8 +249,9 @@ def test_forcerun_resubmits_only_what_the_target_needs(full_run, workspace):
 
 
 def test_failing_job_fails_the_run_with_a_clear_message(full_run, workspace, cluster):
-    """A GPU job without a usable GPU and without allow_cpu_fallback fails; the run reports why."""
-    gpu_job = next(j for j in full_run.submitted() if j.gpus > 0)
+    """A GPU job without a usable GPU and without allow_cpu_fallback fails; the run reports why.
+    (The feature extraction if the DAG has it: the other GPU rules are checked by the test above.)"""
+    gpu_job = min((j for j in full_run.submitted() if j.gpus > 0), key=lambda j: j.rule != "extract_features")
     target = gpu_job.files("output")[0]
     run = workspace.snakemake(target, "--forcerun", gpu_job.rule, config="config.nofallback.yaml", timeout=300)
     assert run.rc != 0, "the run succeeded although its GPU job could not get a GPU"

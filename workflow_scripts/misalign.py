@@ -16,8 +16,8 @@ Candidates come from the stored top-K neighbour lists (workflow_scripts.similari
 candidates, with ties broken deterministically (among equal similarities the smaller index is the
 more similar; the original's quicksort left this undefined). When exclusions leave fewer than top_k
 unused entries in a row, that row is recomputed exactly among the unused captions; when such
-recomputes become frequent, the lists of all unused captions are recomputed among the unused ones at
-once (the same search on the sub-matrix of unused rows; index order, hence tie-break, is kept).
+recomputes become frequent (more than 1/8 of the unused captions since the last time), the lists of
+all unused captions are recomputed among the unused ones at once (the same search on the sub-matrix of unused rows; index order, hence tie-break, is kept).
 
 `random` strategy: the same loop, seed, order and stopping rule, but the partner is uniform among
 all unused captions other than s: the unused indices are kept in an array `pool` (initially
@@ -43,6 +43,7 @@ import math
 import time
 from typing import Sequence
 
+import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
@@ -77,15 +78,14 @@ def n_pairs(cs: float, n: int) -> int:
 class _Lists:
     """Per-caption candidate lists for the similarity swap, with exact recomputation on exhaustion."""
 
-    def __init__(self, ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix, threads: int = 1,
+    def __init__(self, ids: np.ndarray, X: sp.csr_matrix, threads: int = 1,
                  batch_min: int = 256):
         from .similarity import ExactSearcher
 
-        self.n, self.k = ids.shape
+        self.n, self.k0 = ids.shape
         self.ids = np.array(ids, np.int32)       # mutable copy: recomputed rows are replaced
-        self.scores = np.array(scores, np.float32)
         # a list is complete when it holds every other caption (nothing can be missing from it)
-        self.complete = np.full(self.n, self.k >= self.n - 1)
+        self.complete = np.full(self.n, self.k0 >= self.n - 1)
         self.X = X
         self.threads = threads
         self.searcher = ExactSearcher(X, threads=1)
@@ -94,59 +94,79 @@ class _Lists:
         self._since_batch = 0
         self.batch_min = batch_min
 
-    def candidates(self, s: int, used: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top_k most similar unused captions other than s, best first, with their similarity."""
-        row = self.ids[s]
-        free = (row >= 0) & ~used[np.maximum(row, 0)]
-        if free.sum() < top_k and not self.complete[s]:
-            self._recompute(s, used)
-            row = self.ids[s]
-            free = (row >= 0) & ~used[np.maximum(row, 0)]
-        sel = np.flatnonzero(free)[:top_k]
-        return row[sel], self.scores[s, sel]
+    def candidates(self, s: int, used: np.ndarray, top_k: int) -> np.ndarray:
+        """The top_k most similar unused captions other than s, best first."""
+        out = np.empty(top_k, np.int64)
+        got = _first_free(self.ids[s], used, out)
+        if got < top_k and not self.complete[s]:
+            self._recompute(s, used, top_k)
+            got = _first_free(self.ids[s], used, out)
+        return out[:got]
 
-    def _recompute(self, s: int, used: np.ndarray) -> None:
+    def _recompute(self, s: int, used: np.ndarray, top_k: int) -> None:
         unused = ~used
         self._since_batch += 1
-        if self._since_batch > max(self.batch_min, int(unused.sum()) // 32):
+        if self._since_batch > max(self.batch_min, int(np.count_nonzero(unused)) // 8) and self.k0 > 0:
             self._recompute_all(unused)       # s is unused, so its list is fresh too
             return
-        ids, scores = self.searcher.search([s], self.k, allowed=unused)
-        self.ids[s], self.scores[s] = ids[0], scores[0]
-        self.complete[s] = bool((ids[0] < 0).any())   # fewer than k unused captions exist
+        # s is a source only once, so its new list needs just the top_k best unused captions
+        ids, _ = self.searcher.search([s], top_k, allowed=unused)
+        self._widen(top_k)
+        self.ids[s] = -1
+        self.ids[s, :top_k] = ids[0]
+        self.complete[s] = True
         self.row_recomputes += 1
 
+    def _widen(self, k: int) -> None:
+        if self.ids.shape[1] < k:
+            self.ids = np.concatenate([self.ids, np.full((self.n, k - self.ids.shape[1]), -1, np.int32)], 1)
+
     def _recompute_all(self, unused: np.ndarray) -> None:
-        """Lists of all unused captions among the unused ones (valid for every later, smaller set)."""
+        """Lists of all unused captions among the unused ones (valid for every later, smaller set).
+
+        They hold up to 2K entries (the stored width grows once) so that they last longer."""
         from .similarity import neighbours
 
         rows = np.flatnonzero(unused)
-        sub_ids, sub_scores, _ = neighbours(self.X[rows], self.k, threads=self.threads)
+        k = 2 * self.k0
+        sub_ids, _, _ = neighbours(self.X[rows], k, threads=self.threads)
         kk = sub_ids.shape[1]
+        self._widen(k)
         self.ids[rows] = -1
-        self.scores[rows] = 0.0
         self.ids[rows, :kk] = rows[sub_ids]
-        self.scores[rows, :kk] = sub_scores
         self.complete[rows] = kk >= len(rows) - 1
         self.batch_recomputes += 1
         self._since_batch = 0
         log.info("recomputed the lists of the %d unused captions among themselves", len(rows))
 
 
-def similarity_swaps(ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix, target: int, top_k: int,
+@nb.njit(cache=True)
+def _first_free(row, used, out):
+    """Copy the first len(out) entries of `row` that are not -1 and not used; return how many."""
+    got = 0
+    for j in row:
+        if got == out.shape[0]:
+            break
+        if j >= 0 and not used[j]:
+            out[got] = j
+            got += 1
+    return got
+
+
+def similarity_swaps(ids: np.ndarray, X: sp.csr_matrix, target: int, top_k: int,
                      seed: int, threads: int = 1, show_progress: bool = False,
                      batch_min: int = 256) -> tuple[np.ndarray, dict]:
     """The original similarity swap for `target` lines (module docstring).
 
-    ids/scores: stored neighbour lists (N, K) ordered by (-similarity, index); X: the TF-IDF rows.
-    After more than max(batch_min, unused / 32) single-row recomputes, all unused rows are
+    ids: stored neighbour lists (N, K) ordered by (-similarity, index); X: the TF-IDF rows.
+    After more than max(batch_min, unused / 8) single-row recomputes, all unused rows are
     recomputed at once.
     Returns pairs (P, 2) [source, partner] in the order made, and statistics.
     """
     from .io import progress
 
     n = ids.shape[0]
-    lists = _Lists(ids, scores, X, threads=threads, batch_min=batch_min)
+    lists = _Lists(ids, X, threads=threads, batch_min=batch_min)
     rng = np.random.RandomState(seed)
     order = np.arange(n)
     rng.shuffle(order)
@@ -159,7 +179,7 @@ def similarity_swaps(ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix, targ
             break
         if used[s]:
             continue
-        cand, _ = lists.candidates(int(s), used, top_k)
+        cand = lists.candidates(int(s), used, top_k)
         if len(cand) == 0:
             continue
         t = int(rng.choice(cand[::-1]))                 # ascending similarity, like the argsort tail
@@ -261,7 +281,7 @@ def _swap(args: argparse.Namespace) -> int:
         raise InputError(f"--cs has {len(cs_values)} values but --out-captions has {len(args.out_captions)} "
                          f"and --out-manifest {len(args.out_manifest)} paths")
     lines = read_captions(args.captions)
-    ids, scores, X, _ = load_neighbours(args.neighbours)
+    ids, _, X, _ = load_neighbours(args.neighbours)
     n = len(lines)
     if ids.shape[0] != n:
         raise InputError(f"{args.neighbours} has {ids.shape[0]} rows but {args.captions} has {n} captions")
@@ -270,7 +290,7 @@ def _swap(args: argparse.Namespace) -> int:
     if args.strategy == "similarity":
         if ids.shape[1] < min(cfg["top_k"], n - 1):
             log.warning("n_neighbours %d < top_k %d: every row will be recomputed", ids.shape[1], cfg["top_k"])
-        pairs, stats = similarity_swaps(ids, scores, X, target, cfg["top_k"], cfg["seed"],
+        pairs, stats = similarity_swaps(ids, X, target, cfg["top_k"], cfg["seed"],
                                         threads=args.threads, show_progress=True)
     elif args.strategy == "random":
         pairs, stats = random_swaps(n, target, cfg["seed"]), {}

@@ -422,8 +422,8 @@ def _finalize_rows(urows, counts, cols, vals, indptr, indices, data, ptr, member
 
 
 def finalize_block(urows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals: np.ndarray, k: int,
-                   top_n: int, delta: float, U: sp.csr_matrix, ptr: np.ndarray, members: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                   top_n: int, delta: float, U: sp.csr_matrix, ptr: np.ndarray, members: np.ndarray,
+                   threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Exact member lists of unique rows `urows` from generator candidates over unique rows.
 
     counts[r] candidates (cols: unique-row ids, vals: generator scores) belong to urows[r]. Each
@@ -439,9 +439,22 @@ def finalize_block(urows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals
     ls = np.empty((b, k1), np.float64)
     n_mem = np.empty(b, np.int64)
     proven = np.empty(b, np.bool_)
-    _finalize_rows(np.asarray(urows, np.int64), np.asarray(counts, np.int64), np.asarray(cols, np.int64),
-                   np.asarray(vals, np.float64), U.indptr.astype(np.int64), U.indices.astype(np.int64),
-                   U.data, ptr, members, k1, top_n, delta, li, ls, n_mem, proven)
+    urows, counts = np.asarray(urows, np.int64), np.asarray(counts, np.int64)
+    cols, vals = np.asarray(cols, np.int64), np.asarray(vals, np.float64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    args = (U.indptr.astype(np.int64), U.indices.astype(np.int64), U.data, ptr, members, k1, top_n, delta)
+
+    def part(lo: int, hi: int) -> None:  # the numba kernel releases the GIL: rows split over threads
+        c0, c1 = offsets[lo], offsets[hi]
+        _finalize_rows(urows[lo:hi], counts[lo:hi], cols[c0:c1], vals[c0:c1], *args,
+                       li[lo:hi], ls[lo:hi], n_mem[lo:hi], proven[lo:hi])
+
+    cuts = np.linspace(0, b, max(1, min(threads, b)) + 1).astype(int)
+    if len(cuts) == 2:
+        part(0, b)
+    else:
+        with ThreadPoolExecutor(len(cuts) - 1) as pool:
+            list(pool.map(part, cuts[:-1], cuts[1:]))
     return li, ls, n_mem, proven
 
 
@@ -580,7 +593,7 @@ def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
             urows = todo[lo:hi]
             counts, cols, vals = generate(U[lo:hi] if rnd == 0 else U[urows], UT, top_n, threads)
             li, ls, n_mem, proven = finalize_block(urows, np.asarray(counts), np.asarray(cols, np.int64),
-                                                   np.asarray(vals), k, top_n, DELTA, U, ptr, members)
+                                                   np.asarray(vals), k, top_n, DELTA, U, ptr, members, threads)
             _member_lists(urows[proven], ptr, members, li[proven], ls[proven], n_mem[proven], k, n,
                           ids, scores)
             left.append(urows[~proven])

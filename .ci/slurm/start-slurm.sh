@@ -44,7 +44,10 @@ t0=$(date +%s%N); el() { local ms=$(( ($(date +%s%N) - t0) / 1000000 )); printf 
 wait_for() { local what=$1; shift; for _ in $(seq 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
              die "timeout waiting for $what (logs: $SPOOL/log)"; }
 
-NCPU=$(nproc)
+# CPUs the node advertises; more than nproc (e.g. SLURM_CI_CPUS=$((2 * $(nproc)))) lets short jobs,
+# which mostly wait on Python start-up, overlap (SlurmdParameters=config_overrides accepts it).
+NCPU=${SLURM_CI_CPUS:-$(nproc)}
+[[ $NCPU =~ ^[1-9][0-9]*$ ]] || die "SLURM_CI_CPUS must be a positive integer, got '$NCPU'"
 # RealMemory must be <= what slurmd detects, otherwise the node is DRAINed.
 MEM_MB=$(( $(awk '/MemTotal/{print int($2/1024)}' /proc/meminfo) - 512 ))
 mkdir -p /etc/slurm "$SPOOL"/ctld "$SPOOL"/d "$SPOOL"/log "$RUN"
@@ -75,6 +78,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
+SlurmdParameters=config_overrides
 MpiDefault=none
 MailProg=/bin/true
 # Finished jobs stay visible to squeue for MinJobAge seconds; the snakemake plugin's squeue mode
