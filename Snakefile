@@ -1,7 +1,7 @@
 # Feature purity and caption misalignment in CLIP models: the reference workflow.
 #
 #   snakemake --profile profiles/default            # embedded default, ends with results/report.html via make run
-#   snakemake --profile profiles/slurm              # the same DAG on a SLURM GPU cluster
+#   snakemake --workflow-profile profiles/slurm     # the same DAG on a SLURM GPU cluster
 #
 # DAG: world -> caption neighbours -> swapped captions per (strategy, Cs) -> training CSVs ->
 #      pretrain/convert models -> feature cache -> projection fine-tunes -> purity / zero-shot /

@@ -68,6 +68,10 @@ def mem_mb(base):
 # --------------------------------------------------------------------------- paths
 
 WORLD = "results/world"
+MISALIGN = "results/misalign"
+MISALIGN_CODE = code("misalign", "similarity", "captions", "data")
+# The neighbour search asks for a GPU only when the config says it must run on CuPy.
+MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
 # Evaluation sets that the synthetic world writes (their class lists are make_world outputs).
 WORLD_SETS = [
     s

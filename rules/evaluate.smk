@@ -31,7 +31,7 @@ rule eval_features:
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
         " python -m workflow_scripts.evaluate features --config {params.config}"
         " --model {wildcards.model} --checkpoint {input.checkpoint} --out {output.features}"
-        " --projections {output.projections} >> {log} 2>&1"
+        " --projections {output.projections} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 rule evaluate_pretrained:

@@ -22,7 +22,6 @@ rule extract_features:
         gpu=gpus(),
         mem_mb=mem_mb(4000),
         runtime=60,
-    retries: 1
     conda:
         "../envs/workflow.yaml"
     shell:
@@ -59,7 +58,6 @@ rule finetune:
         gpu=gpus(),
         mem_mb=mem_mb(3000),
         runtime=120,
-    retries: 1
     conda:
         "../envs/workflow.yaml"
     shell:

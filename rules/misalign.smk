@@ -1,11 +1,6 @@
 # Stage 1: caption neighbours (TF-IDF + exact top-K cosine), swaps per (strategy, Cs), training CSVs.
 # seed_spec.md section 1; workflow_scripts/{similarity,misalign}.py.
 
-MISALIGN = "results/misalign"
-MISALIGN_CODE = code("misalign", "similarity", "captions", "data")
-# The neighbour search asks for a GPU only when the config says it must run on CuPy.
-MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
-
 
 rule caption_neighbours:
     input:
@@ -27,9 +22,11 @@ rule caption_neighbours:
         gpu=MISALIGN_GPU,
         mem_mb=mem_mb(4000),
         runtime=60,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.similarity --config {params.config}"
-        " --captions {input.captions} --out {output} --threads {threads} --log {log} 2> /dev/null"
+        " --captions {input.captions} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule misalign_swaps:
@@ -61,12 +58,14 @@ rule misalign_swaps:
     resources:
         mem_mb=mem_mb(4000),
         runtime=60,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.misalign swap --config {params.config}"
         " --captions {input.captions} --neighbours {input.neighbours}"
         " --strategy {wildcards.strategy} --cs {params.cs}"
         " --out-captions {output.captions} --out-manifest {output.manifests}"
-        " --summary {output.summary} --threads {threads} --log {log} 2> /dev/null"
+        " --summary {output.summary} --threads {threads} > {log} 2>&1"
 
 
 rule misalign_csv:
@@ -82,11 +81,9 @@ rule misalign_csv:
     resources:
         mem_mb=mem_mb(2000),
         runtime=15,
+    conda:
+        "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.misalign assemble --train-csv {input.csv}"
-        " --captions {input.captions} --out {output} --log {log} 2> /dev/null"
+        " --captions {input.captions} --out {output} > {log} 2>&1"
 
-
-def all_misalign_csvs():
-    """Every training CSV of stage 1 (one per strategy and Cs)."""
-    return expand(f"{MISALIGN}/{{strategy}}/Cs{{cs}}/train.csv", strategy=STRATEGIES, cs=CS_LABELS)

@@ -39,9 +39,10 @@ if PRETRAIN_MODELS:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
+            "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
+            " python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
             " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
-            " --eval-sets {params.sets} --threads {threads} > {log} 2>&1"
+            " --eval-sets {params.sets} --threads {threads} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 if IMPORT_MODELS:

@@ -34,4 +34,4 @@ if config["world"]["enabled"]:
             "../envs/workflow.yaml"
         shell:
             "python -m workflow_scripts.world --config {params.config}"
-            " --out {params.out} --log {log} 2> /dev/null"
+            " --out {params.out} > {log} 2>&1"

@@ -26,3 +26,10 @@ def tiny_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
     generate_world(out, seed=3, n_train=200, n_eval=40, image_size=32, n_rewrites=2, max_caption_words=20)
     return out
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the real-cluster test last. Installing SLURM's client tools makes every later Snakemake start
+    wait ~9 s while the test cluster is stopped (the SLURM executor plugin asks `scontrol show config` for
+    MinJobAge when it is imported), and its failures are the slowest to diagnose."""
+    items.sort(key=lambda item: item.module.__name__.endswith("test_slurm_cluster") if item.module else False)

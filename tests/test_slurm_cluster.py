@@ -156,12 +156,14 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Workspace:
-    """tests/config/test.yaml asking for 1 GPU per GPU job, with one fine-tune seed (every rule still
-    runs once or more; each SLURM job costs 10-40 s on 2 cores), and a copy without the CPU fallback."""
+    """tests/config/test.yaml asking for 1 GPU per GPU job, with one strategy and one fine-tune seed (every
+    rule still runs once or more; each SLURM job costs 10-40 s on 2 cores), and a copy without the CPU
+    fallback."""
     wd = tmp_path_factory.mktemp("slurm-run")
     cfg = yaml.safe_load((REPO / "tests/config/test.yaml").read_text())
     cfg.setdefault("finetune", {})["gpus"] = 1
     cfg["finetune"]["seeds"] = cfg["finetune"].get("seeds", [0])[:1]
+    cfg["misalign"]["strategies"] = cfg["misalign"]["strategies"][:1]
     cfg["compute"] = {**cfg.get("compute", {}), "device": "auto", "allow_cpu_fallback": True}
     (wd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     (wd / "config.nofallback.yaml").write_text(

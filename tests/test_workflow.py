@@ -103,7 +103,8 @@ def test_rerun_is_a_no_op_and_forcerun_reruns_only_downstream(full_run):
     out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), cwd=full_run).stdout
     assert "Nothing to be done" in out
     target = "results/eval/finetune/clip/random/Cs0.5/seed1/metrics.parquet"
-    out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), target, "--forcerun", "finetune",
+    # the target goes before --configfile, which (like --forcerun) takes several values
+    out = snakemake(target, "-n", "--cores", "2", "--configfile", str(TEST_CONFIG), "--forcerun", "finetune",
                     cwd=full_run).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", out, re.M))
     assert jobs.get("finetune") == "1" and jobs.get("evaluate_finetune") == "1", out
@@ -116,6 +117,6 @@ def test_outputs_are_reproducible(full_run, tmp_path):
 
     target = "results/eval/finetune/clip/similarity/Cs0.5/seed0/metrics.parquet"
     before = pd.read_parquet(full_run / target)
-    snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), target, "--forcerun", "finetune", cwd=full_run)
+    snakemake(target, "--cores", "2", "--configfile", str(TEST_CONFIG), "--forcerun", "finetune", cwd=full_run)
     after = pd.read_parquet(full_run / target)
     pd.testing.assert_frame_equal(before, after)

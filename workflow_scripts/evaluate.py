@@ -42,17 +42,20 @@ PAIRS = "train_pairs"
 # ----------------------------------------------------------------------------- features (torch)
 
 
-def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512) -> dict[str, np.ndarray]:
+def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512,
+                          want_gpu: bool = False) -> dict[str, np.ndarray]:
     """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs."""
     import torch
 
+    from .distributed import select_device
     from .features import extract_text_features
     from .models import get_tokenizer, image_features, load_model, preprocess_config
     from .data import to_model_input
     from .zeroshot import format_prompts
 
     spec, ev = config["models"][model_name], config["evaluate"]
-    device = torch.device("cuda" if config["compute"]["device"] != "cpu" and torch.cuda.is_available() else "cpu")
+    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
+                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
     model = load_model(spec, checkpoint).to(device).eval()
     pre = preprocess_config(model, spec)
     tokenizer = get_tokenizer(spec["arch"])
@@ -230,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--checkpoint", required=True)
     f.add_argument("--out", required=True, help="features .npz")
     f.add_argument("--projections", help="also write this checkpoint's projections (.npz)")
+    f.add_argument("--gpus", type=int, default=0, help="GPUs this job was given (0 = CPU)")
     p = sub.add_parser("projections", help="evaluate one checkpoint's projections over cached features")
     p.add_argument("--features", required=True)
     p.add_argument("--projections", required=True)
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model not in config["models"]:
             raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-        save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint))
+        save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint, want_gpu=args.gpus > 0))
         if args.projections:
             write_projections(config["models"][args.model], args.checkpoint, args.projections)
         return 0

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .distributed import select_device
 from .errors import InputError
 from .io import derive_seed
 
@@ -254,7 +255,7 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, evalset, pre: dict, de
 
 def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | os.PathLike,
         eval_sets: Sequence[str] = (), plot: str | os.PathLike | None = None,
-        on_step: Callable[[int], None] | None = None) -> list[dict]:
+        on_step: Callable[[int], None] | None = None, want_gpu: bool = False) -> list[dict]:
     """Pretrain one model and write its checkpoint, JSON-lines log and (optionally) a plot."""
     from .checkpoints import save_checkpoint
     from .evalsets import open_set
@@ -271,7 +272,8 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
             raise InputError(f"unknown evaluation set {name!r}; known: {sorted(config['evaluate']['sets'])}")
     settings = dict(config["pretrain"])
     augmented = spec.get("captions", "human") == "augmented"
-    device = _device(config)
+    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
+                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
     data_files = [config["data"]["train_csv"]] + (list(config["data"]["rewrites"]) if augmented else [])
     # Everything that determines the result (checkpoint_every does not): a partial file of another run
     # (other settings, architecture or data files) is never resumed from.
@@ -308,15 +310,6 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     partial.unlink(missing_ok=True)
     log.info("wrote %s and %s", out, train_log)
     return records
-
-
-def _device(config: dict) -> torch.device:
-    want = config["compute"]["device"]
-    if want == "cuda" and not torch.cuda.is_available():
-        if not config["compute"]["allow_cpu_fallback"]:
-            raise InputError("compute.device is 'cuda' but no GPU is visible (set compute.allow_cpu_fallback)")
-        log.warning("no GPU visible; pretraining on CPU")
-    return torch.device("cuda" if want != "cpu" and torch.cuda.is_available() else "cpu")
 
 
 def plot_history(history: list[dict], zero_shot: dict, title: str, path: str | os.PathLike) -> None:
@@ -356,13 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", help="training curve image (PNG/SVG)")
     ap.add_argument("--eval-sets", nargs="*", default=[], help="evaluate.sets names for a final zero-shot check")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--gpus", type=int, default=0, help="GPUs this job was given (0 = CPU); a job given a GPU that "
+                    "finds none fails unless compute.allow_cpu_fallback")
     ap.add_argument("--log", help="log file")
     args = ap.parse_args(argv)
     setup_logging(args.log)
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    run(config, args.model, args.out, args.train_log, args.eval_sets, args.plot)
+    run(config, args.model, args.out, args.train_log, args.eval_sets, args.plot, want_gpu=args.gpus > 0)
     return 0
 
 
