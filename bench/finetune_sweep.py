@@ -55,6 +55,10 @@ def main() -> int:
         cfg["data"].update(train_csv=str(tmp / "world/train.csv"), image_root=str(tmp / "world"),
                            captions=str(tmp / "world/captions.txt"), rewrites=[])
         cfg["compute"]["device"] = "cpu"
+        # only the benchmarked model (the embedded laclip would need the rewrite files, not generated here)
+        cfg["models"] = {args.model: spec}
+        cfg["finetune"]["models"] = [args.model]
+        cfg["evaluate"]["pruning"]["models"] = [args.model]
         cfg_path = tmp / "config.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         ckpt = args.checkpoint
