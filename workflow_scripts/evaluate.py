@@ -48,14 +48,16 @@ def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pair
     import torch
 
     from .distributed import select_device
+
+    # the device check comes first: a GPU job without a GPU fails before the slow model imports
+    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
+                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
+    from .data import to_model_input
     from .features import extract_text_features
     from .models import get_tokenizer, image_features, load_model, preprocess_config
-    from .data import to_model_input
     from .zeroshot import format_prompts
 
     spec, ev = config["models"][model_name], config["evaluate"]
-    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
-                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
     model = load_model(spec, checkpoint).to(device).eval()
     pre = preprocess_config(model, spec)
     tokenizer = get_tokenizer(spec["arch"])
