@@ -252,8 +252,10 @@ def test_forcerun_resubmits_only_what_the_target_needs(full_run, workspace):
 
 def test_failing_job_fails_the_run_with_a_clear_message(full_run, workspace, cluster):
     """A GPU job without a usable GPU and without allow_cpu_fallback fails; the run reports why.
-    (The feature extraction if the DAG has it: the other GPU rules are checked by the test above.)"""
-    gpu_job = min((j for j in full_run.submitted() if j.gpus > 0), key=lambda j: j.rule != "extract_features")
+    (The evaluation features if the DAG has them: a plain-python GPU job fails within the plugin's 12 s
+    poll, where a torchrun job is seen one poll (21 s) later; tests/test_distributed.py checks every
+    entry point.)"""
+    gpu_job = min((j for j in full_run.submitted() if j.gpus > 0), key=lambda j: j.rule != "eval_features")
     target = gpu_job.files("output")[0]
     run = workspace.snakemake(target, "--forcerun", gpu_job.rule, config="config.nofallback.yaml", timeout=300)
     assert run.rc != 0, "the run succeeded although its GPU job could not get a GPU"
