@@ -54,6 +54,10 @@ def gpus(kind="finetune"):
     return int(config["finetune"]["gpus"])
 
 
+# GPU rules start their log with the devices SLURM (or the user) gave the job; the SLURM test reads it.
+LOG_VISIBLE_GPUS = "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log}; "
+
+
 def mem_mb(base):
     """Memory request that doubles with each retry (OOM-killed jobs come back bigger)."""
 

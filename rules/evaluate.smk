@@ -28,8 +28,8 @@ rule eval_features:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
-        " python -m workflow_scripts.evaluate features --config {params.config}"
+        LOG_VISIBLE_GPUS
+        + "python -m workflow_scripts.evaluate features --config {params.config}"
         " --model {wildcards.model} --checkpoint {input.checkpoint} --out {output.features}"
         " --projections {output.projections} --gpus {resources.gpu} >> {log} 2>&1"
 

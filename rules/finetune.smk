@@ -25,8 +25,8 @@ rule extract_features:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
-        " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.features"
+        LOG_VISIBLE_GPUS
+        + "torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.features"
         " --config {params.config} --model {wildcards.model} --checkpoint {input.checkpoint}"
         " --out {output} --gpus {resources.gpu} >> {log} 2>&1"
 
@@ -61,8 +61,8 @@ rule finetune:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
-        " torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.finetune"
+        LOG_VISIBLE_GPUS
+        + "torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.finetune"
         " --config {params.config} --model {wildcards.model} --strategy {wildcards.strategy}"
         " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --train-csv {input.csv} {params.features} --out-dir {params.out_dir}"

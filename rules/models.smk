@@ -39,8 +39,8 @@ if PRETRAIN_MODELS:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log};"
-            " python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
+            LOG_VISIBLE_GPUS
+            + "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
             " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
             " --eval-sets {params.sets} --threads {threads} --gpus {resources.gpu} >> {log} 2>&1"
 

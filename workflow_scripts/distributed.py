@@ -60,12 +60,19 @@ def select_device(device: str = "auto", want_gpu: bool = False, allow_cpu_fallba
     return torch.device("cpu")
 
 
-def init(device: str = "auto", want_gpu: bool = False, allow_cpu_fallback: bool = True) -> Dist:
-    """Initialise torch.distributed from torchrun's environment (no-op for a single process)."""
+def config_device(config: dict, want_gpu: bool = False, local_rank: int = 0) -> torch.device:
+    """select_device with compute.device and compute.allow_cpu_fallback of the workflow config."""
+    compute = config["compute"]
+    return select_device(compute["device"], want_gpu, compute["allow_cpu_fallback"], local_rank)
+
+
+def init(config: dict, want_gpu: bool = False) -> Dist:
+    """Initialise torch.distributed from torchrun's environment (no-op for a single process) on the
+    device the config's compute section selects."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = select_device(device, want_gpu, allow_cpu_fallback, local_rank)
+    dev = config_device(config, want_gpu, local_rank)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":

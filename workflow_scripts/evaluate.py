@@ -47,11 +47,10 @@ def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pair
     """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs."""
     import torch
 
-    from .distributed import select_device
+    from .distributed import config_device
 
     # the device check comes first: a GPU job without a GPU fails before the slow model imports
-    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
-                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
+    device = config_device(config, want_gpu)
     from .data import to_model_input
     from .features import extract_text_features
     from .models import get_tokenizer, image_features, load_model, preprocess_config

@@ -105,7 +105,7 @@ def load_feature_cache(path: str | os.PathLike) -> dict:
 def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: bool = False) -> None:
     """Extract the cache for one model over data.train_csv and data.captions (all ranks call this)."""
     # the device check comes first: a GPU job without a GPU fails before the slow model imports
-    d = distributed.init(config["compute"]["device"], want_gpu, config["compute"]["allow_cpu_fallback"])
+    d = distributed.init(config, want_gpu)
     from .models import get_tokenizer, load_model, preprocess_config
 
     spec = config["models"][model_name]

@@ -255,7 +255,7 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
 
     ft = config["finetune"]
     spec = config["models"][model_name]
-    d = distributed.init(config["compute"]["device"], want_gpu, config["compute"]["allow_cpu_fallback"])
+    d = distributed.init(config, want_gpu)
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

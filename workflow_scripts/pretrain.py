@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .distributed import select_device
+from .distributed import config_device
 from .errors import InputError
 from .io import derive_seed
 
@@ -272,8 +272,7 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
             raise InputError(f"unknown evaluation set {name!r}; known: {sorted(config['evaluate']['sets'])}")
     settings = dict(config["pretrain"])
     augmented = spec.get("captions", "human") == "augmented"
-    device = select_device(config["compute"]["device"], want_gpu=want_gpu,
-                           allow_cpu_fallback=config["compute"]["allow_cpu_fallback"])
+    device = config_device(config, want_gpu)
     data_files = [config["data"]["train_csv"]] + (list(config["data"]["rewrites"]) if augmented else [])
     # Everything that determines the result (checkpoint_every does not): a partial file of another run
     # (other settings, architecture or data files) is never resumed from.
