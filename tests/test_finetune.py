@@ -49,17 +49,95 @@ def test_epoch_batches_seeded_drop_last():
     assert not np.array_equal(a, finetune.epoch_batches(103, 10, seed=2, epoch=0))
 
 
-def test_clip_loss_matches_open_clip():
-    from open_clip.loss import ClipLoss
+def _original_rank_losses(img, txt, scale, world_size):
+    """The original CLIPLoss as each of `world_size` ranks computes it (local rows against the gathered
+    batch, labels offset by the rank), averaged over ranks as DDP averages their gradients."""
+    from torch.nn.functional import cross_entropy, normalize
 
+    img, txt = normalize(img, dim=-1), normalize(txt, dim=-1)
+    n = img.shape[0] // world_size
+    total = 0.0
+    for rank in range(world_size):
+        rows = slice(rank * n, (rank + 1) * n)
+        labels = torch.arange(n) + n * rank
+        total = total + (cross_entropy(scale * img[rows] @ txt.t(), labels)
+                         + cross_entropy(scale * txt[rows] @ img.t(), labels)) / 2
+    return total / world_size
+
+
+# (dtype, logit scale): one shared exp (float64, or float32 at CLIP's usual scales), and the two-exp
+# path that float32 needs at large scales (exp(-2 s) below the smallest normal float)
+SCALES = [(torch.float64, 14.3), (torch.float32, 14.3), (torch.float64, 400.0), (torch.float32, 100.0)]
+
+
+@pytest.mark.parametrize("world_size", [1, 3])
+@pytest.mark.parametrize("dtype, scale", SCALES)
+def test_clip_loss_grads_match_open_clip_and_autograd(world_size, dtype, scale):
+    """Loss, accuracy and gradients equal autograd through open_clip's ClipLoss and through the original's
+    per-rank losses (local rows against the gathered batch, DDP-averaged), in float64."""
+    from open_clip.loss import ClipLoss
+    from torch.nn.functional import normalize
+
+    g = torch.Generator().manual_seed(world_size)
+    img = torch.randn(12, 8, generator=g, dtype=torch.float64) * 0.3
+    txt = img + 0.8 * torch.randn(12, 8, generator=g, dtype=torch.float64)   # partly aligned pairs
+    img[3] *= 1e-3                                   # a short row: the normalisation's gradient matters
+    txt[7] = txt[5]                                  # tied logits: argmax takes the first
+    loss, acc, grad_img, grad_txt = finetune.clip_loss_grads(img.to(dtype), txt.to(dtype), scale)
+    assert grad_img.dtype == dtype
+    ref = ClipLoss()(normalize(img, dim=-1), normalize(txt, dim=-1), scale)
+    tol = {"rtol": 1e-10, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 2e-4, "atol": 1e-6}
+    assert float(loss) == pytest.approx(float(ref), rel=tol["rtol"])
+    logits = normalize(img, dim=-1) @ normalize(txt, dim=-1).t()
+    assert float(acc) == pytest.approx(100 * float((logits.argmax(1) == torch.arange(12)).double().mean()))
+    a, b = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+    original = _original_rank_losses(a, b, scale, world_size)
+    original.backward()
+    assert float(original.detach()) == pytest.approx(float(ref), rel=1e-12)
+    if dtype == torch.float32:   # float32 rounding, relative to the largest gradient (the short row's)
+        tol["atol"] = 2e-4 * float(a.grad.abs().max())
+    torch.testing.assert_close(grad_img.double(), a.grad, **tol)
+    torch.testing.assert_close(grad_txt.double(), b.grad, **tol)
+    assert grad_img.abs().max() > 1e-3, "degenerate test: no gradient"
+
+
+def test_adamw_equals_torch_optim_adamw():
     g = torch.Generator().manual_seed(0)
-    img, txt = torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
-    scale = torch.tensor(14.3)
-    loss, acc = finetune.clip_loss(img, txt, scale, SINGLE)
-    ref = ClipLoss()(torch.nn.functional.normalize(img, dim=-1), torch.nn.functional.normalize(txt, dim=-1), scale)
-    assert float(loss) == pytest.approx(float(ref), rel=1e-6)
-    logits = torch.nn.functional.normalize(img, dim=-1) @ torch.nn.functional.normalize(txt, dim=-1).t()
-    assert float(acc) == pytest.approx(100 * float((logits.argmax(1) == torch.arange(12)).float().mean()))
+    ours = [torch.randn(5, 3, generator=g), torch.randn(4, generator=g)]
+    ref = [torch.nn.Parameter(t.clone()) for t in ours]
+    opt_ref = torch.optim.AdamW(ref, lr=1e-3, betas=(0.9, 0.98), eps=1e-8, weight_decay=0.5, foreach=False)
+    opt = finetune.AdamW(ours, (0.9, 0.98), 1e-8, 0.5)
+    for step in range(30):
+        lr = 1e-3 * (1 + step) / 30
+        grads = [torch.randn(t.shape, generator=g) for t in ours]
+        for p, grad in zip(ref, grads):
+            p.grad = grad.clone()
+        for group in opt_ref.param_groups:
+            group["lr"] = lr
+        opt_ref.step()
+        opt.step(grads, lr)
+        if step == 14:                                   # a resume in the middle changes nothing
+            state = opt.state_dict()
+            opt = finetune.AdamW(ours, (0.9, 0.98), 1e-8, 0.5)
+            opt.load_state_dict(state)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(ours[0], torch.randn(5, 3, generator=torch.Generator().manual_seed(0)))
+
+
+def test_clip_loss_grads_zero_row_follows_f_normalize():
+    """A row shorter than eps: F.normalize divides by eps, so its gradient is the plain gradient / eps."""
+    from open_clip.loss import ClipLoss
+    from torch.nn.functional import normalize
+
+    g = torch.Generator().manual_seed(7)
+    img = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    img[2] = 1e-14
+    txt = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    _, _, grad_img, _ = finetune.clip_loss_grads(img, txt, 10.0)
+    a = img.clone().requires_grad_(True)
+    ClipLoss()(normalize(a, dim=-1), normalize(txt, dim=-1), 10.0).backward()
+    torch.testing.assert_close(grad_img, a.grad, rtol=1e-10, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- end-to-end fixtures

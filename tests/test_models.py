@@ -326,6 +326,40 @@ def test_projection_parameters_are_the_models_own(model):
     model.zero_grad()
 
 
+def test_linear_projections_apply_and_differentiate_like_autograd(model):
+    """Projection(x) == project_image/project_text, and Projection.grads == autograd's gradients of the
+    model's own parameters (built-in ViT: x @ P; timm / LaCLIP layout: nn.Linear, weight transposed)."""
+    image, text = M.linear_projections(model)
+    own = {id(p) for p in M.projection_parameters(model).values()}
+    assert {id(p) for p in image.parameters + text.parameters} == own
+    g = torch.Generator().manual_seed(0)
+    for proj, apply, width in ((image, M.project_image, image.weight.shape[1 if image.transposed else 0]),
+                               (text, M.project_text, text.weight.shape[1 if text.transposed else 0])):
+        x = torch.randn(5, width, generator=g)
+        out = proj(x)
+        torch.testing.assert_close(out, apply(model, x))
+        upstream = torch.randn(out.shape, generator=g)
+        model.zero_grad()
+        apply(model, x).backward(upstream)
+        for p, grad in zip(proj.parameters, proj.grads(x, upstream)):
+            torch.testing.assert_close(grad, p.grad)
+    model.zero_grad()
+
+
+def test_projection_with_bias_and_non_linear_heads():
+    g = torch.Generator().manual_seed(1)
+    lin = torch.nn.Linear(4, 3)
+    proj = M._linear(lin, "test")
+    x, up = torch.randn(6, 4, generator=g), torch.randn(6, 3, generator=g)
+    torch.testing.assert_close(proj(x), lin(x))
+    lin(x).backward(up)
+    gw, gb = proj.grads(x, up)
+    torch.testing.assert_close(gw, lin.weight.grad)
+    torch.testing.assert_close(gb, lin.bias.grad)
+    with pytest.raises(M.InputError, match="needs a linear projection"):
+        M._linear(torch.nn.Sequential(lin, torch.nn.GELU()), "text tower")
+
+
 def test_builtin_vit_projection_matches_open_clip_layout():
     """Built-in ViT and CLIP text store [in, out] and use x @ P: rows of our matrices are its columns."""
     torch.manual_seed(0)

@@ -92,22 +92,21 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def all_reduce_mean_(tensors, d: Dist) -> None:
-    """Average tensors (e.g. gradients) over ranks in place, as DDP does."""
+def all_reduce_sum_(tensors, d: Dist) -> None:
+    """Sum tensors (e.g. each rank's share of a gradient) over ranks in place."""
     if not d.enabled:
         return
     for t in tensors:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(d.world_size)
 
 
-def all_gather_with_grad(x: torch.Tensor, d: Dist) -> torch.Tensor:
-    """Concatenate x from every rank along dim 0; gradients flow back to each rank's slice."""
+def all_gather(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Concatenate x (same shape on every rank) from every rank along dim 0, in rank order; no gradient."""
     if not d.enabled:
         return x
-    import torch.distributed.nn
-
-    return torch.cat(torch.distributed.nn.all_gather(x), dim=0)
+    parts = [torch.empty_like(x) for _ in range(d.world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
 
 
 class StopSignal:

@@ -44,7 +44,7 @@ def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, vie
     generator seeded with (seed, v, b), so the result does not depend on how images are sharded over
     ranks as long as shards start at batch boundaries.
     """
-    from .models import image_features
+    from .models import image_features, tower_autocast
 
     out = None
     n = len(rel_paths)
@@ -53,7 +53,8 @@ def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, vie
         for v in range(views):
             gen = torch.Generator().manual_seed(derive_seed(seed, v, offset + start))
             x = to_model_input(batch, pre["mean"], pre["std"], augment=augment, generator=gen).to(device)
-            f = image_features(model, x).float().cpu().numpy()
+            with tower_autocast(device):
+                f = image_features(model, x).float().cpu().numpy()
             if out is None:
                 out = np.empty((views, n, f.shape[1]), dtype=np.float32)
             out[v, start:start + len(batch)] = f
@@ -66,12 +67,13 @@ def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, vie
 def extract_text_features(model, tokenizer, texts: Sequence[str], batch_size: int,
                           device: torch.device) -> np.ndarray:
     """(len(texts), width) float32 pre-projection text features."""
-    from .models import text_features
+    from .models import text_features, tower_autocast
 
     chunks = []
     for start in progress(range(0, len(texts), batch_size), desc="text features", unit="batch"):
         tokens = tokenizer(list(texts[start:start + batch_size])).to(device)
-        chunks.append(text_features(model, tokens).float().cpu().numpy())
+        with tower_autocast(device):
+            chunks.append(text_features(model, tokens).float().cpu().numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 

@@ -2,8 +2,14 @@
 
 Only the image and text projections train (logit_scale frozen); AdamW with weight decay on both; lr
 linear warmup from lr_start over warmup_epochs then cosine to lr_end, set per step as the original's
-cosine_scheduler; CLIP loss of local rows against features gathered from all ranks. Unlike the original
-the run always starts from the given pretrained checkpoint and trains exactly `epochs` epochs.
+cosine_scheduler; the CLIP loss of the global batch (gathered from all ranks). Unlike the original the run
+always starts from the given pretrained checkpoint and trains exactly `epochs` epochs.
+
+The step takes its gradients in closed form (`clip_loss_grads`, `models.Projection.grads`) and applies
+torch's AdamW update itself (`AdamW`): with cached features a step is a few small matrix products, and
+autograd plus torch.optim cost more than the arithmetic (tests check both against autograd and
+torch.optim.AdamW). The projections compute in float32 everywhere; on a GPU the frozen towers run under
+fp16 autocast (`models.tower_autocast`), which is where the original's AMP saved time.
 
 Two modes over the same loop: `cached` reads the frozen towers' features from the feature cache (a swap
 only permutes captions, so one extraction serves every Cs, strategy and seed); `end2end` runs the frozen
@@ -24,13 +30,11 @@ import logging
 import math
 import os
 import sys
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import distributed
 from .config import load_config
@@ -42,6 +46,7 @@ from .io import atomic_path, config_hash, derive_seed, progress, run_cli, save_n
 log = logging.getLogger(__name__)
 
 RESUME_NAME = "resume.pt"
+RESUME_FORMAT = 2          # what resume.pt holds (2: our AdamW state); part of the run hash
 
 
 # ----------------------------------------------------------------------------- schedule and batches
@@ -70,20 +75,63 @@ def epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarra
 # ----------------------------------------------------------------------------- loss
 
 
-def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
-              d: distributed.Dist) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original CLIPLoss: local rows against all ranks' normalised features; returns (loss, acc %)."""
-    image_emb = F.normalize(image_emb, dim=-1)
-    text_emb = F.normalize(text_emb, dim=-1)
-    image_all = distributed.all_gather_with_grad(image_emb, d)
-    text_all = distributed.all_gather_with_grad(text_emb, d)
-    n = image_emb.shape[0]
-    labels = torch.arange(n, device=image_emb.device) + n * d.rank
-    logits_per_image = logit_scale * image_emb @ text_all.t()
-    logits_per_text = logit_scale * text_emb @ image_all.t()
-    loss = (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
-    acc = (logits_per_image.argmax(-1) == labels).float().mean() * 100
-    return loss, acc.detach()
+def clip_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float,
+                    eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The original CLIPLoss of one (global) batch and its gradient w.r.t. the raw embeddings, in closed form.
+
+    loss = (CE(s A B^T, I) + CE(s B A^T, I)) / 2 with A, B the rows of image_emb, text_emb normalised as
+    F.normalize(x, eps) does, s = logit_scale (already exp'ed) and I the diagonal labels. With
+    P_r / P_c the row / column softmax of L = s A B^T and m rows, dloss/dL = (P_r + P_c - 2 I) / (2 m);
+    the chain rule through the product and the normalisation gives the gradients. One logit matrix and
+    about 30 tensor operations instead of autograd over two logit matrices: with cached tower features
+    this step is the whole cost of a fine-tune. Returns (loss, clip_acc %, d loss / d image_emb,
+    d loss / d text_emb), computed in float32 or wider; clip_acc is image->text top-1 over the batch
+    (argmax: the first of tied logits counts, as in the original).
+    """
+    wide = torch.promote_types(image_emb.dtype, torch.float32)
+    a, b = image_emb.to(wide), text_emb.to(wide)
+    m = a.shape[0]
+    norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min_(eps)
+    norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True).clamp_min_(eps)
+    a_hat, b_hat = a / norm_a, b / norm_b
+    logits = torch.mm(a_hat * logit_scale, b_hat.t())
+    acc = (logits.argmax(1) == torch.arange(m, device=logits.device)).sum() * (100.0 / m)
+    diagonal_sum = logits.diagonal().sum()
+    k = logit_scale / (2 * m)
+    grad, lse_sum = _softmax_sums(logits, logit_scale, k)     # k (P_r + P_c), in place of logits
+    grad.diagonal().sub_(2 * k)                                # = d loss / d (A B^T)
+    loss = (lse_sum - 2 * diagonal_sum) / (2 * m)
+    grad_a = _normalize_backward(torch.mm(grad, b_hat), a_hat, norm_a, eps)
+    grad_b = _normalize_backward(torch.mm(grad.t(), a_hat), b_hat, norm_b, eps)
+    return loss, acc, grad_a, grad_b
+
+
+def _softmax_sums(logits: torch.Tensor, bound: float, k: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """k * (row softmax + column softmax) of logits with entries in [-bound, bound], written over logits,
+    and the sum of all row and column log-sum-exps.
+
+    When exp(-2 bound) is a normal float (bound <= ~39 in float32, the usual CLIP temperatures up to
+    1/0.026) one exp(logits - bound) serves both softmaxes exactly; otherwise each is shifted by its own
+    maxima (two exps).
+    """
+    m = logits.shape[0]
+    if 2 * bound <= -math.log(torch.finfo(logits.dtype).tiny) - 8:
+        e = logits.sub_(bound).exp_()
+        rows, cols = e.sum(1, keepdim=True), e.sum(0, keepdim=True)
+        lse_sum = rows.log().sum() + cols.log().sum() + 2 * m * bound
+        return e.mul_(rows.reciprocal().mul_(k) + cols.reciprocal().mul_(k)), lse_sum
+    top_rows, top_cols = logits.amax(1, keepdim=True), logits.amax(0, keepdim=True)
+    e_rows = (logits - top_rows).exp_()
+    e_cols = logits.sub_(top_cols).exp_()
+    rows, cols = e_rows.sum(1, keepdim=True), e_cols.sum(0, keepdim=True)
+    lse_sum = rows.log().sum() + top_rows.sum() + cols.log().sum() + top_cols.sum()
+    return e_cols.mul_(cols.reciprocal().mul_(k)).add_(e_rows.mul_(rows.reciprocal().mul_(k))), lse_sum
+
+
+def _normalize_backward(grad_unit: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
+    """Gradient w.r.t. x of x / max(|x|, eps) (F.normalize), given the gradient w.r.t. the result."""
+    along = (grad_unit * unit).sum(1, keepdim=True).masked_fill_(norm <= eps, 0.0)
+    return torch.addcmul(grad_unit, unit, along, value=-1.0).div_(norm)
 
 
 # ----------------------------------------------------------------------------- feature sources
@@ -106,15 +154,16 @@ class CachedFeatures:
         if missing:
             raise InputError(f"{train_csv}:{missing[0] + 1}: caption not in the feature cache {cache_path} "
                              f"({len(missing)} such rows); the CSV was not built from the cached caption file")
-        self.caption_ids = torch.as_tensor([index[c] for c in captions])
+        self.caption_ids = torch.as_tensor([index[c] for c in captions]).to(device)
         self.image = torch.from_numpy(cache["image"]).to(device)
         self.text = torch.from_numpy(cache["text"]).to(device)
         self.n = len(rel_paths)
 
     def __call__(self, idx: np.ndarray, epoch: int, step: int):
-        i = torch.as_tensor(idx)
+        i = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64)).to(self.image.device)
         view = epoch % self.image.shape[0]
-        return self.image[view, i], self.text[self.caption_ids[i]]
+        return (torch.index_select(self.image[view], 0, i),
+                torch.index_select(self.text, 0, torch.index_select(self.caption_ids, 0, i)))
 
 
 class EndToEndFeatures:
@@ -132,24 +181,53 @@ class EndToEndFeatures:
 
     @torch.no_grad()
     def __call__(self, idx: np.ndarray, epoch: int, step: int):
-        from .models import image_features, text_features
+        from .models import image_features, text_features, tower_autocast
 
         paths = [self.rel_paths[i] for i in idx]
         images = load_image_array(paths, self.root, self.pre["image_size"], desc="batch")
         gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, step))
         x = to_model_input(images, self.pre["mean"], self.pre["std"], augment=self.augment, generator=gen)
         tokens = self.tokenizer([self.captions[i] for i in idx])
-        return (image_features(self.model, x.to(self.device)).float(),
-                text_features(self.model, tokens.to(self.device)).float())
+        with tower_autocast(self.device):
+            return (image_features(self.model, x.to(self.device)).float(),
+                    text_features(self.model, tokens.to(self.device)).float())
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def build_optimizer(params: dict[str, torch.nn.Parameter], settings: dict) -> torch.optim.Optimizer:
-    """AdamW over the two projections, both with weight decay (they are 2-D, as in the original)."""
-    return torch.optim.AdamW(list(params.values()), lr=settings["lr"], betas=tuple(settings["betas"]),
-                             eps=settings["eps"], weight_decay=settings["weight_decay"])
+class AdamW:
+    """torch.optim.AdamW's update (decoupled weight decay, no amsgrad; its single-tensor algorithm line
+    for line) over the projection tensors, with gradients passed in. The Optimizer machinery costs more
+    per step than the whole update of two small projections; tests/test_finetune.py checks equality."""
+
+    def __init__(self, params: list[torch.Tensor], betas: Sequence[float], eps: float, weight_decay: float):
+        self.params = params
+        self.beta1, self.beta2 = (float(b) for b in betas)
+        self.eps, self.weight_decay = float(eps), float(weight_decay)
+        self.steps = 0
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+
+    @torch.no_grad()
+    def step(self, grads: Sequence[torch.Tensor], lr: float) -> None:
+        self.steps += 1
+        step_size = lr / (1 - self.beta1 ** self.steps)
+        bias_correction2_sqrt = (1 - self.beta2 ** self.steps) ** 0.5
+        for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
+            p.mul_(1 - lr * self.weight_decay)
+            m.lerp_(g, 1 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+            p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "exp_avg": [t.detach().cpu() for t in self.exp_avg],
+                "exp_avg_sq": [t.detach().cpu() for t in self.exp_avg_sq]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+        for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
+            mine.copy_(saved)
 
 
 def train(model, features: Callable, n: int, settings: dict, seed: int, d: distributed.Dist,
@@ -157,33 +235,31 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
           on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run the fine-tune loop; returns the per-epoch log (also passed to on_epoch after every epoch).
 
+    Only the two projections change (they are updated in place); logit_scale and the towers stay frozen.
     Resumes from resume_path when it exists and belongs to the same run (run_hash)."""
-    from .models import project_image, project_text, projection_parameters
+    from .models import linear_projections, projection_parameters
 
     for p in model.parameters():
-        p.requires_grad_(False)
-    params = projection_parameters(model)
-    for p in params.values():
-        p.requires_grad_(True)
-    optimizer = build_optimizer(params, settings)
+        p.requires_grad_(False)        # no autograd: the step computes its gradients itself
+    projections = linear_projections(model)
+    params = [p for proj in projections for p in proj.parameters]
+    names = [next(k for k, q in projection_parameters(model).items() if q is p) for p in params]
+    optimizer = AdamW(params, settings["betas"], settings["eps"], settings["weight_decay"])
     epochs, batch = settings["epochs"], settings["batch_size"]
     global_batch = batch * d.world_size
     iters = n // global_batch
     lrs = lr_schedule(settings["lr"], settings["lr_start"], settings["lr_end"], settings["warmup_epochs"],
                       epochs, iters)
-    use_amp = d.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    logit_scale = model.logit_scale.detach().exp()
+    logit_scale = float(model.logit_scale.detach().exp())
     history: list[dict] = []
     start_epoch, start_step, sums = 0, 0, [0.0, 0.0]
     if resume_path is not None and resume_path.exists():
         state = torch.load(resume_path, map_location=d.device, weights_only=True)
         if state.get("run_hash") == run_hash:
-            for name, p in params.items():
-                p.data.copy_(state["params"][name])
+            with torch.no_grad():
+                for name, p in zip(names, params):
+                    p.copy_(state["params"][name])
             optimizer.load_state_dict(state["optimizer"])
-            if use_amp and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
             start_epoch, start_step, sums = state["epoch"], state["step"], list(state["sums"])
             history = list(state["history"])
             log.info("resumed from %s at epoch %d step %d", resume_path, start_epoch, start_step)
@@ -194,8 +270,8 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
         if resume_path is None or not d.is_main:
             return
         state = {"run_hash": run_hash, "epoch": epoch, "step": step, "sums": sums, "history": history,
-                 "params": {k: p.detach().cpu() for k, p in params.items()},
-                 "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if use_amp else {}}
+                 "params": {k: p.detach().cpu() for k, p in zip(names, params)},
+                 "optimizer": optimizer.state_dict()}
         with atomic_path(resume_path) as tmp:
             torch.save(state, tmp)
 
@@ -204,28 +280,18 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
         bar = progress(range(start_step, iters), desc=f"epoch {epoch + 1}/{epochs}", disable=not d.is_main,
                        total=iters, initial=start_step)
         for step in bar:
-            it = epoch * iters + step
-            for group in optimizer.param_groups:
-                group["lr"] = float(lrs[it])
-            idx = order[step, d.rank * batch:(d.rank + 1) * batch]
-            img_f, txt_f = features(idx, epoch, step)
-            with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
-                loss, acc = clip_loss(project_image(model, img_f), project_text(model, txt_f), logit_scale, d)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch} step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            distributed.all_reduce_mean_([p.grad for p in params.values()], d)
-            scaler.step(optimizer)
-            scaler.update()
-            sums[0] += float(loss.detach())
-            sums[1] += float(acc)
+            img_f, txt_f = features(order[step, d.rank * batch:(d.rank + 1) * batch], epoch, step)
+            loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, float(lrs[epoch * iters + step]), d)
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch} step {step}")
+            sums[0] += loss
+            sums[1] += acc
             if _stop_requested(stop, d):
                 save_state(epoch, step + 1)
                 raise SystemExit(128 + (stop.requested or 15))
         start_step = 0
         record = {"epoch": epoch + 1, "loss": sums[0] / iters, "clip_acc": sums[1] / iters,
-                  "lr": float(lrs[(epoch + 1) * iters - 1]), "logit_scale": float(logit_scale)}
+                  "lr": float(lrs[(epoch + 1) * iters - 1]), "logit_scale": logit_scale}
         history.append(record)
         sums = [0.0, 0.0]
         if d.is_main:
@@ -237,13 +303,36 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
     return history
 
 
-def _stop_requested(stop: distributed.StopSignal | None, d: distributed.Dist) -> bool:
-    flag = torch.tensor([0 if stop is None or stop.requested is None else 1], dtype=torch.int32)
-    if d.enabled:
-        import torch.distributed as dist
+@torch.no_grad()
+def _step(projections, optimizer: AdamW, img_f: torch.Tensor, txt_f: torch.Tensor, logit_scale: float,
+          lr: float, d: distributed.Dist) -> tuple[float, float]:
+    """One optimizer step on one global batch, given this rank's features; returns its (loss, clip_acc %).
 
-        flag = flag.to(d.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    Every rank projects its own rows, gathers all ranks' embeddings and takes the closed-form gradient of
+    the global-batch CLIP loss (`clip_loss_grads`); the projection gradients of its own rows, summed over
+    ranks, are exactly the original's (all_gather with gradient, each rank's local-row loss, gradients
+    averaged by DDP), and its mean loss is the global-batch loss.
+    """
+    image, text = projections
+    img_e, txt_e = image(img_f), text(txt_f)
+    img_all, txt_all = distributed.all_gather(img_e, d), distributed.all_gather(txt_e, d)
+    loss, acc, grad_img, grad_txt = clip_loss_grads(img_all, txt_all, logit_scale)
+    rows = slice(d.rank * img_e.shape[0], (d.rank + 1) * img_e.shape[0])
+    grads = image.grads(img_f, grad_img[rows]) + text.grads(txt_f, grad_txt[rows])
+    distributed.all_reduce_sum_(grads, d)
+    optimizer.step(grads, lr)
+    return float(loss), float(acc)
+
+
+def _stop_requested(stop: distributed.StopSignal | None, d: distributed.Dist) -> bool:
+    """Whether any rank got SIGTERM/SIGUSR1 (all ranks must stop at the same step)."""
+    local = stop is not None and stop.requested is not None
+    if not d.enabled:
+        return local
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(local)], dtype=torch.int32, device=d.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
 
 
@@ -269,7 +358,7 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
                                   seed, d.device)
     settings = {k: ft[k] for k in ("mode", "epochs", "batch_size", "lr", "lr_start", "lr_end", "warmup_epochs",
                                    "weight_decay", "betas", "eps", "views", "augment")}
-    run_hash = config_hash({"settings": settings, "model": model_name, "strategy": strategy, "cs": cs,
+    run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name, "strategy": strategy, "cs": cs,
                             "seed": seed, "world_size": d.world_size, "checkpoint": _file_id(pretrained)})
     stop = distributed.StopSignal()
     log_path = out / "log.jsonl"

@@ -18,8 +18,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +244,14 @@ def _text_tower(model: nn.Module) -> nn.Module:
     return model
 
 
+def tower_autocast(device: torch.device):
+    """fp16 autocast for the frozen towers while training features are made on a GPU (the original's AMP
+    recipe, where the towers are the cost); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
 def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Pooled image features before the projection (B, width)."""
     visual = model.visual
@@ -305,6 +315,59 @@ def projection_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     if len(out) < 2:
         raise InputError("model has no image or no text projection")
     return out
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One of the model's linear projections, y = x @ W (+ b), over its own parameters.
+
+    W is `weight` itself when the model multiplies `x @ weight` (open_clip ViT and text towers) and its
+    transpose when weight belongs to an nn.Linear (timm heads, converted LaCLIP models). The fine-tune
+    applies it and takes its gradients directly (`grads`) instead of through autograd.
+    """
+
+    weight: nn.Parameter
+    transposed: bool
+    bias: nn.Parameter | None = None
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        return [self.weight] + ([self.bias] if self.bias is not None else [])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.t() if self.transposed else self.weight
+        return torch.addmm(self.bias, x, w) if self.bias is not None else torch.mm(x, w)
+
+    def grads(self, x: torch.Tensor, grad_out: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients of the parameters (in `parameters` order) given x and d loss / d y."""
+        grad_w = torch.mm(grad_out.t(), x) if self.transposed else torch.mm(x.t(), grad_out)
+        return [grad_w] + ([grad_out.sum(0)] if self.bias is not None else [])
+
+
+def _linear(proj: torch.Tensor | nn.Module | None, where: str) -> Projection:
+    if isinstance(proj, nn.Linear):
+        return Projection(proj.weight, transposed=True, bias=proj.bias)
+    if isinstance(proj, nn.Parameter) and proj.ndim == 2:
+        return Projection(proj, transposed=False)
+    raise InputError(f"{where}: the projection-only fine-tune needs a linear projection, not "
+                     f"{type(proj).__name__}")
+
+
+def linear_projections(model: nn.Module) -> tuple[Projection, Projection]:
+    """(image, text) projections as `Projection`s over the model's own parameters (InputError if one is
+    not a single linear map: an MLP head, ModifiedResNet's attention pool, or none at all)."""
+    visual = model.visual
+    kind = _tower_kind(visual)
+    if kind == "vit":
+        image = _linear(visual.proj, "image tower")
+    elif kind == "timm":
+        extra = [n for n, _ in visual.head.named_children() if n not in ("proj", "drop")]
+        if extra or not hasattr(visual.head, "proj"):
+            raise InputError(f"image tower: timm head with {extra or 'no proj'} is not a single linear projection")
+        image = _linear(visual.head.proj, "image tower")
+    else:
+        raise InputError("image tower: ModifiedResNet projects inside its attention pool; not supported")
+    return image, _linear(_text_tower(model).text_projection, "text tower")
 
 
 def _as_rows(weight: torch.Tensor | nn.Module, used_as_matmul: bool) -> torch.Tensor:
