@@ -23,7 +23,7 @@ run: $(VENV)/.installed
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html
 
 test: $(VENV)/.installed
-	python -m pytest tests
+	python -m pytest -n 2 --dist loadfile tests
 
 lint: $(VENV)/.installed
 	snakemake --lint

@@ -10,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# one thread per pytest-xdist worker (make test runs two on two cores), two for a plain pytest run
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,18 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
+FIRST = ("test_slurm_cluster", "test_workflow", "test_envs")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Run the real-cluster test last. Installing SLURM's client tools makes every later Snakemake start
-    wait ~9 s while the test cluster is stopped (the SLURM executor plugin asks `scontrol show config` for
-    MinJobAge when it is imported), and its failures are the slowest to diagnose."""
-    items.sort(key=lambda item: item.module.__name__.endswith("test_slurm_cluster") if item.module else False)
+    """Longest modules first, for `make test`'s two pytest-xdist workers (--dist loadfile: a module runs
+    on one worker, each worker is handed two modules ahead). The real-cluster test is mostly waiting on
+    SLURM's polling and the whole-workflow run is mostly process start-up, so they overlap well; the
+    short test_envs is what the cluster's worker takes next. While the test cluster is up, the other
+    worker's Snakemake starts are not slowed by the SLURM executor plugin (installing SLURM's client
+    tools makes every Snakemake start wait ~9 s on `scontrol show config` while no cluster runs)."""
+    def rank(item) -> int:
+        name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        return FIRST.index(name) if name in FIRST else len(FIRST)
+
+    items.sort(key=rank)

@@ -131,7 +131,7 @@ class Workspace:
     dir: Path
     snakefile: Path
 
-    def snakemake(self, *args: str, config: str = "config.yaml", timeout: float = 420) -> Run:
+    def snakemake(self, *args: str, config: str = "config.yaml", timeout: float = 600) -> Run:
         """Run the workflow through the SLURM profiles; the main process's output is kept in a log."""
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(self.snakefile), "--configfile", config,
                "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),

@@ -358,8 +358,9 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
                                   seed, d.device)
     settings = {k: ft[k] for k in ("mode", "epochs", "batch_size", "lr", "lr_start", "lr_end", "warmup_epochs",
                                    "weight_decay", "betas", "eps", "views", "augment")}
-    run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name, "strategy": strategy, "cs": cs,
-                            "seed": seed, "world_size": d.world_size, "checkpoint": _file_id(pretrained)})
+    run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name,
+                            "strategy": strategy, "cs": cs, "seed": seed, "world_size": d.world_size,
+                            "checkpoint": _file_id(pretrained)})
     stop = distributed.StopSignal()
     log_path = out / "log.jsonl"
 
