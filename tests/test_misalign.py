@@ -34,8 +34,27 @@ def tie_free_rows(n, v, seed):
     return sp.csr_matrix(X)
 
 
-def original_swap(X, cs, top_k=10, seed=42):
-    """seed_spec.md section 1, as written: dense N x N matrix, global legacy RNG, argsort tail."""
+def rows_with_zeros(n, v, seed):
+    """Unit rows of one or two terms out of v, some empty, some repeated: many similarities are 0
+    and many are equal (ties)."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, v))
+    for i in range(n):
+        if rng.random() < 0.15:
+            continue                                   # empty TF-IDF row: similarity 0 to all
+        if i and rng.random() < 0.2:
+            X[i] = X[rng.integers(i)]                  # a repeated caption
+            continue
+        X[i, rng.choice(v, size=rng.integers(1, 3), replace=False)] = rng.random(2)[: 1] + 0.2
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return sp.csr_matrix(X / np.where(norms > 0, norms, 1))
+
+
+def original_swap(X, cs, top_k=10, seed=42, tie_break=False):
+    """seed_spec.md section 1, as written: dense N x N matrix, global legacy RNG, argsort tail.
+
+    tie_break: candidates ordered by (-similarity, index) instead of the argsort's unspecified
+    order among equal similarities (the documented tie-break of misalign.similarity_swaps)."""
     sim = (X @ X.T).toarray()
     n = sim.shape[0]
     target = int(cs * n)
@@ -52,8 +71,12 @@ def original_swap(X, cs, top_k=10, seed=42):
         row[s] = -1
         for e in used:
             row[e] = -1
-        idx = np.argsort(row)[-top_k:]
-        cand = [i for i in idx if row[i] >= 0]
+        if tie_break:
+            ok = np.flatnonzero(row >= 0)
+            cand = list(ok[np.lexsort((ok, -row[ok]))][:top_k][::-1])
+        else:
+            idx = np.argsort(row)[-top_k:]
+            cand = [i for i in idx if row[i] >= 0]
         if cand:
             t = np.random.choice(cand)
             used |= {s, t}
@@ -67,7 +90,7 @@ def test_similarity_swaps_equal_the_dense_original(n, k, seed, batch_min):
     X = tie_free_rows(n, 40, seed)
     ids, scores, _ = S.neighbours(X, k)
     target = int(0.8 * n)
-    pairs, stats = M.similarity_swaps(ids, X, target, top_k=10, seed=42, batch_min=batch_min)
+    pairs, stats = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42, batch_min=batch_min)
     if k < 32:  # short lists: exclusions exhaust rows, which are then recomputed exactly
         assert stats["row_recomputes"] + stats["batch_recomputes"] > 0
     if batch_min == 3:
@@ -75,6 +98,70 @@ def test_similarity_swaps_equal_the_dense_original(n, k, seed, batch_min):
     for cs in (0.1, 0.3, 0.5, 0.8):
         ref = original_swap(X, cs)
         np.testing.assert_array_equal(pairs[: M.n_pairs(cs, n)], ref)
+
+
+@pytest.mark.parametrize("k,batch_min,window,path", [
+    (32, 256, None, "stored"),          # long lists: hardly any recompute
+    (6, -1, None, "rows"),               # batches off: every exhausted list is recomputed alone
+    (6, 0, 7, "batch"),                  # a batch at every exhausted list, short look-ahead
+    (6, 2, 1000, "batch"),               # few row recomputes between batches over all later sources
+    (2, 3, 20, "batch"),                 # stored lists shorter than top_k
+    (0, 3, 20, "batch"),                 # nothing stored
+])
+def test_similarity_swaps_with_zero_and_tied_similarities(k, batch_min, window, path):
+    n = 230
+    X = rows_with_zeros(n, 25, 4)
+    ids, scores, _ = S.neighbours(X, k)
+    pairs, stats = M.similarity_swaps(ids, scores, X, int(0.9 * n), top_k=10, seed=42,
+                                      batch_min=batch_min, window=window)
+    if path == "rows":
+        assert stats["row_recomputes"] > 0 and stats["batch_recomputes"] == 0
+    elif path == "batch":
+        assert stats["batch_rows"] > 0
+    for cs in (0.3, 0.9):
+        ref = original_swap(X, cs, tie_break=True)
+        np.testing.assert_array_equal(pairs[: M.n_pairs(cs, n)], ref)
+
+
+def test_randint_emulates_the_legacy_random_state():
+    highs = [1, 2, 3, 4, 5, 7, 8, 9, 10, 10, 1, 16, 17, 31, 33, 100, 2**16 + 1, 10**6, 2**31, 2**31 + 1,
+             2**32 - 1, 2**32] * 40
+    ref = np.random.RandomState(3)
+    expected = [ref.choice(np.arange(h)) if h <= 100 else ref.randint(0, h) for h in highs]
+    next_raw = ref.randint(0, 2**32, dtype=np.uint32)
+    buf = np.random.RandomState(3).randint(0, 2**32, size=10 * len(highs), dtype=np.uint32)
+    st = np.zeros(8, np.int64)
+    got = [M._randint(buf, st, h) for h in highs]
+    assert got == expected
+    assert buf[st[M._BPOS]] == next_raw            # exactly the outputs RandomState consumed
+    assert M._randint(buf, st, 1) == 0 and buf[st[M._BPOS]] == next_raw     # randint(0, 1) draws nothing
+    st[M._BPOS] = 0                                # outputs run out during the rejection loop:
+    assert M._randint(np.array([3, 3], np.uint32), st, 3) == -1 and st[M._BPOS] == 0    # -1, position kept
+
+
+@pytest.mark.parametrize("chunk", [1, 5])
+def test_tiny_random_buffers_give_the_same_pairs(monkeypatch, chunk):
+    n = 260
+    X = tie_free_rows(n, 40, 2)
+    ids, scores, _ = S.neighbours(X, 11)
+    sim = M.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42, batch_min=3)[0]
+    rnd = M.random_swaps(n, int(0.8 * n), seed=42)
+    monkeypatch.setattr(M, "RNG_CHUNK", chunk)
+    np.testing.assert_array_equal(M.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42,
+                                                     batch_min=3)[0], sim)
+    np.testing.assert_array_equal(M.random_swaps(n, int(0.8 * n), seed=42), rnd)
+
+
+def test_list_ends_do_not_trust_float32_zeros():
+    tiny = 1e-25                                   # similarity 1e-50: positive, but 0 in float32
+    big = np.sqrt(1 - tiny**2)
+    X = sp.csr_matrix(np.array([[big, tiny, 0, 0], [0, 0, 0, 1.0], [0, tiny, big, 0]]))
+    ids, scores, _ = S.neighbours(X, 2)
+    assert ids[0].tolist() == [2, 1] and scores[0].tolist() == [0.0, 0.0]
+    ends = M._list_ends(np.arange(3), ids, scores, 2, X)
+    assert ends.tolist() == [1, 0, 1]              # row 0: one positive entry (row 2), then zeros
+    pairs, _ = M.similarity_swaps(ids, scores, X, 2, top_k=2, seed=0)
+    np.testing.assert_array_equal(pairs, original_swap(X, 2 / 3, top_k=2, seed=0, tie_break=True))
 
 
 @pytest.mark.parametrize("strategy", ["similarity", "random"])
@@ -87,7 +174,7 @@ def test_fraction_prefix_and_multiset(strategy):
     for cs in (0.0, 0.1, 0.3, 0.5, 0.8, 1.0):
         target = M.target_lines(cs, n)
         if strategy == "similarity":
-            pairs, _ = M.similarity_swaps(ids, X, target, top_k=10, seed=42)
+            pairs, _ = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42)
         else:
             pairs = M.random_swaps(n, target, seed=42)
         runs[cs] = pairs

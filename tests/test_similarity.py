@@ -84,6 +84,30 @@ def test_exact_searcher_with_allowed_mask():
     assert ids[0].tolist() == brute_force(X, 2, allowed=few)[0][0].tolist() + [-1, -1]
 
 
+def test_neighbours_of_chosen_rows_only():
+    X = random_unit_rows(300, 40, 6, dup=0.3, empty=0.1)
+    rows = np.array([0, 7, 8, 150, 299])
+    ids, scores, _ = S.neighbours(X, 9, block_rows=2, extra=1, rows=rows)
+    ref_ids, ref_scores = brute_force(X, 9)
+    np.testing.assert_array_equal(ids[rows], ref_ids[rows])
+    np.testing.assert_allclose(scores[rows], ref_scores[rows], atol=1e-6)
+    others = np.setdiff1d(np.arange(300), rows)
+    assert (ids[others] == -1).mean() > 0.5          # not searched (except rows identical to the chosen)
+
+
+@pytest.mark.parametrize("n_allowed,grouped", [(120, False), (120, True), (6, True)])
+def test_neighbours_among_allowed_rows(n_allowed, grouped):
+    X = random_unit_rows(300, 40, 7, dup=0.3, empty=0.1)
+    allowed = np.zeros(300, bool)
+    allowed[np.random.default_rng(1).choice(300, n_allowed, replace=False)] = True
+    rows = np.flatnonzero(allowed)[::2]
+    ids, scores = S.neighbours_among(X, rows, allowed, 12, groups=S.unique_rows(X) if grouped else None)
+    ref_ids, ref_scores = brute_force(X, min(12, n_allowed - 1), allowed=allowed)
+    assert ids.dtype == np.int32 and ids.shape == (len(rows), min(12, n_allowed - 1))
+    np.testing.assert_array_equal(ids, ref_ids[rows])
+    np.testing.assert_allclose(scores, ref_scores[rows], atol=1e-6)
+
+
 def test_top_candidates_is_a_per_row_top_n():
     A = sp.csr_matrix(np.array([[0.0, 0.5, 0.5, 0.9, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0], [0.3, 0.0, 0.2, 0.0, 0.3]]))
     counts, cols, vals = S.top_candidates(A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data, 3)
@@ -100,6 +124,22 @@ def test_row_blocks_and_unique_rows():
     assert reps.tolist() == [0, 1, 3]
     assert group.tolist() == [0, 1, 0, 2, 2]
     assert [members[ptr[g]:ptr[g + 1]].tolist() for g in range(3)] == [[0, 2], [1], [3, 4]]
+
+
+def test_groups_of_rows_equal_unique_rows_of_the_sub_matrix():
+    X = random_unit_rows(200, 15, 8, dup=0.5, empty=0.2)
+    rows = np.flatnonzero(np.random.default_rng(2).random(200) < 0.6)
+    got = S.groups_of_rows(S.unique_rows(X), rows)
+    for a, b in zip(got, S.unique_rows(X[rows])):
+        np.testing.assert_array_equal(a, b)
+    assert len(got[0]) < len(rows)                  # there are groups to find
+
+
+def test_exact_searcher_postings_are_impact_ordered():
+    X = sp.csr_matrix(np.array([[0.6, 0.8], [0.8, 0.6], [0.6, 0.8], [1.0, 0.0], [0.0, 1.0]]))
+    es = S.ExactSearcher(X)
+    assert es.pdoc[es.pptr[0]:es.pptr[1]].tolist() == [3, 1, 0, 2]   # weight descending, ties by document
+    assert es.pdoc[es.pptr[1]:es.pptr[2]].tolist() == [4, 0, 2, 1]
 
 
 def test_pair_scores_are_symmetric_and_exact():

@@ -14,15 +14,28 @@
 Candidates come from the stored top-K neighbour lists (workflow_scripts.similarity), whose order is
 (-similarity, index ascending): the top_k unused entries of a row, reversed, are the original's
 candidates, with ties broken deterministically (among equal similarities the smaller index is the
-more similar; the original's quicksort left this undefined). When exclusions leave fewer than top_k
-unused entries in a row, that row is recomputed exactly among the unused captions; when such
-recomputes become frequent (more than 1/8 of the unused captions since the last time), the lists of
-all unused captions are recomputed among the unused ones at once (the same search on the sub-matrix of unused rows; index order, hence tie-break, is kept).
+more similar; the original's quicksort left this undefined). A list with a zero-similarity entry
+(e.g. that of an empty TF-IDF row) holds every caption of positive similarity, so its candidates
+continue with the unused captions of similarity 0 by index and it never runs out. A list that does
+run out (exclusions leave fewer than top_k unused entries) is recomputed exactly among the unused
+captions: alone (the exact search of `similarity.ExactSearcher` with the unused mask), and, after
+more than BATCH_MIN such single recomputes, in a batch: the upcoming sources of the next N / LOOKAHEAD
+positions of the order whose lists have fewer than RISK * top_k unused entries get their
+max(K, 3 top_k) best unused captions from the block search (`similarity.neighbours_among`: the same
+exact search on the sub-matrix of unused rows, whose index order keeps the tie-break). A recomputed
+list is valid for every later, smaller unused set. Recomputes change when candidates are computed,
+never which ones a source gets.
 
 `random` strategy: the same loop, seed, order and stopping rule, but the partner is uniform among
 all unused captions other than s: the unused indices are kept in an array `pool` (initially
 0..N-1) from which an index is removed by moving the pool's last entry into its place; s is removed
 first, then t = pool[rng.randint(len(pool))] is drawn and removed.
+
+Both loops run in numba (`_similarity_loop`, `_random_loop`). Their random numbers are the legacy
+RandomState's own: after the shuffle, its raw MT19937 outputs are drawn in chunks
+(randint(0, 2**32, dtype=uint32) gives one output per value) and `_randint` turns them into
+randint(0, L), i.e. choice among L, exactly as RandomState does. A loop returns to Python for a new
+chunk or a batch recompute and then resumes at the same source.
 
 Both strategies draw the same random numbers whatever Cs is until they stop, so the pairs of a
 smaller Cs are a prefix of those of a larger Cs: one run at the largest Cs gives every Cs, with
@@ -30,9 +43,10 @@ ceil(int(Cs * N) / 2) pairs (fewer only if the captions run out), i.e. a realise
 of 2 * ceil(int(Cs * N) / 2) / N.
 
 Outputs per (strategy, Cs): the caption file with the swapped lines (same line count, verbatim lines,
-each ending with one '\\n'), and a manifest (pair, line_a, line_b, similarity) where pair is the
-0-based order in which the pair was made, line_a the source s and line_b its partner t (0-based line
-indices, as in the log), and similarity their exact TF-IDF cosine.
+each ending with one '\\n'; gathered as bytes by `LineBuffer`), and a manifest (pair, line_a,
+line_b, similarity) where pair is the 0-based order in which the pair was made, line_a the source s
+and line_b its partner t (0-based line indices, as in the log), and similarity their exact TF-IDF
+cosine.
 """
 
 from __future__ import annotations
@@ -41,13 +55,14 @@ import argparse
 import logging
 import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
+from .similarity import EPS, ExactSearcher, _exact_rows, neighbours_among, pair_scores, unique_rows
 
 log = logging.getLogger("workflow_scripts.misalign")
 
@@ -75,165 +90,376 @@ def n_pairs(cs: float, n: int) -> int:
     return (target_lines(cs, n) + 1) // 2
 
 
-class _Lists:
-    """Per-caption candidate lists for the similarity swap, with exact recomputation on exhaustion."""
+# ------------------------------------------------------------------ legacy RandomState in numba
 
-    def __init__(self, ids: np.ndarray, X: sp.csr_matrix, threads: int = 1,
-                 batch_min: int = 256):
-        from .similarity import ExactSearcher
+RNG_CHUNK = 1 << 16          # raw random outputs drawn per refill of the kernels' buffer
 
-        self.n, self.k0 = ids.shape
-        self.ids = np.array(ids, np.int32)       # mutable copy: recomputed rows are replaced
-        # a list is complete when it holds every other caption (nothing can be missing from it)
-        self.complete = np.full(self.n, self.k0 >= self.n - 1)
-        self.X = X
-        self.threads = threads
-        self.searcher = ExactSearcher(X, threads=1)
-        self.row_recomputes = 0
-        self.batch_recomputes = 0
-        self._since_batch = 0
-        self.batch_min = batch_min
-
-    def candidates(self, s: int, used: np.ndarray, top_k: int) -> np.ndarray:
-        """The top_k most similar unused captions other than s, best first."""
-        out = np.empty(top_k, np.int64)
-        got = _first_free(self.ids[s], used, out)
-        if got < top_k and not self.complete[s]:
-            self._recompute(s, used, top_k)
-            got = _first_free(self.ids[s], used, out)
-        return out[:got]
-
-    def _recompute(self, s: int, used: np.ndarray, top_k: int) -> None:
-        unused = ~used
-        self._since_batch += 1
-        if self._since_batch > max(self.batch_min, int(np.count_nonzero(unused)) // 8) and self.k0 > 0:
-            self._recompute_all(unused)       # s is unused, so its list is fresh too
-            return
-        # s is a source only once, so its new list needs just the top_k best unused captions
-        ids, _ = self.searcher.search([s], top_k, allowed=unused)
-        self._widen(top_k)
-        self.ids[s] = -1
-        self.ids[s, :top_k] = ids[0]
-        self.complete[s] = True
-        self.row_recomputes += 1
-
-    def _widen(self, k: int) -> None:
-        if self.ids.shape[1] < k:
-            self.ids = np.concatenate([self.ids, np.full((self.n, k - self.ids.shape[1]), -1, np.int32)], 1)
-
-    def _recompute_all(self, unused: np.ndarray) -> None:
-        """Lists of all unused captions among the unused ones (valid for every later, smaller set).
-
-        They hold up to 2K entries (the stored width grows once) so that they last longer."""
-        from .similarity import neighbours
-
-        rows = np.flatnonzero(unused)
-        k = 2 * self.k0
-        sub_ids, _, _ = neighbours(self.X[rows], k, threads=self.threads)
-        kk = sub_ids.shape[1]
-        self._widen(k)
-        self.ids[rows] = -1
-        self.ids[rows, :kk] = rows[sub_ids]
-        self.complete[rows] = kk >= len(rows) - 1
-        self.batch_recomputes += 1
-        self._since_batch = 0
-        log.info("recomputed the lists of the %d unused captions among themselves", len(rows))
+_DONE, _NEED_RANDOM, _NEED_BATCH = 0, 1, 2       # why a swap kernel returned
+# the loop state kept between kernel calls (an int64 array): position in `order`, position in the
+# random buffer, pairs made, unused captions, row recomputes since the last batch recompute, all row
+# recomputes, next stamp of the exact search, a lower bound of the smallest unused caption
+_POS, _BPOS, _PAIRS, _UNUSED, _SINCE, _ROWS, _STAMP, _LOW = range(8)
 
 
 @nb.njit(cache=True)
-def _first_free(row, used, out):
-    """Copy the first len(out) entries of `row` that are not -1 and not used; return how many."""
-    got = 0
-    for j in row:
-        if got == out.shape[0]:
+def _randint(buf, st, high):
+    """Legacy RandomState.randint(0, high) for 1 <= high <= 2**32, which is also what
+    RandomState.choice of `high` items draws, from the raw 32-bit outputs buf[st[_BPOS]:]: nothing
+    is drawn when high == 1; otherwise outputs are masked to the smallest 2^b - 1 >= high - 1 and
+    rejected until one is <= high - 1. Returns -1, leaving st[_BPOS] as it was, if buf runs out."""
+    hi = np.int64(high - 1)
+    if hi == 0:
+        return np.int64(0)
+    mask = hi
+    for shift in (1, 2, 4, 8, 16):
+        mask |= mask >> shift
+    p = st[_BPOS]
+    while p < buf.shape[0]:
+        v = np.int64(buf[p]) & mask
+        p += 1
+        if v <= hi:
+            st[_BPOS] = p
+            return v
+    return np.int64(-1)
+
+
+class _RawStream:
+    """The raw 32-bit outputs of a legacy RandomState, drawn in chunks for the swap kernels.
+
+    randint(0, 2**32, dtype=uint32) returns exactly one MT19937 output per value, so the kernels
+    see the stream that RandomState's own draws would consume."""
+
+    def __init__(self, rng: np.random.RandomState):
+        self.rng = rng
+        self.buf = np.zeros(0, np.uint32)
+
+    def refill(self, st: np.ndarray) -> None:
+        """Keep the outputs not read yet (from st[_BPOS]) and append a fresh chunk."""
+        fresh = self.rng.randint(0, 2**32, size=RNG_CHUNK, dtype=np.uint32)
+        self.buf = np.concatenate([self.buf[st[_BPOS]:], fresh])
+        st[_BPOS] = 0
+
+
+def _run_loop(step: Callable[[np.ndarray], int], stream: _RawStream, st: np.ndarray, target: int,
+              show_progress: bool, desc: str, batch: Callable[[], None] | None = None) -> None:
+    """Call the kernel `step(buf)` until it is done, refilling the random outputs or running
+    `batch()` whenever it returns for them."""
+    from .io import progress
+
+    bar = progress(total=target, desc=desc, unit="line", disable=not show_progress)
+    while True:
+        code = step(stream.buf)
+        bar.update(2 * int(st[_PAIRS]) - bar.n)
+        if code == _DONE:
             break
-        if j >= 0 and not used[j]:
+        if code == _NEED_RANDOM:
+            stream.refill(st)
+        else:
+            batch()
+    bar.close()
+
+
+def _start(n: int, target: int,
+           seed: int) -> tuple[np.ndarray, _RawStream, np.ndarray, np.ndarray, np.ndarray]:
+    """What both strategies start from: the seeded order, the random stream after the shuffle,
+    the loop state, the unused mask and room for every pair the target can take."""
+    rng = np.random.RandomState(seed)
+    order = np.arange(n)
+    rng.shuffle(order)
+    st = np.zeros(8, np.int64)
+    st[_UNUSED] = n
+    pairs = np.empty((max(0, min((target + 1) // 2, n // 2)), 2), np.int64)
+    return order, _RawStream(rng), st, np.ones(n, np.bool_), pairs
+
+
+@nb.njit(cache=True)
+def _pair(s, t, free, pairs, st):
+    """Record the pair (s, t) and mark both captions used."""
+    free[s] = False
+    free[t] = False
+    st[_UNUSED] -= 2
+    pairs[st[_PAIRS], 0] = s
+    pairs[st[_PAIRS], 1] = t
+    st[_PAIRS] += 1
+
+
+# ------------------------------------------------------------------------ similarity strategy
+
+BATCH_MIN = 256     # single-row recomputes after which the next sources' lists are recomputed at once
+LOOKAHEAD = 32      # such a batch looks at the sources of the next N / LOOKAHEAD positions of the order
+RISK = 1.3          # and recomputes the lists with fewer than RISK * top_k unused entries
+
+@nb.njit(cache=True)
+def _positive_ends(ids, scores, requested, out):
+    """Per list (row of ids/scores, -1 = no entry), ordered by (-similarity, index): its number of
+    positive entries if it holds every caption of positive similarity that was allowed when it was
+    made (it has a zero entry, or fewer entries than `requested`), else -1."""
+    for r in range(ids.shape[0]):
+        valid = 0
+        positive = 0
+        for x in range(ids.shape[1]):
+            if ids[r, x] >= 0:
+                valid += 1
+                if scores[r, x] > 0:
+                    positive += 1
+        out[r] = positive if positive < valid or valid < requested else -1
+
+
+def _list_ends(lists: np.ndarray, ids: np.ndarray, scores: np.ndarray, requested: int,
+               X: sp.csr_matrix) -> np.ndarray:
+    """`_positive_ends` of the lists `ids` of captions `lists`, from exact scores where a float32
+    score is zero (a float32 zero could hide a positive similarity below its range)."""
+    ends = np.empty(len(lists), np.int32)
+    _positive_ends(ids, scores, requested, ends)
+    zero = np.flatnonzero(((scores <= 0) & (ids >= 0)).any(1))
+    if len(zero):
+        sub = ids[zero]
+        exact = pair_scores(X, np.repeat(lists[zero], sub.shape[1]), np.maximum(sub, 0).ravel())
+        sub_ends = np.empty(len(zero), np.int32)
+        _positive_ends(sub, exact.reshape(sub.shape), requested, sub_ends)
+        ends[zero] = sub_ends
+    return ends
+
+
+@nb.njit(cache=True)
+def _listed(row, m, j):
+    """j is among the first m entries of row."""
+    for x in range(m):
+        if row[x] == j:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def _candidates(row, end, s, free, st, out):
+    """The first len(out) unused captions, best first, that the list `row` of s can vouch for; returns
+    how many (fewer than len(out): the list ran out, unless it was complete).
+
+    end < 0: the unused entries of the list. end >= 0 (`_positive_ends`): its first `end` entries hold
+    every unused caption of positive similarity; they are followed by the unused captions of
+    similarity 0, i.e. the others but s, by index (scanned from st[_LOW], the smallest unused one)."""
+    got = 0
+    m = row.shape[0] if end < 0 else end
+    for x in range(m):
+        if got == out.shape[0]:
+            return got
+        j = row[x]
+        if j >= 0 and free[j]:
             out[got] = j
             got += 1
+    if end >= 0:
+        while st[_LOW] < free.shape[0] and not free[st[_LOW]]:
+            st[_LOW] += 1
+        j = st[_LOW]
+        while got < out.shape[0] and j < free.shape[0]:
+            if free[j] and j != s and not _listed(row, end, j):
+                out[got] = j
+                got += 1
+            j += 1
     return got
 
 
-def similarity_swaps(ids: np.ndarray, X: sp.csr_matrix, target: int, top_k: int,
+@nb.njit(cache=True)
+def _similarity_loop(order, target, top_k, batch_min, ids, ends, free, pairs, buf, st, index, work):
+    """The similarity swap loop (module docstring) from st[_POS] on.
+
+    A source whose list runs out gets its top_k among the unused captions by the exact search.
+    Returns _DONE (target reached or order exhausted), _NEED_RANDOM (buf ran out) or _NEED_BATCH
+    (more than batch_min such row recomputes since the last batch; batch_min < 0: never) at the
+    start of a source, so that a call after the refill or the batch recompute resumes it."""
+    indptr, indices, data, pptr, pdoc, pw, df = index
+    stamp, qd = work
+    cand = np.empty(top_k, np.int64)
+    row = np.empty(1, np.int64)
+    out_i = np.empty((1, top_k), np.int64)
+    out_s = np.empty((1, top_k))
+    while st[_POS] < order.shape[0] and 2 * st[_PAIRS] < target:
+        s = order[st[_POS]]
+        if free[s]:
+            got = _candidates(ids[s], ends[s], s, free, st, cand)
+            if got < top_k and ends[s] < 0:
+                st[_SINCE] += 1
+                if batch_min >= 0 and st[_SINCE] > batch_min:
+                    return _NEED_BATCH
+                # s is a source only once, so its new list needs just the top_k best unused captions
+                row[0] = s
+                _exact_rows(row, indptr, indices, data, pptr, pdoc, pw, df, free, top_k, EPS,
+                            stamp, qd, st[_STAMP], out_i, out_s)
+                st[_STAMP] += 1
+                st[_ROWS] += 1
+                ids[s, :] = -1
+                ids[s, :top_k] = out_i[0]
+                _positive_ends(out_i, out_s, top_k, ends[s:s + 1])
+                got = _candidates(ids[s], ends[s], s, free, st, cand)
+            if got > 0:
+                r = _randint(buf, st, got)
+                if r < 0:
+                    return _NEED_RANDOM
+                _pair(s, cand[got - 1 - r], free, pairs, st)    # choice in ascending similarity
+        st[_POS] += 1
+    return _DONE
+
+
+class _Lists:
+    """Candidate lists of the similarity swap: the stored neighbour lists, widened to the batch
+    width, rows replaced by the kernel's row recomputes and by `batch` recomputes; `ends` as in
+    `_candidates`."""
+
+    def __init__(self, ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix, top_k: int, window: int,
+                 threads: int = 1):
+        self.n, self.k0 = ids.shape
+        self.top_k = top_k
+        self.width = max(self.k0, 3 * top_k)     # entries of a batch-recomputed list
+        self.window = window
+        self.ids = np.full((self.n, self.width), -1, np.int32)   # recomputed rows are replaced
+        self.ids[:, :self.k0] = ids
+        # stored lists hold all captions of positive similarity only if they have a zero entry,
+        # unless they hold every other caption
+        requested = self.n if self.k0 >= self.n - 1 else self.k0
+        self.ends = _list_ends(np.arange(self.n), ids, scores, requested, X)
+        self.X = X
+        self.groups = unique_rows(X)
+        self.threads = threads
+        self.batch_recomputes = 0
+        self.batch_rows = 0
+
+    def batch(self, upcoming: np.ndarray, free: np.ndarray) -> None:
+        """New lists, among the unused captions, for the next sources at risk of running out.
+
+        upcoming: the order from the current source on. Its first `window` entries that are unused
+        and whose list may run out (ends < 0) with fewer than RISK * top_k unused entries get the
+        `width` best unused captions (valid for every later, smaller unused set)."""
+        ahead = upcoming[:self.window]
+        ahead = ahead[free[ahead] & (self.ends[ahead] < 0)]
+        lists = self.ids[ahead]
+        rows = ahead[((lists >= 0) & free[lists]).sum(1) < RISK * self.top_k]
+        self.batch_recomputes += 1
+        if len(rows) == 0:
+            return
+        new, scores = neighbours_among(self.X, rows, free, self.width, threads=self.threads,
+                                       groups=self.groups)
+        self.ids[rows] = -1
+        self.ids[rows, :new.shape[1]] = new
+        self.ends[rows] = _list_ends(rows, new, scores, self.width, self.X)
+        self.batch_rows += len(rows)
+        log.debug("batch recompute: lists of %d upcoming sources among %d unused captions", len(rows),
+                  np.count_nonzero(free))
+
+
+def similarity_swaps(ids: np.ndarray, scores: np.ndarray, X: sp.csr_matrix, target: int, top_k: int,
                      seed: int, threads: int = 1, show_progress: bool = False,
-                     batch_min: int = 256) -> tuple[np.ndarray, dict]:
+                     batch_min: int = BATCH_MIN, window: int | None = None) -> tuple[np.ndarray, dict]:
     """The original similarity swap for `target` lines (module docstring).
 
-    ids: stored neighbour lists (N, K) ordered by (-similarity, index); X: the TF-IDF rows.
-    After more than max(batch_min, unused / 8) single-row recomputes, all unused rows are
-    recomputed at once.
+    ids, scores: stored neighbour lists (N, K) ordered by (-similarity, index); X: the TF-IDF rows.
+    After more than batch_min single-row recomputes (< 0: never), the lists of the sources at risk
+    among the next `window` (default N / LOOKAHEAD) positions of the order are recomputed at once.
     Returns pairs (P, 2) [source, partner] in the order made, and statistics.
     """
-    from .io import progress
-
     n = ids.shape[0]
-    lists = _Lists(ids, X, threads=threads, batch_min=batch_min)
-    rng = np.random.RandomState(seed)
-    order = np.arange(n)
-    rng.shuffle(order)
-    used = np.zeros(n, np.bool_)
-    pairs: list[tuple[int, int]] = []
-    swapped = 0
-    bar = progress(total=target, desc="similarity swaps", unit="line", disable=not show_progress)
-    for s in order:
-        if swapped >= target:
-            break
-        if used[s]:
-            continue
-        cand = lists.candidates(int(s), used, top_k)
-        if len(cand) == 0:
-            continue
-        t = int(rng.choice(cand[::-1]))                 # ascending similarity, like the argsort tail
-        used[s] = used[t] = True
-        pairs.append((int(s), t))
-        swapped += 2
-        bar.update(2)
-    bar.close()
-    stats = {"row_recomputes": lists.row_recomputes, "batch_recomputes": lists.batch_recomputes}
-    return np.asarray(pairs, np.int64).reshape(-1, 2), stats
+    order, stream, st, free, pairs = _start(n, target, seed)
+    lists = _Lists(ids, scores, X, top_k, window or max(1, n // LOOKAHEAD), threads=threads)
+    index = ExactSearcher(X).index
+    work = (np.full(n, -1, np.int64), np.zeros(X.shape[1]))
+
+    def step(buf: np.ndarray) -> int:
+        return _similarity_loop(order, target, top_k, batch_min, lists.ids, lists.ends, free, pairs,
+                                buf, st, index, work)
+
+    def batch() -> None:
+        lists.batch(order[st[_POS]:], free)
+        st[_SINCE] = 0
+
+    _run_loop(step, stream, st, target, show_progress, "similarity swaps", batch)
+    stats = {"row_recomputes": int(st[_ROWS]), "batch_recomputes": lists.batch_recomputes,
+             "batch_rows": lists.batch_rows}
+    return pairs[:st[_PAIRS]], stats
 
 
-def random_swaps(n: int, target: int, seed: int) -> np.ndarray:
+# ---------------------------------------------------------------------------- random strategy
+
+@nb.njit(cache=True)
+def _remove(pool, where, size, i):
+    """Remove i from pool[:size] by moving the last entry into its place; returns the new size."""
+    size -= 1
+    last = pool[size]
+    pool[where[i]] = last
+    where[last] = where[i]
+    return size
+
+
+@nb.njit(cache=True)
+def _random_loop(order, target, pool, where, free, pairs, buf, st):
+    """The random swap loop (module docstring) from st[_POS] on; returns like _similarity_loop."""
+    while st[_POS] < order.shape[0] and 2 * st[_PAIRS] < target:
+        s = order[st[_POS]]
+        if free[s]:
+            if st[_UNUSED] == 1:             # s is the last caption: no partner, the original stops
+                break
+            r = _randint(buf, st, st[_UNUSED] - 1)      # drawn from the pool without s
+            if r < 0:
+                return _NEED_RANDOM
+            size = _remove(pool, where, st[_UNUSED], s)
+            t = pool[r]
+            _remove(pool, where, size, t)
+            _pair(s, t, free, pairs, st)
+        st[_POS] += 1
+    return _DONE
+
+
+def random_swaps(n: int, target: int, seed: int, show_progress: bool = False) -> np.ndarray:
     """Pairs (P, 2) of the random strategy for `target` lines (module docstring)."""
-    rng = np.random.RandomState(seed)
-    order = np.arange(n)
-    rng.shuffle(order)
+    order, stream, st, free, pairs = _start(n, target, seed)
     pool = np.arange(n)
     where = np.arange(n)
-    size = n
-    used = np.zeros(n, np.bool_)
-    pairs: list[tuple[int, int]] = []
-    swapped = 0
 
-    def remove(i: int) -> None:
-        nonlocal size
-        size -= 1
-        last = pool[size]
-        pool[where[i]] = last
-        where[last] = where[i]
+    def step(buf: np.ndarray) -> int:
+        return _random_loop(order, target, pool, where, free, pairs, buf, st)
 
-    for s in order:
-        if swapped >= target:
-            break
-        if used[s]:
-            continue
-        remove(int(s))
-        used[s] = True
-        if size == 0:
-            break
-        t = int(pool[rng.randint(size)])
-        remove(t)
-        used[t] = True
-        pairs.append((int(s), t))
-        swapped += 2
-    return np.asarray(pairs, np.int64).reshape(-1, 2)
+    _run_loop(step, stream, st, target, show_progress, "random swaps")
+    return pairs[:st[_PAIRS]]
+
+
+def swap_sources(n: int, pairs: np.ndarray) -> np.ndarray:
+    """source[i]: the line whose caption sits at line i once every (disjoint) pair is exchanged."""
+    source = np.arange(n)
+    source[pairs[:, 0]] = pairs[:, 1]
+    source[pairs[:, 1]] = pairs[:, 0]
+    return source
 
 
 def apply_swaps(lines: Sequence[str], pairs: np.ndarray) -> list[str]:
-    """A copy of `lines` with the captions of every pair exchanged."""
-    out = list(lines)
-    for a, b in pairs:
-        out[a], out[b] = lines[b], lines[a]
-    return out
+    """A copy of `lines` with the captions of every (disjoint) pair exchanged."""
+    return [lines[i] for i in swap_sources(len(lines), pairs).tolist()]
+
+
+class LineBuffer:
+    """Caption lines as one UTF-8 buffer with line offsets, so that reordered copies of a million
+    lines are gathered as bytes instead of being joined from Python strings."""
+
+    def __init__(self, lines: Sequence[str]):
+        self.blob = np.frombuffer(("\n".join(lines) + "\n").encode("utf-8"), np.uint8)
+        self.ends = np.flatnonzero(self.blob == ord("\n")) + 1
+        if len(self.ends) != len(lines):
+            raise ValueError("a caption line contains a newline")
+
+    def write(self, path: str, source: np.ndarray) -> None:
+        """Write lines source[0], source[1], ... verbatim, each ending with one '\\n', atomically."""
+        from .io import atomic_path
+
+        out = np.empty_like(self.blob)
+        _gather_lines(self.blob, self.ends, np.asarray(source, np.int64), out)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(out)
+
+
+@nb.njit(cache=True)
+def _gather_lines(blob, ends, source, out):
+    p = 0
+    for i in source:
+        a = ends[i - 1] if i > 0 else 0
+        out[p:p + ends[i] - a] = blob[a:ends[i]]
+        p += ends[i] - a
 
 
 def manifest(pairs: np.ndarray, sims: np.ndarray):
@@ -244,13 +470,12 @@ def manifest(pairs: np.ndarray, sims: np.ndarray):
                          "line_b": pairs[:, 1], "similarity": sims.astype(np.float64)})
 
 
-def log_examples(lines: Sequence[str], swapped: Sequence[str], pairs: np.ndarray, sims: np.ndarray,
-                 how_many: int = 2) -> None:
+def log_examples(lines: Sequence[str], pairs: np.ndarray, sims: np.ndarray, how_many: int = 2) -> None:
     """Like the original: the first pairs with the caption that now sits at each line (0-based)."""
     for p in range(min(how_many, len(pairs))):
         a, b = (int(v) for v in pairs[p])
         log.info("pair %d (similarity %.3f): line %d: %s / line %d: %s", p + 1, sims[p], a,
-                 swapped[a].strip()[:60], b, swapped[b].strip()[:60])
+                 lines[b].strip()[:60], b, lines[a].strip()[:60])
 
 
 def assemble_csv(train_csv: str, captions: str, out: str) -> int:
@@ -272,8 +497,8 @@ def assemble_csv(train_csv: str, captions: str, out: str) -> int:
 def _swap(args: argparse.Namespace) -> int:
     from .captions import read_captions
     from .config import format_cs, load_config
-    from .io import write_lines, write_table
-    from .similarity import load_neighbours, pair_scores
+    from .io import write_table
+    from .similarity import load_neighbours
 
     cfg = load_config(args.config)["misalign"]
     cs_values = [check_cs(c) for c in args.cs]
@@ -281,7 +506,7 @@ def _swap(args: argparse.Namespace) -> int:
         raise InputError(f"--cs has {len(cs_values)} values but --out-captions has {len(args.out_captions)} "
                          f"and --out-manifest {len(args.out_manifest)} paths")
     lines = read_captions(args.captions)
-    ids, _, X, _ = load_neighbours(args.neighbours)
+    ids, scores, X, _ = load_neighbours(args.neighbours)
     n = len(lines)
     if ids.shape[0] != n:
         raise InputError(f"{args.neighbours} has {ids.shape[0]} rows but {args.captions} has {n} captions")
@@ -290,24 +515,24 @@ def _swap(args: argparse.Namespace) -> int:
     if args.strategy == "similarity":
         if ids.shape[1] < min(cfg["top_k"], n - 1):
             log.warning("n_neighbours %d < top_k %d: every row will be recomputed", ids.shape[1], cfg["top_k"])
-        pairs, stats = similarity_swaps(ids, X, target, cfg["top_k"], cfg["seed"],
+        pairs, stats = similarity_swaps(ids, scores, X, target, cfg["top_k"], cfg["seed"],
                                         threads=args.threads, show_progress=True)
     elif args.strategy == "random":
-        pairs, stats = random_swaps(n, target, cfg["seed"]), {}
+        pairs, stats = random_swaps(n, target, cfg["seed"], show_progress=True), {}
     else:
         raise InputError(f"--strategy: unknown strategy {args.strategy!r} (known: {', '.join(STRATEGIES)})")
     sims = pair_scores(X, pairs[:, 0], pairs[:, 1])
     log.info("%s: %d pairs for %d target lines of %d in %.1fs %s", args.strategy, len(pairs), target, n,
              time.perf_counter() - t0, stats)
+    buffer = LineBuffer(lines)
     summary = []
     for cs, out_captions, out_manifest in zip(cs_values, args.out_captions, args.out_manifest):
         count = min(n_pairs(cs, n), len(pairs))
         sub, sub_sims = pairs[:count], sims[:count]
-        swapped = apply_swaps(lines, sub)
         log.info("Cs=%s: target %d lines (%.1f%%), %d pairs = %d lines, realised %.1f%%", format_cs(cs),
                  target_lines(cs, n), 100 * cs, count, 2 * count, 100 * 2 * count / n)
-        log_examples(lines, swapped, sub, sub_sims)
-        write_lines(out_captions, swapped)
+        log_examples(lines, sub, sub_sims)
+        buffer.write(out_captions, swap_sources(n, sub))
         write_table(manifest(sub, sub_sims), out_manifest)
         summary.append({"strategy": args.strategy, "cs": cs, "n": n, "target_lines": target_lines(cs, n),
                         "pairs": count, "misaligned_lines": 2 * count, "realised_fraction": 2 * count / n,

@@ -29,7 +29,11 @@ How (backends share everything except candidate generation)
 3. `ExactSearcher` is an exact pruned search (document-at-a-time over impact-ordered postings, with
    an L2 bound on the score of documents not yet seen, so lists of common terms are abandoned as
    soon as no unseen document can reach the current K-th score). It also takes an `allowed` mask:
-   the swap uses it to recompute a row among the still-unused captions.
+   the swap's numba loop calls its kernel (`_exact_rows`, on `ExactSearcher.index`) to recompute
+   a row among the still-unused captions.
+4. `neighbours_among` runs steps 0-2 for chosen rows only (`neighbours(rows=...)`) on the sub-matrix
+   of allowed rows, whose groups come from those of the whole matrix (`groups_of_rows`): the swap's
+   batch recomputes, cheaper per row than the pruned search.
 """
 
 from __future__ import annotations
@@ -249,6 +253,17 @@ def _exact_rows(rows, indptr, indices, data, pptr, pdoc, pw, df, allowed, k, eps
         _heap_drain(hs, hi, size, out_i[x], out_s[x])
 
 
+@nb.njit(cache=True)
+def _impact_order(pptr, data):
+    """Entry order of each posting list (CSC column, documents ascending) by weight descending;
+    equal weights keep document order (stable sort)."""
+    order = np.empty(data.shape[0], np.int64)
+    for t in range(pptr.shape[0] - 1):
+        a, b = pptr[t], pptr[t + 1]
+        order[a:b] = a + np.argsort(-data[a:b], kind="mergesort")
+    return order
+
+
 class ExactSearcher:
     """Exact top-k neighbours of chosen rows, optionally among `allowed` rows only.
 
@@ -265,12 +280,13 @@ class ExactSearcher:
         self.data = X.data
         C = X.tocsc()
         C.sort_indices()
-        col = np.repeat(np.arange(self.n_terms), np.diff(C.indptr))
-        order = np.lexsort((C.indices, -C.data, col))
+        order = _impact_order(C.indptr.astype(np.int64), C.data)
         self.pptr = C.indptr.astype(np.int64)
         self.pdoc = C.indices[order].astype(np.int64)
         self.pw = C.data[order]
         self.df = np.diff(C.indptr).astype(np.int64)
+        # the arrays `_exact_rows` searches, in its argument order
+        self.index = (self.indptr, self.indices, self.data, self.pptr, self.pdoc, self.pw, self.df)
         self.threads = max(1, int(threads))
         self._work: queue.Queue = queue.Queue()
         self._n_work = 0
@@ -303,8 +319,7 @@ class ExactSearcher:
             hi = min(lo + chunk, len(rows))
             work = self._workspace()
             try:
-                _exact_rows(rows[lo:hi], self.indptr, self.indices, self.data, self.pptr, self.pdoc,
-                            self.pw, self.df, allowed, k, EPS, work[0], work[1], base + lo,
+                _exact_rows(rows[lo:hi], *self.index, allowed, k, EPS, work[0], work[1], base + lo,
                             out_i[lo:hi], out_s[lo:hi])
             finally:
                 self._work.put(work)
@@ -385,17 +400,54 @@ def unique_rows(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     n = X.shape[0]
     h = np.empty(n, np.uint64)
     _row_hashes(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data.view(np.uint64), h)
-    _, first, inv = np.unique(h, return_index=True, return_inverse=True)
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    group = rank[inv.ravel()]
-    reps = np.sort(first).astype(np.int64)
+    labels = np.unique(h, return_inverse=True)[1].ravel().astype(np.int64)
+    group, reps = _relabel(labels, n)
     if not _same_rows(X.indptr.astype(np.int64), X.indices.astype(np.int64), X.data, np.arange(n), reps[group]):
         log.warning("row hash collision: searching without grouping identical rows")
         reps, group = np.arange(n), np.arange(n)
-    members = np.argsort(group, kind="stable").astype(np.int64)
-    ptr = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=len(reps)))]).astype(np.int64)
+    ptr, members = _members(group, len(reps))
     return reps, group, ptr, members
+
+
+def groups_of_rows(groups: tuple[np.ndarray, ...], rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """`unique_rows` of X[rows] (rows ascending) from `unique_rows` of X, without hashing again."""
+    group, reps = _relabel(groups[1][rows], len(groups[0]))
+    ptr, members = _members(group, len(reps))
+    return reps, group, ptr, members
+
+
+@nb.njit(cache=True)
+def _relabel(labels, m):
+    """Labels (in 0..m-1) renumbered 0, 1, ... in order of first appearance, and the position of
+    each new label's first appearance."""
+    new = np.full(m, -1, np.int64)
+    out = np.empty(labels.shape[0], np.int64)
+    first = np.empty(labels.shape[0], np.int64)
+    count = 0
+    for i in range(labels.shape[0]):
+        g = labels[i]
+        if new[g] < 0:
+            new[g] = count
+            first[count] = i
+            count += 1
+        out[i] = new[g]
+    return out, first[:count]
+
+
+@nb.njit(cache=True)
+def _members(group, m):
+    """ptr (m + 1,) and members (ascending within each group) of the groups 0..m-1 of `group`."""
+    ptr = np.zeros(m + 1, np.int64)
+    for g in group:
+        ptr[g + 1] += 1
+    for g in range(m):
+        ptr[g + 1] += ptr[g]
+    fill = ptr[:-1].copy()
+    members = np.empty(group.shape[0], np.int64)
+    for i in range(group.shape[0]):
+        members[fill[group[i]]] = i
+        fill[group[i]] += 1
+    return ptr, members
 
 
 @nb.njit(cache=True, nogil=True)
@@ -551,11 +603,14 @@ def resolve_backend(name: str, allow_cpu_fallback: bool) -> str:
 
 def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
                block_rows: int | None = None, extra: int | None = None, rounds: int = 3,
-               progress: bool = False) -> tuple[np.ndarray, np.ndarray, dict]:
+               progress: bool = False, rows: np.ndarray | None = None,
+               groups: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Exact top-k neighbours of every row (module docstring). backend: cpu | cupy | scipy.
 
     Rows left unproven by a round (ties at the cut) get 4x more candidates in the next round, for
     `rounds` rounds; what is still unproven goes to the exact search.
+    rows: search only for these rows (and the rows identical to them); the others stay -1.
+    groups: `unique_rows(X)` when already known.
     Returns ids (N, K) int32 and scores (N, K) float32 with K = min(k, N - 1), and run statistics.
     """
     from .io import progress as progress_bar
@@ -570,7 +625,7 @@ def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
     stats = {"backend": backend, "n": n, "k": k, "top_n": k + 1 + extra, "unproven": [], "exact_rows": 0}
     if n == 0 or k == 0:
         return ids, scores, stats
-    reps, group, ptr, members = unique_rows(X)
+    reps, group, ptr, members = unique_rows(X) if groups is None else groups
     U = X[reps]
     stats["unique_rows"] = int(len(reps))
     UT = U.T.tocsr()
@@ -583,7 +638,7 @@ def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
         generate, block = _scipy_candidates, block_rows or block_rows_for(U, 1 << 24)
     else:
         raise InputError(f"misalign.backend: unknown backend {backend!r}")
-    todo = np.arange(len(reps))
+    todo = np.arange(len(reps)) if rows is None else np.unique(group[rows])
     top_n = k + 1 + extra
     for rnd in range(rounds):
         left = []
@@ -591,7 +646,8 @@ def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
         for lo, hi in progress_bar(blocks, desc=f"neighbours (round {rnd + 1})", unit="block",
                                    disable=not progress or len(blocks) < 2):
             urows = todo[lo:hi]
-            counts, cols, vals = generate(U[lo:hi] if rnd == 0 else U[urows], UT, top_n, threads)
+            counts, cols, vals = generate(U[lo:hi] if rnd == 0 and rows is None else U[urows], UT, top_n,
+                                          threads)
             li, ls, n_mem, proven = finalize_block(urows, np.asarray(counts), np.asarray(cols, np.int64),
                                                    np.asarray(vals), k, top_n, DELTA, U, ptr, members, threads)
             _member_lists(urows[proven], ptr, members, li[proven], ls[proven], n_mem[proven], k, n,
@@ -607,6 +663,24 @@ def neighbours(X: sp.csr_matrix, k: int, backend: str = "cpu", threads: int = 1,
         ids[rows], scores[rows] = ExactSearcher(X, threads=threads).search(rows, k)
         stats["exact_rows"] = int(len(rows))
     return ids, scores, stats
+
+
+def neighbours_among(X: sp.csr_matrix, rows: np.ndarray, allowed: np.ndarray, k: int,
+                     threads: int = 1, groups: tuple[np.ndarray, ...] | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k lists of `rows` among the `allowed` rows only: ids (len(rows), min(k, allowed - 1))
+    and their float32 scores.
+
+    `neighbours` of these rows on the sub-matrix of allowed rows (rows must be allowed): the same
+    scores and, as the sub-matrix keeps index order, the same tie-break. groups: `unique_rows(X)`,
+    to group the sub-matrix's identical rows without hashing them again.
+    """
+    corpus = np.flatnonzero(allowed)
+    local = np.searchsorted(corpus, np.asarray(rows, np.int64))
+    sub_groups = None if groups is None else groups_of_rows(groups, corpus)
+    sub_ids, sub_scores, _ = neighbours(X[corpus], k, threads=threads, rows=local, groups=sub_groups)
+    sub = sub_ids[local]
+    return np.where(sub >= 0, corpus[np.maximum(sub, 0)], -1).astype(np.int32), sub_scores[local]
 
 
 # ---------------------------------------------------------------------------------- file format
