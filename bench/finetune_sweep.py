@@ -64,19 +64,18 @@ def _flops(fn) -> int:
 def arithmetic(spec: dict, n_images: int, n_texts: int, steps: int, batch: int) -> tuple[float, float]:
     """(extraction, sweep) floating-point operations, counted by torch's FlopCounterMode on one batch
     of the towers and one fine-tune step: what the two sides cost at equal arithmetic efficiency."""
-    from workflow_scripts.models import get_tokenizer, image_features, linear_projections, text_features
+    from workflow_scripts.models import (get_tokenizer, image_features, linear_projections, preprocess_config,
+                                         text_features)
 
     model = build_model(spec["arch"]).eval()
-    size = model.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
+    size = preprocess_config(model, spec)["image_size"]
     images = torch.zeros(8, 3, size, size)
     tokens = get_tokenizer(spec["arch"])(["a photo of a red circle"] * 8)
     with torch.no_grad():
         per_image = _flops(lambda: image_features(model, images)) / 8
         per_text = _flops(lambda: text_features(model, tokens)) / 8
         image_p, text_p = linear_projections(model)
-        fi = torch.randn(batch, image_p.weight.shape[1 if image_p.transposed else 0])
-        ft = torch.randn(batch, text_p.weight.shape[1 if text_p.transposed else 0])
+        fi, ft = torch.randn(batch, image_p.in_features), torch.randn(batch, text_p.in_features)
 
         def step():
             _, _, gi, gt = finetune.clip_loss_grads(image_p(fi), text_p(ft), 14.3)

@@ -243,7 +243,8 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
         p.requires_grad_(False)        # no autograd: the step computes its gradients itself
     projections = linear_projections(model)
     params = [p for proj in projections for p in proj.parameters]
-    names = [next(k for k, q in projection_parameters(model).items() if q is p) for p in params]
+    name_of = {id(p): k for k, p in projection_parameters(model).items()}
+    names = [name_of[id(p)] for p in params]
     optimizer = AdamW(params, settings["betas"], settings["eps"], settings["weight_decay"])
     epochs, batch = settings["epochs"], settings["batch_size"]
     global_batch = batch * d.world_size
@@ -281,7 +282,8 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
                        total=iters, initial=start_step)
         for step in bar:
             img_f, txt_f = features(order[step, d.rank * batch:(d.rank + 1) * batch], epoch, step)
-            loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, float(lrs[epoch * iters + step]), d)
+            lr = float(lrs[epoch * iters + step])
+            loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, lr, d)
             if not math.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch} step {step}")
             sums[0] += loss

@@ -334,6 +334,10 @@ class Projection:
     def parameters(self) -> list[nn.Parameter]:
         return [self.weight] + ([self.bias] if self.bias is not None else [])
 
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1 if self.transposed else 0]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight.t() if self.transposed else self.weight
         return torch.addmm(self.bias, x, w) if self.bias is not None else torch.mm(x, w)
