@@ -45,7 +45,7 @@ def brute_force(X, k, allowed=None):
     return ids, sc
 
 
-@pytest.mark.parametrize("backend", ["cpu", "scipy"])
+@pytest.mark.parametrize("backend", ["cpu", "sparse_dot_topn", "scipy"])
 @pytest.mark.parametrize("seed,dup,empty", [(0, 0.0, 0.0), (1, 0.3, 0.05), (2, 0.6, 0.2)])
 def test_neighbours_equal_dense_brute_force(backend, seed, dup, empty):
     X = random_unit_rows(400, 60, seed, dup=dup, empty=empty)
@@ -56,15 +56,35 @@ def test_neighbours_equal_dense_brute_force(backend, seed, dup, empty):
     np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_scan_scores_are_bit_equal_to_the_exact_score(threads):
+    # the scan's accumulated sums are the definition's sums (no rescoring): bit-equal to pair_scores,
+    # and its lists equal those of the candidate + proof path on many ties (duplicates, empty rows)
+    X = random_unit_rows(500, 50, 4, dup=0.5, empty=0.1)
+    reps, group, ptr, members = S.unique_rows(X)
+    U = X[reps]
+    urows = np.arange(len(reps))
+    li, ls, n_mem = S.ExactScan(U, ptr, members, 13, threads=threads)(urows, chunk=37)
+    np.testing.assert_array_equal(n_mem == 0, np.diff(U.indptr) == 0)     # an empty row scores nothing
+    assert n_mem.max() == 13
+    for r in urows[::5]:
+        got = li[r, : n_mem[r]]
+        np.testing.assert_array_equal(ls[r, : n_mem[r]], S.pair_scores(X, np.full(len(got), reps[r]), got))
+    ids, scores, _ = S.neighbours(X, 12, backend="cpu", threads=threads, block_rows=61)
+    ids2, scores2, _ = S.neighbours(X, 12, backend="sparse_dot_topn", block_rows=61, extra=1)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_array_equal(scores, scores2)
+
+
 def test_rounds_escalate_and_exact_search_finishes():
     # many distinct rows tie with each other (same weight on one shared term): top_n is far too small
     v = 30
     rows = [np.eye(v)[0] * 0.6 + np.eye(v)[j] * 0.8 for j in range(1, v)] * 3
     X = sp.csr_matrix(np.array(rows))
-    ids, _, stats = S.neighbours(X, 5, extra=0, rounds=1)
+    ids, _, stats = S.neighbours(X, 5, backend="sparse_dot_topn", extra=0, rounds=1)
     assert stats["exact_rows"] > 0
     np.testing.assert_array_equal(ids, brute_force(X, 5)[0])
-    ids2, _, stats2 = S.neighbours(X, 5, extra=0, rounds=3)
+    ids2, _, stats2 = S.neighbours(X, 5, backend="sparse_dot_topn", extra=0, rounds=3)
     assert stats2["unproven"][0] > 0
     np.testing.assert_array_equal(ids2, ids)
 
