@@ -262,7 +262,7 @@ def scale(sizes: list[int], threads: int) -> None:
             captions = work / "captions.txt"
             captions.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
             res = run_stage(captions, work, threads)
-            X = tfidf_matrix(normalise_all(texts), tfidf_params())
+            X = tfidf_matrix(texts, tfidf_params(), workers=threads, preprocess=normalise_all)
             E = product_entries(X)
         stage = res["neighbours"][0] + sum(v[0] for k, v in res.items() if k.startswith("swaps_"))
         rss = max(v[1] for k, v in res.items() if isinstance(v, tuple))

@@ -52,41 +52,19 @@ import os
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
+from .tfidf import tfidf_matrix  # noqa: F401  (part of this module's interface)
 
 log = logging.getLogger("workflow_scripts.similarity")
 
 EPS = 1e-9          # margin of the float64 bounds in the exact search
 DELTA = 1e-9         # bound on |generator score - exact score| (float64 products of unit rows)
-
-
-# ----------------------------------------------------------------------------------------- TF-IDF
-
-def tfidf_matrix(texts: Sequence[str], params: dict[str, Any]) -> sp.csr_matrix:
-    """TfidfVectorizer(**misalign.tfidf).fit_transform(texts) as float64 CSR with sorted indices."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(
-        max_features=params["max_features"],
-        stop_words=params["stop_words"],
-        ngram_range=tuple(params["ngram_range"]),
-        min_df=params["min_df"],
-        max_df=params["max_df"],
-        dtype=np.float64,
-    )
-    try:
-        X = vectorizer.fit_transform(texts)
-    except ValueError as exc:  # empty vocabulary, min_df > max_df, ...
-        raise InputError(f"misalign.tfidf: TF-IDF failed on {len(texts)} captions ({exc})") from None
-    X = sp.csr_matrix(X, dtype=np.float64)
-    X.sort_indices()
-    return X
 
 
 # ------------------------------------------------------------------------- exact scores and heaps
@@ -829,11 +807,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     lines = read_captions(args.captions)
-    texts = normalise_all(lines)
     t1 = time.perf_counter()
-    X = tfidf_matrix(texts, mis["tfidf"])
+    # normalisation and TF-IDF analysis split over the threads' worth of processes (bit-identical)
+    X = tfidf_matrix(lines, mis["tfidf"], workers=args.threads, preprocess=normalise_all)
     t2 = time.perf_counter()
-    log.info("%s: %d captions, TF-IDF %d terms, %d non-zeros (read %.1fs, TF-IDF %.1fs)",
+    log.info("%s: %d captions, TF-IDF %d terms, %d non-zeros (read %.1fs, normalise + TF-IDF %.1fs)",
              args.captions, X.shape[0], X.shape[1], X.nnz, t1 - t0, t2 - t1)
     ids, scores, stats = neighbours(X, mis["n_neighbours"], backend=backend, threads=args.threads,
                                     progress=True)
