@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from local_env import local_env
 from slurm_log import parse_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def _dry_run(tmp_path: Path, *profile_args: str, gpus: int) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
          *profile_args, "--dry-run"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=local_env())
     assert proc.returncode == 0, f"dry run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout + proc.stderr
 
@@ -99,5 +100,5 @@ def test_slurm_profile_dry_run_requests_gpus_only_for_gpu_rules(tmp_path):
             assert res["slurm_partition"] == "EDIT_cpu_partition" and "gpu_model" not in res, job.rule
     rules = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
                             "--configfile", "config.yaml", "--list-rules"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300).stdout.split()
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300, env=local_env()).stdout.split()
     assert GPU_RULES <= set(rules), f"profiles name rules the workflow does not have: {GPU_RULES - set(rules)}"

@@ -7,7 +7,13 @@ and `gpu` and two GPUs of model `fake`: SLURM schedules them and sets CUDA_VISIB
 finds none, so the test config sets finetune.gpus: 1 and compute.allow_cpu_fallback: true and the
 GPU jobs must log the fallback. Runs through profiles/slurm layered with profiles/slurm-ci:
 
-    snakemake --profile profiles/slurm --workflow-profile profiles/slurm-ci --configfile <test config>
+    snakemake <target> --profile profiles/slurm --workflow-profile profiles/slurm-ci --configfile <test config>
+
+The target is one fine-tune's evaluation (TARGET): 9 SLURM jobs, with every rule that asks for a GPU
+(pretrain, extract_features, finetune, eval_features) and the stage-1 CPU rules. Each SLURM job costs
+10-40 s here (a Snakemake start inside the job plus the plugin's polling), so the rest of the DAG
+(pruning, figures, report: CPU rules submitted the same way) is left to the local whole-workflow run
+of tests/test_workflow.py, which keeps the suite within its time budget.
 
 The workflow's code is snapshot first, so that edits to the checkout during the test cannot make
 Snakemake rerun jobs (code files are rule inputs). Daemon logs and SLURM's job records are copied to
@@ -37,6 +43,7 @@ CI = REPO / ".ci" / "slurm"
 SPOOL = Path("/var/spool/slurm-ci")
 LOCK = Path("/tmp/slurm-ci.lock")  # one CI cluster per machine: concurrent test runs wait here
 LOCAL_RULES = {"all"}  # the only jobs allowed to run outside SLURM
+TARGET = "results/eval/finetune/clip/similarity/Cs0.5/seed0/metrics.parquet"  # see the module docstring
 FALLBACK_LOGGED = "falling back to CPU"  # workflow_scripts.distributed.select_device
 NO_GPU_ERROR = "requested a GPU but torch finds none"
 
@@ -156,9 +163,8 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Workspace:
-    """tests/config/test.yaml asking for 1 GPU per GPU job, with one strategy and one fine-tune seed (every
-    rule still runs once or more; each SLURM job costs 10-40 s on 2 cores), and a copy without the CPU
-    fallback."""
+    """tests/config/test.yaml asking for 1 GPU per GPU job, with one strategy and one fine-tune seed (TARGET
+    exists under it), and a copy without the CPU fallback."""
     wd = tmp_path_factory.mktemp("slurm-run")
     cfg = yaml.safe_load((REPO / "tests/config/test.yaml").read_text())
     cfg.setdefault("finetune", {})["gpus"] = 1
@@ -173,7 +179,7 @@ def workspace(tmp_path_factory) -> Workspace:
 
 @pytest.fixture(scope="module")
 def full_run(cluster, workspace) -> Run:
-    run = workspace.snakemake()
+    run = workspace.snakemake(TARGET)
     assert run.rc == 0, f"the workflow failed on SLURM:\n{run.output[-6000:]}"
     return run
 
@@ -204,7 +210,7 @@ def test_every_target_is_made_by_a_slurm_job(full_run, workspace, cluster):
         for path in job.files("output"):
             assert (workspace.dir / path).exists(), f"{what}: output {path} missing"
     # every file the final target needs exists (nothing is left to do)
-    again = workspace.snakemake("--dry-run", timeout=120)
+    again = workspace.snakemake(TARGET, "--dry-run", timeout=120)
     assert again.rc == 0 and "Nothing to be done" in again.output, again.output[-3000:]
 
 
