@@ -20,7 +20,8 @@ How
    against all of U over an inverted index, term by term in ascending term order, so the sums are
    already the exact scores (bit-equal to `_dot`), and keeps the best K + 1 members in a heap. Same
    work as a sparse block product (one multiply-add per entry of U . U^T) without the rescoring and
-   proof below; measured 1.34x faster than sparse_dot_topn + proof (bench/similarity.py).
+   proof below (bench/similarity.py: 62.6 s against 101.0 s for sparse_dot_topn + proof at 1M texts,
+   1.52 s against 1.63 s at 100k).
    The candidate backends share steps 1'-2: distinct rows are cut into blocks (`row_blocks`); for a
    block, a generator returns, per row, the top `top_n = K + 1 + extra` entries of block . U^T:
    sparse_dot_topn on the CPU (`backend sparse_dot_topn`, the issue's original CPU path), a
