@@ -73,7 +73,7 @@ def mem_mb(base):
 
 WORLD = "results/world"
 MISALIGN = "results/misalign"
-MISALIGN_CODE = code("misalign", "similarity", "captions", "data")
+MISALIGN_CODE = code("misalign", "similarity", "tfidf", "captions", "data")
 # The neighbour search asks for a GPU only when the config says it must run on CuPy.
 MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
 # Evaluation sets that the synthetic world writes (their class lists are make_world outputs).
