@@ -172,7 +172,8 @@ def compare(n: int, threads: int) -> None:
     from sparse_dot_topn import sp_matmul_topn
 
     from workflow_scripts.captions import normalise_all
-    from workflow_scripts.similarity import neighbours, tfidf_matrix
+    from workflow_scripts.similarity import neighbours
+    from workflow_scripts.tfidf import tfidf_matrix
 
     texts, name = base_texts()
     if len(texts) < n:
@@ -248,7 +249,7 @@ def run_stage(captions: Path, work: Path, threads: int) -> dict:
 
 def scale(sizes: list[int], threads: int) -> None:
     from workflow_scripts.captions import normalise_all
-    from workflow_scripts.similarity import tfidf_matrix
+    from workflow_scripts.tfidf import tfidf_matrix
 
     base, name = base_texts()
     print(f"corpus: {name}, perturbed copies beyond {len(base)} (module docstring); {threads} threads")

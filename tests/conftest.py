@@ -36,9 +36,8 @@ def pytest_collection_modifyitems(config, items):
     """Longest modules first, for `make test`'s two pytest-xdist workers (--dist loadfile: a module runs
     on one worker, each worker is handed two modules ahead). The real-cluster test is mostly waiting on
     SLURM's polling and the whole-workflow run is mostly process start-up, so they overlap well; the
-    short test_envs is what the cluster's worker takes next. While the test cluster is up, the other
-    worker's Snakemake starts are not slowed by the SLURM executor plugin (installing SLURM's client
-    tools makes every Snakemake start wait ~9 s on `scontrol show config` while no cluster runs)."""
+    short test_envs is what the cluster's worker takes next. (Local Snakemake runs never wait on the
+    SLURM plugin's `scontrol` probe: see tests/local_env.py.)"""
     def rank(item) -> int:
         name = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
         return FIRST.index(name) if name in FIRST else len(FIRST)

@@ -27,8 +27,15 @@ def _stub_dir() -> Path:
     return _STUB_DIR
 
 
-def local_env(**extra: str) -> dict[str, str]:
-    """os.environ with the venv's bin first on PATH (Snakemake's jobs run its python and tools) and
-    the failing scontrol before any real one."""
-    path = os.pathsep.join([str(_stub_dir()), str(Path(sys.executable).parent), os.environ["PATH"]])
+def venv_env(**extra: str) -> dict[str, str]:
+    """os.environ with this interpreter's bin first on PATH: rules call `python -m ...` and `torchrun`,
+    which must come from the test's environment (as `make` arranges)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {**os.environ, "PATH": path, **extra}
+
+
+def local_env(**extra: str) -> dict[str, str]:
+    """`venv_env` with the failing scontrol before any real one."""
+    env = venv_env(**extra)
+    env["PATH"] = os.pathsep.join([str(_stub_dir()), env["PATH"]])
+    return env

@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from workflow_scripts import similarity as S
+from workflow_scripts.tfidf import tfidf_matrix
 from workflow_scripts.errors import InputError
 
 
@@ -180,11 +181,11 @@ def test_tiny_inputs():
 
 def test_tfidf_uses_the_configured_parameters():
     params = {"max_features": 5000, "stop_words": "english", "ngram_range": [1, 2], "min_df": 1, "max_df": 1.0}
-    X = S.tfidf_matrix(["the dog is in the park", "a dog in a park"], params)
+    X = tfidf_matrix(["the dog is in the park", "a dog in a park"], params)
     assert X.shape == (2, 3)  # dog, park, and the bigram "dog park" formed across removed stop words
     np.testing.assert_allclose(np.asarray(X.multiply(X).sum(1)).ravel(), 1.0)
     with pytest.raises(InputError, match="misalign.tfidf"):
-        S.tfidf_matrix(["the a", "is in"], params)
+        tfidf_matrix(["the a", "is in"], params)
 
 
 def test_backend_resolution(monkeypatch):

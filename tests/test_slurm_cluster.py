@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from local_env import venv_env
 from slurm_log import Job, parse_jobcomp, parse_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,9 +145,7 @@ class Workspace:
                "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),
                "--max-threads", str(os.cpu_count() or 1), *args]
         log = self.dir / f"snakemake-run{len(list(self.dir.glob('snakemake-run*.log')))}.log"
-        # rules call `python -m ...` and `torchrun`: this interpreter's environment first (as make does)
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        env = {**os.environ, "PATH": path, "OMP_NUM_THREADS": "1"}
+        env = venv_env(OMP_NUM_THREADS="1")   # the real SLURM tools: no scontrol stub here
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True, env=env)

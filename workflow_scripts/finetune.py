@@ -237,14 +237,14 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
 
     Only the two projections change (they are updated in place); logit_scale and the towers stay frozen.
     Resumes from resume_path when it exists and belongs to the same run (run_hash)."""
-    from .models import linear_projections, projection_parameters
+    from .models import linear_projections
 
     for p in model.parameters():
         p.requires_grad_(False)        # no autograd: the step computes its gradients itself
     projections = linear_projections(model)
     params = [p for proj in projections for p in proj.parameters]
-    name_of = {id(p): k for k, p in projection_parameters(model).items()}
-    names = [name_of[id(p)] for p in params]
+    name_of = {id(p): k for k, p in model.named_parameters()}
+    names = [name_of[id(p)] for p in params]                  # state-dict names, as saved in resume.pt
     optimizer = AdamW(params, settings["betas"], settings["eps"], settings["weight_decay"])
     epochs, batch = settings["epochs"], settings["batch_size"]
     global_batch = batch * d.world_size

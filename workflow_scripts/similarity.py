@@ -1,4 +1,4 @@
-"""TF-IDF of the captions and their exact top-K cosine neighbours, without an N x N matrix.
+"""Exact top-K cosine neighbours of the captions' TF-IDF rows, without an N x N matrix.
 
 The original (seed_spec.md section 1) fills a dense N x N similarity matrix (40 GB at 100k
 captions). Swaps only need, per caption, its most similar captions in a fixed order, so we store the
@@ -60,7 +60,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from .errors import InputError
-from .tfidf import tfidf_matrix  # noqa: F401  (part of this module's interface)
 
 log = logging.getLogger("workflow_scripts.similarity")
 
@@ -569,7 +568,8 @@ def finalize_block(urows: np.ndarray, counts: np.ndarray, cols: np.ndarray, vals
         _finalize_rows(urows[lo:hi], counts[lo:hi], cols[c0:c1], vals[c0:c1], *args,
                        li[lo:hi], ls[lo:hi], n_mem[lo:hi], proven[lo:hi])
 
-    _over_chunks(b, max(1, -(-b // max(1, threads))), max(1, threads), part)
+    threads = max(1, threads)
+    _over_chunks(b, max(1, math.ceil(b / threads)), threads, part)   # one contiguous part per thread
     return li, ls, n_mem, proven
 
 
@@ -793,6 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     from .captions import normalise_all, read_captions
     from .config import load_config
     from .io import setup_logging
+    from .tfidf import tfidf_matrix
 
     ap = argparse.ArgumentParser(prog="python -m workflow_scripts.similarity", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="workflow config (misalign.*, compute.*)")
