@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from workflow_scripts import world
+from workflow_scripts.config import load_config
 from workflow_scripts.data import load_image_array, read_imagefolder, read_pairs_csv, read_text_lines
 from workflow_scripts.errors import InputError
 
@@ -68,21 +71,120 @@ def test_eval_sets_read_by_torchvision_imagefolder(tiny_world):
         assert img.size == (32, 32) and label == labels[0]
 
 
-def test_rewrites_name_every_attribute_and_human_captions_vary(tiny_world):
-    import pandas as pd
-
-    attrs = pd.read_csv(tiny_world / "train_attributes.csv")
-    rewrites = read_text_lines(tiny_world / "rewrites_k0.txt")
-    for row, text in zip(attrs.itertuples(), rewrites):
-        lower = text.lower()
-        assert row.colour in lower and row.size in lower and row.background in lower
-        assert row.shape in lower or world._plural(row.shape) in lower
+def test_human_captions_vary_and_omit_attributes(tiny_world):
     captions = read_text_lines(tiny_world / "captions.txt")
     assert len(set(captions)) > 0.6 * len(captions)
     assert max(len(c.split()) for c in captions) <= 20
     # Web-like: some captions omit the colour entirely.
     synonyms = {s for v in world.COLOUR_SYNONYMS.values() for s in v}
     assert any(not any(s in c for s in synonyms) for c in captions)
+
+
+# ----------------------------------------------------------------------------- rewrites
+
+
+def _vocabulary() -> dict[str, dict[str, str]]:
+    """attribute -> {phrase: value} from the world's word lists: the test's own reading of what a text
+    names (independent of the rewriter's `read_caption`)."""
+    def table(synonyms: dict[str, list[str]]) -> dict[str, str]:
+        return {w: value for value, words in synonyms.items() for w in (value, *words)}
+
+    shape = table(world.SHAPE_SYNONYMS)
+    shape.update({world._plural(w): value for w, value in list(shape.items())})
+    return {"shape": shape, "colour": table(world.COLOUR_SYNONYMS), "size": table(world.SIZE_SYNONYMS),
+            "count": {word: str(n) for n, word in world.COUNT_WORDS.items()},
+            "position": table(world.QUADRANT_SYNONYMS), "background": {b: b for b in world.BACKGROUNDS}}
+
+
+VOCABULARY = _vocabulary()
+PATTERNS = {a: re.compile(r"\b(" + "|".join(map(re.escape, sorted(forms, key=len, reverse=True))) + r")\b")
+            for a, forms in VOCABULARY.items()}
+
+
+def _named(text: str) -> dict[str, set[str]]:
+    """{attribute: the values a text names}, for every attribute it names."""
+    lower = text.lower()
+    return {a: {VOCABULARY[a][m] for m in pattern.findall(lower)} for a, pattern in PATTERNS.items()
+            if pattern.search(lower)}
+
+
+def _truth(scene: world.Scene) -> dict[str, str]:
+    return {"shape": scene.shape, "colour": scene.colour, "size": scene.size, "count": str(scene.count),
+            "position": scene.position, "background": scene.background}
+
+
+@pytest.fixture(scope="module")
+def default_world(repo):
+    """The embedded default world's training pairs (config.yaml), without writing images: ~12 s."""
+    w = load_config(repo / "config.yaml")["world"]
+    examples = world.training_examples(w["seed"], w["n_train"], w["image_size"], w["n_rewrites"],
+                                       w["max_caption_words"], w["rewrite_hallucination_rate"])
+    return w, [(scene, caption, rewrites) for scene, _, caption, rewrites in examples]
+
+
+def test_rewrites_name_only_their_caption_plus_chance_hallucinations(default_world):
+    """Over the whole default world: every attribute value a rewrite names is named by its caption,
+    except at most one added attribute per rewrite (an LLM hallucination). Those come at about the
+    configured rate and agree with the image no more than chance under the prior (1 / number of values;
+    sample_scene draws every value equally often): within 4 binomial standard errors, per attribute and
+    pooled. A rewriter that reads the image fails both (its additions are always true)."""
+    w, pairs = default_world
+    rate = w["rewrite_hallucination_rate"]
+    violations, added = [], []              # added: (attribute, agrees with the image)
+    for scene, caption, rewrites in pairs:
+        said, truth = _named(caption), _truth(scene)
+        for text in rewrites:
+            new = {a: v for a, v in _named(text).items() if not v <= said.get(a, set())}
+            if len(new) > 1 or any(a in said or a == "count" or len(v) > 1 for a, v in new.items()):
+                violations.append((caption, text))
+            elif new:
+                (a, values), = new.items()
+                added.append((a, truth[a] in values))
+    assert not violations, f"{len(violations)} rewrites name what their caption does not, e.g. {violations[:3]}"
+    n = len(pairs) * w["n_rewrites"]
+    assert n == 16384 * 4 and 0 < rate < 1
+    se = math.sqrt(rate * (1 - rate) / n)
+    # at most the rate; a little below it since a caption naming everything leaves nothing to add
+    assert 0.9 * rate - 4 * se <= len(added) / n <= rate + 4 * se, len(added) / n
+    expected = variance = agreed = 0.0
+    for attribute in world.PRIOR:
+        hits = [ok for a, ok in added if a == attribute]
+        chance = 1 / len(set(VOCABULARY[attribute].values()))
+        margin = 4 * math.sqrt(chance * (1 - chance) / max(len(hits), 1))
+        assert len(hits) >= 30, (attribute, len(hits))
+        assert abs(np.mean(hits) - chance) <= margin, (attribute, np.mean(hits), chance, margin)
+        expected, variance, agreed = (expected + chance * len(hits), variance + chance * (1 - chance) * len(hits),
+                                      agreed + sum(hits))
+    assert abs(agreed - expected) <= 4 * math.sqrt(variance), (agreed, expected, math.sqrt(variance))
+
+
+def test_rewrite_paraphrases_its_caption_and_hallucinates_at_the_given_rate():
+    rng = np.random.default_rng(0)
+    caption = "two big crimson boxes on striped background"
+    plain = [world.rewrite_caption(caption, rng, 0.0, 20) for _ in range(200)]
+    assert all(_named(t) == _named(caption) for t in plain)
+    assert len(set(plain)) > 50 and caption not in plain
+    assert {"squares", "red", "large"} <= {w for t in plain for w in t.lower().replace(",", "").split()}
+    # rate 1: exactly one attribute more, never a count, a position only for a single object
+    for caption, open_slots in [("a crimson box", {"size", "position", "background"}),
+                                ("some boxes", {"colour", "size", "background"})]:
+        always = [_named(world.rewrite_caption(caption, rng, 1.0, 20)) for _ in range(200)]
+        assert all(len(t) == len(_named(caption)) + 1 for t in always)
+        assert {a for t in always for a in t} - set(_named(caption)) == open_slots
+    junk = [world.rewrite_caption("stock photo", rng, 0.0, 20) for _ in range(50)]
+    assert all("stock photo" in t.lower() and not _named(t) for t in junk)
+    assert all(len(t.split()) <= 6 for t in (world.rewrite_caption(caption, rng, 1.0, 6) for _ in range(50)))
+
+
+def test_rewrite_settings_change_only_the_rewrites(tmp_path):
+    kwargs = dict(seed=2, n_train=40, n_eval=10, image_size=32, n_rewrites=2, max_caption_words=20)
+    world.generate_world(tmp_path / "a", rewrite_hallucination_rate=0.0, **kwargs)
+    world.generate_world(tmp_path / "b", rewrite_hallucination_rate=1.0, **kwargs)
+    a, b = _all_files(tmp_path / "a"), _all_files(tmp_path / "b")
+    rewrite_files = {"rewrites_k0.txt", "rewrites_k1.txt", "world.json"}
+    assert a.keys() == b.keys() and rewrite_files <= a.keys()
+    assert all(a[k] == b[k] for k in a.keys() - rewrite_files)
+    assert a["rewrites_k0.txt"] != b["rewrites_k0.txt"]
 
 
 def test_eval_labels_are_balanced_and_match_rendered_scene(tmp_path):

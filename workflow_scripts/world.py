@@ -3,17 +3,21 @@
 Each training image holds 1-3 copies of one object (shape, colour, size) in distinct quadrants on a
 textured background, with nuisance variation (colour jitter, pixel noise, a distractor dot, partial
 occlusion). Each image gets one "human" caption, varied like web alt-text (templates, synonyms, omitted
-attributes, word order, occasional junk), and K LaCLIP-style rewrites that name every attribute
-consistently. Downstream sets are ImageFolder directories with different label spaces (shape ~ CIFAR-10,
-shape x colour ~ CIFAR-100, colour, count, position). The same seed gives byte-identical files.
+attributes, word order, occasional junk), and K LaCLIP-style rewrites made, like LaCLIP's LLM rewrites,
+from the caption's text alone: paraphrases that name what the caption names, plus at a configurable rate
+one "hallucinated" attribute drawn from the world's prior, blind to the image. Downstream sets are
+ImageFolder directories with different label spaces (shape ~ CIFAR-10, shape x colour ~ CIFAR-100,
+colour, count, position). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -228,27 +232,126 @@ def human_caption(scene: Scene, rng: np.random.Generator, max_words: int) -> str
     return " ".join(words[:max_words])
 
 
-REWRITE_TEMPLATES = [
-    "{a_phrase} {is_are} shown in the {where} of the image on a {bg} background.",
-    "This image features {a_phrase} against a {bg} background, located in the {where}.",
-    "On a {bg} background, {a_phrase} {is_are} placed in the {where} of the picture.",
-    "A picture with {a_phrase} in the {where}, set on a {bg} background.",
-    "The image shows {a_phrase} {where_clause} over a {bg} background.",
-    "In this picture, {a_phrase} {is_are} visible {where_clause} with a {bg} background.",
+# The world's prior over what a caption can name, as sample_scene draws it (every value equally likely;
+# the position is that of a single object). An "LLM hallucination" draws from it, blind to the image.
+PRIOR = {"shape": SHAPES, "colour": list(COLOURS), "size": list(SIZES), "position": QUADRANTS,
+         "background": BACKGROUNDS}
+SYNONYMS = {"shape": SHAPE_SYNONYMS, "colour": COLOUR_SYNONYMS, "size": SIZE_SYNONYMS,
+            "position": QUADRANT_SYNONYMS, "background": {b: [] for b in BACKGROUNDS}}
+
+
+def _surface_forms() -> dict[str, dict[str, tuple[str, bool]]]:
+    """attribute -> {phrase a caption may use: (canonical value, whether the phrase is plural)}."""
+    def table(synonyms: dict[str, list[str]]) -> dict[str, tuple[str, bool]]:
+        return {w: (value, False) for value, words in synonyms.items() for w in (value, *words)}
+
+    forms = {attribute: table(synonyms) for attribute, synonyms in SYNONYMS.items()}
+    forms["shape"].update({_plural(w): (value, True) for w, (value, _) in list(forms["shape"].items())})
+    forms["count"] = {word: (word, n > 1) for n, word in COUNT_WORDS.items()}
+    return forms
+
+
+SURFACE_FORMS = _surface_forms()
+_FORM_PATTERNS = {attribute: re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(forms, key=len, reverse=True))
+                                        + r")\b") for attribute, forms in SURFACE_FORMS.items()}
+
+
+def read_caption(text: str) -> tuple[dict[str, str], bool]:
+    """What a caption's words say, as a text-only rewriter reads them: {attribute: canonical value} for
+    each attribute it names (the first mention) and whether its object noun is plural."""
+    lower = text.lower()
+    values, plural = {}, bool(re.search(r"\bsome\b", lower))
+    for attribute, pattern in _FORM_PATTERNS.items():
+        match = pattern.search(lower)
+        if match:
+            values[attribute], is_plural = SURFACE_FORMS[attribute][match.group(1)]
+            plural = plural or is_plural
+    return values, plural
+
+
+REWRITE_FRAMES = [  # sentence frames of an LLM paraphrase; {np} the object phrase, {rest} its clauses
+    "{np}{rest}",
+    "The image shows {np}{rest}",
+    "A picture of {np}{rest}",
+    "This photo features {np}{rest}",
+    "There {is_are} {np}{rest} in this image",
+    "In this picture, {np} {is_are} visible{rest}",
 ]
+POSITION_CLAUSES = ["in the {p}", "in the {p} corner", "positioned in the {p}", "toward the {p}"]
+BACKGROUND_CLAUSES = ["on a {b} background", "against a {b} background", "set on a {b} background",
+                      "over a {b} backdrop"]
+QUANTIFIERS = ["some", "several", "a few", "a group of"]
+JUNK_FRAMES = ["{c}", "An image captioned {c}", "{a} {c}, with no further description"]
+FILLERS = [", a simple digital illustration", " in a minimalist style", ", shown in high resolution",
+           ", perfect for a presentation", " in a clean graphic style"]   # content-free: no attribute words
 
 
-def rewrite_caption(scene: Scene, k: int, rng: np.random.Generator, max_words: int) -> str:
-    """A LaCLIP-style rewrite: every attribute named, consistently, in a paraphrased sentence."""
-    noun = scene.shape if scene.count == 1 else _plural(scene.shape)
-    words = f"{scene.size} {scene.colour} {noun}"
-    a_phrase = f"{_article(words)} {words}" if scene.count == 1 else f"{COUNT_WORDS[scene.count]} {words}"
-    where = scene.position if scene.count == 1 else "corners"
-    where_clause = f"in the {where}" if scene.count == 1 else "spread over the corners"
-    template = REWRITE_TEMPLATES[(k + int(rng.integers(len(REWRITE_TEMPLATES)))) % len(REWRITE_TEMPLATES)]
-    text = template.format(a_phrase=a_phrase, is_are="is" if scene.count == 1 else "are", where=where,
-                           where_clause=where_clause, bg=scene.background)
-    text = text[0].upper() + text[1:]
+def _paraphrase_word(rng: np.random.Generator, values: dict[str, str], attribute: str) -> str:
+    """The word for a named attribute: its canonical value (as an LLM tends to normalise) or one of its
+    synonyms; "" when the attribute is not named."""
+    if attribute not in values:
+        return ""
+    value = values[attribute]
+    return value if rng.random() < 0.6 else _pick(rng, SYNONYMS[attribute][value])
+
+
+def _object_phrase(values: dict[str, str], plural: bool, rng: np.random.Generator) -> str:
+    """The noun phrase naming exactly the object attributes in `values` (shape, colour, size, count)."""
+    noun = _paraphrase_word(rng, values, "shape") or _pick(rng, ["object", "shape"])
+    noun = _plural(noun) if plural else noun
+    size = _paraphrase_word(rng, values, "size")
+    colour = _paraphrase_word(rng, values, "colour")
+    if colour and rng.random() < 0.3:     # reordered: the colour after the noun
+        words = f"{size} {noun} {_pick(rng, ['in', 'coloured'])} {colour}"
+    else:
+        words = f"{size} {colour} {noun}"
+    words = " ".join(words.split())
+    if not plural:
+        return f"{_article(words)} {words}"
+    return f"{values.get('count') or _pick(rng, QUANTIFIERS)} {words}"
+
+
+def rewrite_caption(caption: str, rng: np.random.Generator, hallucination_rate: float, max_words: int) -> str:
+    """A LaCLIP-style rewrite made from the caption's text alone, as an LLM paraphrase is.
+
+    It names what the caption names (read by `read_caption`), in canonical words or synonyms, in another
+    sentence frame, with its clauses reordered and sometimes content-free filler. With probability
+    `hallucination_rate` it also adds one attribute the caption does not name (a position only for a
+    single object; never a count), its value drawn from the world's PRIOR, independent of the image.
+    A caption that names nothing (web junk) is paraphrased around its own words.
+    """
+    named, plural = read_caption(caption)
+    values = dict(named)
+    if rng.random() < hallucination_rate:
+        unnamed = [a for a in PRIOR if a not in values and not (a == "position" and plural)]
+        if unnamed:
+            attribute = _pick(rng, unnamed)
+            values[attribute] = _pick(rng, PRIOR[attribute])
+    subject = caption.rstrip(".")
+    if not values:                                      # web junk, nothing to name: reword around it
+        text = _pick(rng, JUNK_FRAMES).format(c=subject, a=_article(subject))
+    else:
+        clauses = []
+        if "position" in values:
+            clauses.append(_pick(rng, POSITION_CLAUSES).format(p=_paraphrase_word(rng, values, "position")))
+        if "background" in values:
+            clauses.append(_pick(rng, BACKGROUND_CLAUSES).format(b=values["background"]))
+        clauses = [clauses[i] for i in rng.permutation(len(clauses))]
+        rest = "".join(" " + c for c in clauses)
+        phrase = _object_phrase(values, plural, rng)
+        is_are = "are" if plural else "is"
+        if not named:                                   # junk plus a hallucinated attribute
+            text = f"{subject} showing {phrase}{rest}"
+        elif clauses and rng.random() < 0.3:            # fronted: "On a striped background, ..."
+            text = f"{clauses[0]}, {phrase} {is_are} shown" + "".join(" " + c for c in clauses[1:])
+        else:
+            text = _pick(rng, REWRITE_FRAMES).format(np=phrase, rest=rest, is_are=is_are)
+        if len(text.split()) > max_words:
+            text = phrase + rest
+    filler = _pick(rng, FILLERS) if rng.random() < 0.4 else ""
+    if len((text + filler).split()) <= max_words:
+        text += filler
+    text = text[0].upper() + text[1:] + "."
     return " ".join(text.split()[:max_words])
 
 
@@ -311,23 +414,40 @@ def _save_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="PNG", optimize=False, compress_level=6)
 
 
+def training_examples(seed: int, n_train: int, image_size: int, n_rewrites: int, max_caption_words: int,
+                      rewrite_hallucination_rate: float) -> Iterator[tuple[Scene, np.ndarray, str, list[str]]]:
+    """The training pairs in order: (scene, pixels, human caption, its n_rewrites rewrites).
+
+    Independent streams per purpose: scenes and pixels, human captions, rewrites. Rewrite settings
+    therefore change nothing but the rewrites, and the rewrites see only the caption."""
+    train_rng, caption_rng, rewrite_rng = (np.random.default_rng([seed, i]) for i in range(3))
+    for _ in range(n_train):
+        scene = sample_scene(train_rng)
+        pixels = render(scene, image_size, train_rng)
+        caption = human_caption(scene, caption_rng, max_caption_words)
+        rewrites = [rewrite_caption(caption, rewrite_rng, rewrite_hallucination_rate, max_caption_words)
+                    for _ in range(n_rewrites)]
+        yield scene, pixels, caption, rewrites
+
+
 def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
-                   max_caption_words: int, sets: list[str] | None = None) -> dict:
+                   max_caption_words: int, sets: list[str] | None = None,
+                   rewrite_hallucination_rate: float = 0.1) -> dict:
     """Write the whole world under `out`; return its description (also written to world.json)."""
     out = Path(out)
     sets = list(EVAL_SETS) if sets is None else sets
-    # Independent streams per purpose, so that changing n_eval does not change the training set.
-    train_rng, caption_rng, rewrite_rng = (np.random.default_rng([seed, i]) for i in range(3))
     rel_paths, captions, rows = [], [], []
     rewrites: list[list[str]] = [[] for _ in range(n_rewrites)]
-    for i in progress(range(n_train), desc="training images"):
-        scene = sample_scene(train_rng)
+    examples = training_examples(seed, n_train, image_size, n_rewrites, max_caption_words,
+                                 rewrite_hallucination_rate)
+    for i, (scene, pixels, caption, scene_rewrites) in enumerate(progress(examples, total=n_train,
+                                                                           desc="training images")):
         rel = f"images/train/{i:06d}.png"
-        _save_png(out / rel, render(scene, image_size, train_rng))
+        _save_png(out / rel, pixels)
         rel_paths.append(rel)
-        captions.append(human_caption(scene, caption_rng, max_caption_words))
-        for k in range(n_rewrites):
-            rewrites[k].append(rewrite_caption(scene, k, rewrite_rng, max_caption_words))
+        captions.append(caption)
+        for k, text in enumerate(scene_rewrites):
+            rewrites[k].append(text)
         rows.append({"image": rel, "shape": scene.shape, "colour": scene.colour, "size": scene.size,
                      "count": scene.count, "position": scene.position, "background": scene.background,
                      "distractor": scene.distractor})
@@ -355,7 +475,8 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
         write_lines(out / "eval" / name / "classnames.txt", classes)
         write_lines(out / "eval" / name / "templates.txt", [template])
     info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "image_size": image_size,
-            "n_rewrites": n_rewrites, "max_caption_words": max_caption_words, "shapes": SHAPES,
+            "n_rewrites": n_rewrites, "rewrite_hallucination_rate": rewrite_hallucination_rate,
+            "max_caption_words": max_caption_words, "shapes": SHAPES,
             "colours": list(COLOURS), "sizes": list(SIZES), "positions": QUADRANTS,
             "backgrounds": BACKGROUNDS, "eval_sets": {s: EVAL_SETS[s][0] for s in sets}}
     write_json(out / "world.json", info)
@@ -371,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     w = load_config(args.config)["world"]
     info = generate_world(Path(args.out), w["seed"], w["n_train"], w["n_eval"], w["image_size"],
-                          w["n_rewrites"], w["max_caption_words"])
+                          w["n_rewrites"], w["max_caption_words"],
+                          rewrite_hallucination_rate=w["rewrite_hallucination_rate"])
     log.info("world written to %s: %d training pairs, %d rewrites each, eval sets %s",
              args.out, info["n_train"], info["n_rewrites"], ", ".join(info["eval_sets"]))
     return 0
