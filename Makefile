@@ -4,10 +4,15 @@
 VENV ?= .venv
 PYTHON ?= python3
 CORES ?= 2
+# GPUS=N caps the summed GPUs of concurrently running local jobs (--resources gpu=N); unset: no cap.
+# A cap below finetune.gpus would make Snakemake shrink the jobs' GPU requests, hence their process count.
+GPUS ?=
+# The SLURM profile name for `make preflight` (--profile $(PROFILE)); ARGS: more snakemake arguments.
+PROFILE ?= slurm
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench clean slurm-profile preflight gpu-check
 
 $(VENV)/.installed: envs/requirements-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +24,7 @@ $(VENV)/.installed: envs/requirements-cpu.txt
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
-	snakemake --profile profiles/default --cores $(CORES)
+	snakemake --profile profiles/default --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS))
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html
 
 test: $(VENV)/.installed
@@ -32,6 +37,23 @@ bench: $(VENV)/.installed
 	python bench/similarity.py
 	python bench/finetune_sweep.py
 	python bench/pruning.py
+
+# Once per cluster user: profiles/slurm with the site's values -> ~/.config/snakemake/slurm (the
+# place `snakemake --profile slurm` looks; $$XDG_CONFIG_HOME/snakemake/slurm where that is set).
+#   make slurm-profile PARTITION=cpu GPU_PARTITION=gpu ACCOUNT=my_account GPU_MODEL=a100 [STATUS=squeue] [FORCE=1]
+slurm-profile: $(VENV)/.installed
+	python -m workflow_scripts.preflight write-profile --partition "$(PARTITION)" \
+	    --gpu-partition "$(GPU_PARTITION)" --account "$(ACCOUNT)" --gpu-model "$(GPU_MODEL)" \
+	    $(if $(STATUS),--status-command $(STATUS)) $(if $(FORCE),--force)
+
+# Cluster dry run + site checks (partitions, accounts, status command); prints each rule's sbatch options.
+#   make preflight ARGS="--configfile my_cluster.yaml"
+preflight: $(VENV)/.installed
+	python -m workflow_scripts.preflight check --profile $(PROFILE) $(ARGS)
+
+# On a GPU machine: the GPU code paths against their CPU counterparts (bench/gpu_check.py).
+gpu-check: $(VENV)/.installed
+	python bench/gpu_check.py $(ARGS)
 
 clean:
 	rm -rf results logs benchmarks .snakemake

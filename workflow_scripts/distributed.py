@@ -66,6 +66,18 @@ def config_device(config: dict, want_gpu: bool = False, local_rank: int = 0) -> 
     return select_device(compute["device"], want_gpu, compute["allow_cpu_fallback"], local_rank)
 
 
+def check_gpu_count(dev: torch.device, local_processes: int) -> None:
+    """One process per GPU: a job that starts more processes on a node than torch sees GPUs there (e.g.
+    finetune.gpus: 4 on a 2-GPU workstation) stops instead of stacking ranks on the same device."""
+    if dev.type != "cuda":
+        return
+    have = torch.cuda.device_count()
+    if local_processes > have:
+        raise InputError(f"this job starts {local_processes} processes, one per GPU (finetune.gpus), but torch "
+                         f"sees {have} GPU(s) here (CUDA_VISIBLE_DEVICES="
+                         f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); set finetune.gpus to at most {have}")
+
+
 def init(config: dict, want_gpu: bool = False) -> Dist:
     """Initialise torch.distributed from torchrun's environment (no-op for a single process) on the
     device the config's compute section selects."""
@@ -73,6 +85,7 @@ def init(config: dict, want_gpu: bool = False) -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = config_device(config, want_gpu, local_rank)
+    check_gpu_count(dev, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         if dev.type == "cuda":
@@ -106,6 +119,16 @@ def all_gather(x: torch.Tensor, d: Dist) -> torch.Tensor:
         return x
     parts = [torch.empty_like(x) for _ in range(d.world_size)]
     dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def gather_rows(x: torch.Tensor, d: Dist) -> torch.Tensor:
+    """all_gather(x) with this rank's own rows in place as x itself (the others without gradient): a loss of
+    the gathered batch back-propagates into this rank's rows only."""
+    if not d.enabled:
+        return x
+    parts = list(all_gather(x.detach(), d).split(x.shape[0]))
+    parts[d.rank] = x
     return torch.cat(parts, dim=0)
 
 
