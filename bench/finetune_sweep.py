@@ -64,8 +64,7 @@ def _flops(fn) -> int:
 def arithmetic(spec: dict, n_images: int, n_texts: int, steps: int, batch: int) -> tuple[float, float]:
     """(extraction, sweep) floating-point operations, counted by torch's FlopCounterMode on one batch
     of the towers and one fine-tune step: what the two sides cost at equal arithmetic efficiency."""
-    from workflow_scripts.models import (get_tokenizer, image_features, linear_projections, preprocess_config,
-                                         text_features)
+    from workflow_scripts.models import Head, get_tokenizer, image_features, preprocess_config, text_features
 
     model = build_model(spec["arch"]).eval()
     size = preprocess_config(model, spec)["image_size"]
@@ -74,14 +73,15 @@ def arithmetic(spec: dict, n_images: int, n_texts: int, steps: int, batch: int) 
     with torch.no_grad():
         per_image = _flops(lambda: image_features(model, images)) / 8
         per_text = _flops(lambda: text_features(model, tokens)) / 8
-        image_p, text_p = linear_projections(model)
-        fi, ft = torch.randn(batch, image_p.in_features), torch.randn(batch, text_p.in_features)
+        head = Head.from_model(model)
+        fi, ft = torch.randn(batch, head.image.in_features), torch.randn(batch, head.text.in_features)
+    for p in head.parameters:
+        p.requires_grad_(True)
 
-        def step():
-            _, _, gi, gt = finetune.clip_loss_grads(image_p(fi), text_p(ft), 14.3)
-            image_p.grads(fi, gi), text_p.grads(ft, gt)
+    def step():   # forward and backward; the optimizer update is elementwise, not counted
+        finetune.clip_loss(head.image(fi), head.text(ft), 14.3)[0].backward()
 
-        per_step = _flops(step)
+    per_step = _flops(step)
     return per_image * n_images + per_text * n_texts, per_step * steps
 
 

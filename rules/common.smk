@@ -134,16 +134,31 @@ def eval_inputs(wildcards):
     return [eval_set_input(s) for s in EVAL_SETS]
 
 
+# The feature cache of a model: an index (image paths, captions, projection head) and two memory-mapped arrays.
+FEATURE_CACHE = {
+    "index": "results/features/{model}/train.npz",
+    "image": "results/features/{model}/train.image.npy",
+    "text": "results/features/{model}/train.text.npy",
+}
+
+
 def feature_cache_input(wildcards):
     """Cached mode reads the model's feature cache; end2end reads images itself."""
     if config["finetune"]["mode"] == "cached":
-        return f"results/features/{wildcards.model}/train.npz"
+        return expand(list(FEATURE_CACHE.values()), model=wildcards.model)
     return []
 
 
 def nproc(wildcards, resources):
-    """torchrun processes: one per GPU, or finetune.processes CPU (gloo) processes."""
+    """Processes of a job: one per GPU, or finetune.processes CPU (gloo) processes."""
     return resources.gpu if resources.gpu > 0 else config["finetune"]["processes"]
+
+
+def launcher(wildcards, resources):
+    """How a job starts its Python module: plain `python` for one process (torchrun's own start-up costs
+    as much as a cached fine-tune's work), torchrun only for several processes (GPUs or gloo ranks)."""
+    n = nproc(wildcards, resources)
+    return "python" if n == 1 else f"torchrun --standalone --nproc-per-node={n}"
 
 
 def eval_tables(kind):

@@ -86,8 +86,8 @@ rule evaluate_finetune:
 
 rule pruning_sweep:
     input:
-        code=code("pruning", "zeroshot", "purity", "models", "checkpoints"),
-        checkpoint="results/pretrain/{model}/checkpoint.pt",
+        code=code("pruning", "zeroshot", "purity", "evaluate", "evalsets", "data"),
+        projections="results/eval/pretrained/{model}/projections.npz",
         embeddings=lambda wildcards: expand(
             "results/eval/pretrained/{model}/embeddings/{evalset}.npz",
             model=wildcards.model,
@@ -117,5 +117,5 @@ rule pruning_sweep:
         "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.pruning --config {params.config} --model {wildcards.model}"
-        " --checkpoint {input.checkpoint} --embeddings {input.embeddings} --out {output.table}"
+        " --projections {input.projections} --embeddings {input.embeddings} --out {output.table}"
         " --summary {output.summary} {output.csv} > {log} 2>&1"

@@ -8,7 +8,7 @@ rule extract_features:
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
     output:
-        "results/features/{model}/train.npz",
+        **FEATURE_CACHE,
     log:
         "logs/extract_features/{model}.log",
     benchmark:
@@ -16,7 +16,7 @@ rule extract_features:
     params:
         config=CONFIG,
         settings={k: config["finetune"][k] for k in ("views", "augment")},
-        nproc=nproc,
+        launch=launcher,
     threads: 2
     resources:
         gpu=gpus(),
@@ -26,9 +26,9 @@ rule extract_features:
         "../envs/workflow.yaml"
     shell:
         LOG_VISIBLE_GPUS
-        + "torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.features"
+        + "{params.launch} -m workflow_scripts.features"
         " --config {params.config} --model {wildcards.model} --checkpoint {input.checkpoint}"
-        " --out {output} --gpus {resources.gpu} >> {log} 2>&1"
+        " --out {output.index} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 rule finetune:
@@ -49,10 +49,10 @@ rule finetune:
         config=CONFIG,
         settings=FINETUNE_SETTINGS,
         features=lambda wildcards, input: (
-            f"--features {input.features}" if input.features else ""
+            f"--features {input.features[0]}" if input.features else ""
         ),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
-        nproc=nproc,
+        launch=launcher,
     threads: 1
     resources:
         gpu=gpus(),
@@ -62,7 +62,7 @@ rule finetune:
         "../envs/workflow.yaml"
     shell:
         LOG_VISIBLE_GPUS
-        + "torchrun --standalone --nproc-per-node={params.nproc} -m workflow_scripts.finetune"
+        + "{params.launch} -m workflow_scripts.finetune"
         " --config {params.config} --model {wildcards.model} --strategy {wildcards.strategy}"
         " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --train-csv {input.csv} {params.features} --out-dir {params.out_dir}"

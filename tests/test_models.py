@@ -326,35 +326,35 @@ def test_projection_parameters_are_the_models_own(model):
     model.zero_grad()
 
 
-def test_linear_projections_apply_and_differentiate_like_autograd(model):
-    """Projection(x) == project_image/project_text, and Projection.grads == autograd's gradients of the
-    model's own parameters (built-in ViT: x @ P; timm / LaCLIP layout: nn.Linear, weight transposed)."""
+def test_linear_projections_and_the_detached_head_apply_like_the_model(model):
+    """Projection(x) == project_image/project_text over the model's own parameters (built-in ViT: x @ P;
+    timm / LaCLIP layout: nn.Linear, weight transposed); the Head copied from the model, carried as plain
+    arrays and rebuilt, applies the same maps under the same state-dict names, with the model's logit scale,
+    and its rows() are projection_matrices()."""
     image, text = M.linear_projections(model)
     own = {id(p) for p in M.projection_parameters(model).values()}
     assert {id(p) for p in image.parameters + text.parameters} == own
+    head = M.Head.from_arrays(M.Head.from_model(model).to_arrays(), "test")
+    assert set(head.names) == set(M.projection_parameters(model))
+    assert head.logit_scale == pytest.approx(float(model.logit_scale.exp()))
     g = torch.Generator().manual_seed(0)
-    for proj, apply in ((image, M.project_image), (text, M.project_text)):
+    for proj, copy, apply in ((image, head.image, M.project_image), (text, head.text, M.project_text)):
         x = torch.randn(5, proj.in_features, generator=g)
-        out = proj(x)
-        torch.testing.assert_close(out, apply(model, x))
-        upstream = torch.randn(out.shape, generator=g)
-        model.zero_grad()
-        apply(model, x).backward(upstream)
-        for p, grad in zip(proj.parameters, proj.grads(x, upstream)):
-            torch.testing.assert_close(grad, p.grad)
-    model.zero_grad()
+        torch.testing.assert_close(proj(x), apply(model, x))
+        torch.testing.assert_close(copy(x), apply(model, x))
+    for rows, want in zip(head.matrices(), M.projection_matrices(model)):
+        torch.testing.assert_close(rows, want, rtol=0, atol=0)
+    with pytest.raises(M.InputError, match="no usable projection head"):
+        M.Head.from_arrays({}, "cache.npz")
 
 
 def test_projection_with_bias_and_non_linear_heads():
     g = torch.Generator().manual_seed(1)
     lin = torch.nn.Linear(4, 3)
     proj = M._linear(lin, "test")
-    x, up = torch.randn(6, 4, generator=g), torch.randn(6, 3, generator=g)
+    x = torch.randn(6, 4, generator=g)
     torch.testing.assert_close(proj(x), lin(x))
-    lin(x).backward(up)
-    gw, gb = proj.grads(x, up)
-    torch.testing.assert_close(gw, lin.weight.grad)
-    torch.testing.assert_close(gb, lin.bias.grad)
+    torch.testing.assert_close(proj.rows(), lin.weight.detach(), rtol=0, atol=0)
     with pytest.raises(M.InputError, match="needs a linear projection"):
         M._linear(torch.nn.Sequential(lin, torch.nn.GELU()), "text tower")
 

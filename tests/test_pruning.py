@@ -145,16 +145,15 @@ def test_summary_is_mean_and_sd_over_random_draws(world):
 
 
 def test_cli_end_to_end(tmp_path):
-    """The CLI ranks neurons from a checkpoint and sweeps cached embeddings of two sets."""
-    from workflow_scripts.checkpoints import save_checkpoint
+    """The CLI ranks neurons from a checkpoint's projections and sweeps cached embeddings of two sets."""
     from workflow_scripts.config import validate_config
     from workflow_scripts.io import save_npz
     from workflow_scripts.models import build_model, projection_matrices
 
     torch.manual_seed(0)
     model = build_model("fp-test-vit")
-    ckpt = tmp_path / "ckpt.pt"
-    save_checkpoint(ckpt, model.state_dict(), epoch=0, meta={"arch": "fp-test-vit"})
+    ckpt = tmp_path / "projections.npz"
+    save_npz(ckpt, **dict(zip(("image", "text"), (m.numpy() for m in projection_matrices(model)))))
     cfg = validate_config({"world": {"enabled": False}, "finetune": {"models": ["m"]},
                            "models": {"m": {"source": "pretrain", "arch": "fp-test-vit"}},
                            "evaluate": {"pruning": {"models": ["m"], "kept_fractions": [0.25, 0.5],
@@ -169,7 +168,7 @@ def test_cli_end_to_end(tmp_path):
         save_npz(tmp_path / f"{name}.npz", image=img, labels=np.arange(30) % n_classes, classifier=W)
         paths.append(str(tmp_path / f"{name}.npz"))
     out = tmp_path / "pruning.parquet"
-    assert pruning.main(["--config", str(tmp_path / "config.yaml"), "--model", "m", "--checkpoint", str(ckpt),
+    assert pruning.main(["--config", str(tmp_path / "config.yaml"), "--model", "m", "--projections", str(ckpt),
                          "--embeddings", *paths, "--out", str(out), str(tmp_path / "pruning.csv"),
                          "--summary", str(tmp_path / "summary.parquet")]) == 0
     table = pd.read_parquet(out)
@@ -185,5 +184,5 @@ def test_cli_end_to_end(tmp_path):
     assert got == pytest.approx(expect)
     save_npz(tmp_path / "bad.npz", image=img)
     with pytest.raises(InputError, match="missing arrays"):
-        pruning.main(["--config", str(tmp_path / "config.yaml"), "--model", "m", "--checkpoint", str(ckpt),
+        pruning.main(["--config", str(tmp_path / "config.yaml"), "--model", "m", "--projections", str(ckpt),
                       "--embeddings", str(tmp_path / "bad.npz"), "--out", str(out)])

@@ -88,3 +88,67 @@ def load_checkpoint(path: str | os.PathLike, trust_legacy_pickle: bool = False,
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return (text.splitlines() or [""])[0][:200]
+
+
+# ----------------------------------------------------------------------------- projection-only checkpoints
+
+PROJECTIONS_ONLY = "projections"   # meta["contents"] of a fine-tune's checkpoint
+
+
+def is_projection_only(checkpoint: Any) -> bool:
+    """A fine-tune's checkpoint: the trained projections plus the pretrained checkpoint's path and SHA-256."""
+    meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+    return isinstance(meta, dict) and meta.get("contents") == PROJECTIONS_ONLY
+
+
+def materialize(checkpoint: dict, path: str | os.PathLike, pretrained: str | os.PathLike | None = None,
+                trust_legacy_pickle: bool = False) -> dict:
+    """The full checkpoint of a projection-only one: the pretrained state dict with the trained projections.
+
+    `pretrained` defaults to the path recorded in the checkpoint; its SHA-256 must equal the recorded one
+    (a different or modified file is an InputError naming both), and every projection key must exist there
+    with the same shape.
+    """
+    from .io import sha256_file
+
+    meta = checkpoint["meta"]
+    base_path = Path(pretrained or meta["pretrained"])
+    if not base_path.is_file():
+        raise InputError(f"{path}: its pretrained checkpoint {base_path} is missing; pass the file's new location")
+    digest = sha256_file(base_path)
+    if digest != meta.get("pretrained_sha256"):
+        raise InputError(f"{path}: was fine-tuned from a file with SHA-256 {meta.get('pretrained_sha256')}, "
+                         f"but {base_path} has {digest}")
+    base = load_checkpoint(base_path, trust_legacy_pickle=trust_legacy_pickle)
+    state = dict(base["state_dict"] if isinstance(base, dict) and "state_dict" in base else base)
+    for key, value in checkpoint["state_dict"].items():
+        if key not in state or tuple(state[key].shape) != tuple(value.shape):
+            raise InputError(f"{path}: projection {key} {tuple(value.shape)} does not fit {base_path}")
+        state[key] = value
+    return {**checkpoint, "state_dict": state, "meta": {**meta, "contents": "full"}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from .io import setup_logging
+
+    ap = argparse.ArgumentParser(description="Build a full checkpoint (open_clip state dict in our format) from a "
+                                             "fine-tune's projection-only checkpoint.")
+    ap.add_argument("checkpoint", help="results/finetune/.../checkpoint.pt")
+    ap.add_argument("--out", required=True, help="the full checkpoint to write")
+    ap.add_argument("--pretrained", help="the pretrained checkpoint (default: the path recorded in the file)")
+    args = ap.parse_args(argv)
+    setup_logging()
+    raw = load_checkpoint(args.checkpoint)
+    if not is_projection_only(raw):
+        raise InputError(f"{args.checkpoint}: not a projection-only fine-tune checkpoint")
+    full = materialize(raw, args.checkpoint, args.pretrained)
+    save_checkpoint(args.out, full["state_dict"], full["epoch"], full.get("optimizer"), full["meta"])
+    return 0
+
+
+if __name__ == "__main__":
+    from .io import run_cli
+
+    run_cli(main)

@@ -5,7 +5,11 @@ fine-tuning, so one extraction per (model, training set) serves every Cs, strate
 `views` > 1 each image is cached under several seeded augmentations (views = epochs reproduces the
 end-to-end augmentation distribution). Extraction shards across torchrun ranks.
 
-    torchrun --standalone --nproc-per-node=1 -m workflow_scripts.features --config C --model clip \\
+The cache is an index `<stem>.npz` (image paths, distinct captions, settings, and the model's projection
+head as plain arrays: `models.Head`) with the features beside it as uncompressed `<stem>.image.npy` and
+`<stem>.text.npy`, which readers memory-map instead of copying (a CC3M-size cache is ~10 GB).
+
+    python -m workflow_scripts.features --config C --model clip \\
         --checkpoint results/pretrain/clip/checkpoint.pt --out results/features/clip/train.npz
 """
 
@@ -24,7 +28,8 @@ from . import distributed
 from .config import load_config
 from .data import load_image_array, read_pairs_csv, read_text_lines, to_model_input
 from .errors import InputError
-from .io import derive_seed, load_npz, progress, run_cli, save_npz, setup_logging
+from .io import (derive_seed, load_array, load_npz, progress, run_cli, save_array, save_npz, setup_logging,
+                 sha256_file)
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +100,25 @@ def unique_captions(captions: Sequence[str]) -> tuple[list[str], np.ndarray]:
     return list(index), ids
 
 
+def cache_array_paths(index: str | os.PathLike) -> dict[str, Path]:
+    """The feature arrays beside a cache's index file `<stem>.npz`: `<stem>.image.npy`, `<stem>.text.npy`."""
+    index = Path(index)
+    return {key: index.with_name(f"{index.stem}.{key}.npy") for key in ("image", "text")}
+
+
 def load_feature_cache(path: str | os.PathLike) -> dict:
-    """Read a cache written by extract(); names the file if it is unusable."""
+    """Read a cache written by extract(): the index (image paths, distinct texts, views, projection head)
+    with `image` (views, N, width) and `text` (T, width) memory-mapped; names the file if it is unusable."""
     data = load_npz(path)
-    for key in ("image", "text", "image_paths", "texts"):
+    for key in ("image_paths", "texts"):
         if key not in data:
             raise InputError(f"{path}: feature cache lacks '{key}'; delete it to re-extract")
+    for key, array_path in cache_array_paths(path).items():
+        data[key] = load_array(array_path)
+    if data["image"].ndim != 3 or data["image"].shape[1] != len(data["image_paths"]) \
+            or data["text"].ndim != 2 or data["text"].shape[0] != len(data["texts"]):
+        raise InputError(f"{path}: feature arrays {data['image'].shape} / {data['text'].shape} do not match its "
+                         f"{len(data['image_paths'])} images / {len(data['texts'])} texts; delete them to re-extract")
     return data
 
 
@@ -108,7 +126,7 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
     """Extract the cache for one model over data.train_csv and data.captions (all ranks call this)."""
     # the device check comes first: a GPU job without a GPU fails before the slow model imports
     d = distributed.init(config, want_gpu)
-    from .models import get_tokenizer, load_model, preprocess_config
+    from .models import Head, get_tokenizer, load_model, preprocess_config
 
     spec = config["models"][model_name]
     ft = config["finetune"]
@@ -140,8 +158,13 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
         distributed.barrier(d)
         shard.unlink()
     if d.is_main:
-        save_npz(out, image=img, text=txt, image_paths=np.asarray(rel_paths), texts=np.asarray(texts),
-                 views=np.int64(ft["views"]), augment=np.bool_(ft["augment"]))
+        arrays = cache_array_paths(out)
+        save_array(arrays["image"], img)
+        save_array(arrays["text"], txt)
+        # the index last: the projection head rides along, so that cached fine-tunes never build the model
+        save_npz(out, image_paths=np.asarray(rel_paths), texts=np.asarray(texts), views=np.int64(ft["views"]),
+                 augment=np.bool_(ft["augment"]), checkpoint_sha256=np.asarray(sha256_file(checkpoint)),
+                 **Head.from_model(model).to_arrays())
         log.info("feature cache %s: image %s, text %s", out, img.shape, txt.shape)
     distributed.shutdown()
 

@@ -5,18 +5,21 @@ linear warmup from lr_start over warmup_epochs then cosine to lr_end, set per st
 cosine_scheduler; the CLIP loss of the global batch (gathered from all ranks). Unlike the original the run
 always starts from the given pretrained checkpoint and trains exactly `epochs` epochs.
 
-The step takes its gradients in closed form (`clip_loss_grads`, `models.Projection.grads`) and applies
-torch's AdamW update itself (`AdamW`): with cached features a step is a few small matrix products, and
-autograd plus torch.optim cost more than the arithmetic (tests check both against autograd and
-torch.optim.AdamW). The projections compute in float32 everywhere; on a GPU the frozen towers run under
-fp16 autocast (`models.tower_autocast`), which is where the original's AMP saved time.
+The step is plain autograd through the CLIP loss and torch.optim.AdamW. (A closed-form gradient and a
+hand-written AdamW were measured against it once job start-up was cut: 1.7 s against 2.6 s for the 640
+steps of an embedded fine-tune, under 5 % of `make run`, so the library path stays.) The projections
+compute in float32 everywhere; on a GPU the frozen towers run under fp16 autocast
+(`models.tower_autocast`), which is where the original's AMP saved time.
 
 Two modes over the same loop: `cached` reads the frozen towers' features from the feature cache (a swap
-only permutes captions, so one extraction serves every Cs, strategy and seed); `end2end` runs the frozen
-towers on every batch like the original. A resumable state is written every `checkpoint_every` epochs
-and on SIGTERM/SIGUSR1; rerunning continues from it and ends with the same projections.
+only permutes captions, so one extraction serves every Cs, strategy and seed) and the projection head
+stored with it, so it imports neither open_clip nor timm and builds no model; `end2end` runs the frozen towers on every
+batch like the original. A resumable state is written every `checkpoint_every` epochs and on
+SIGTERM/SIGUSR1; rerunning continues from it and ends with the same projections. The checkpoint holds the
+projections only (`checkpoints.materialize` rebuilds the full model). One process runs as plain
+`python -m`; torchrun starts several (one per GPU, or gloo ranks on CPU).
 
-    torchrun --standalone --nproc-per-node=1 -m workflow_scripts.finetune --config C --model clip \\
+    python -m workflow_scripts.finetune --config C --model clip \\
         --strategy similarity --cs 0.3 --seed 0 --pretrained results/pretrain/clip/checkpoint.pt \\
         --train-csv results/misalign/similarity/Cs0.3/train.csv --features results/features/clip/train.npz \\
         --out-dir results/finetune/clip/similarity/Cs0.3/seed0
@@ -35,6 +38,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import distributed
 from .config import load_config
@@ -46,7 +50,7 @@ from .io import atomic_path, config_hash, derive_seed, progress, run_cli, save_n
 log = logging.getLogger(__name__)
 
 RESUME_NAME = "resume.pt"
-RESUME_FORMAT = 2          # what resume.pt holds (2: our AdamW state); part of the run hash
+RESUME_FORMAT = 3          # what resume.pt holds (3: torch.optim.AdamW state); part of the run hash
 
 
 # ----------------------------------------------------------------------------- schedule and batches
@@ -75,73 +79,31 @@ def epoch_batches(n: int, global_batch: int, seed: int, epoch: int) -> np.ndarra
 # ----------------------------------------------------------------------------- loss
 
 
-def clip_loss_grads(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float,
-                    eps: float = 1e-12) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The original CLIPLoss of one (global) batch and its gradient w.r.t. the raw embeddings, in closed form.
-
-    loss = (CE(s A B^T, I) + CE(s B A^T, I)) / 2 with A, B the rows of image_emb, text_emb normalised as
-    F.normalize(x, eps) does, s = logit_scale (already exp'ed) and I the diagonal labels. With
-    P_r / P_c the row / column softmax of L = s A B^T and m rows, dloss/dL = (P_r + P_c - 2 I) / (2 m);
-    the chain rule through the product and the normalisation gives the gradients. One logit matrix and
-    about 30 tensor operations instead of autograd over two logit matrices: with cached tower features
-    this step is the whole cost of a fine-tune. Returns (loss, clip_acc %, d loss / d image_emb,
-    d loss / d text_emb), computed in float32 or wider; clip_acc is image->text top-1 over the batch
-    (argmax: the first of tied logits counts, as in the original).
-    """
-    wide = torch.promote_types(image_emb.dtype, torch.float32)
-    a, b = image_emb.to(wide), text_emb.to(wide)
-    m = a.shape[0]
-    norm_a = torch.linalg.vector_norm(a, dim=1, keepdim=True).clamp_min_(eps)
-    norm_b = torch.linalg.vector_norm(b, dim=1, keepdim=True).clamp_min_(eps)
-    a_hat, b_hat = a / norm_a, b / norm_b
-    logits = torch.mm(a_hat * logit_scale, b_hat.t())
-    acc = (logits.argmax(1) == torch.arange(m, device=logits.device)).sum() * (100.0 / m)
-    diagonal_sum = logits.diagonal().sum()
-    k = logit_scale / (2 * m)
-    grad, lse_sum = _softmax_sums(logits, logit_scale, k)     # k (P_r + P_c), in place of logits
-    grad.diagonal().sub_(2 * k)                                # = d loss / d (A B^T)
-    loss = (lse_sum - 2 * diagonal_sum) / (2 * m)
-    grad_a = _normalize_backward(torch.mm(grad, b_hat), a_hat, norm_a, eps)
-    grad_b = _normalize_backward(torch.mm(grad.t(), a_hat), b_hat, norm_b, eps)
-    return loss, acc, grad_a, grad_b
-
-
-def _softmax_sums(logits: torch.Tensor, bound: float, k: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """k * (row softmax + column softmax) of logits with entries in [-bound, bound], written over logits,
-    and the sum of all row and column log-sum-exps.
-
-    When exp(-2 bound) is a normal float (bound <= ~39 in float32, the usual CLIP temperatures up to
-    1/0.026) one exp(logits - bound) serves both softmaxes exactly; otherwise each is shifted by its own
-    maxima (two exps).
-    """
-    m = logits.shape[0]
-    if 2 * bound <= -math.log(torch.finfo(logits.dtype).tiny) - 8:
-        e = logits.sub_(bound).exp_()
-        rows, cols = e.sum(1, keepdim=True), e.sum(0, keepdim=True)
-        lse_sum = rows.log().sum() + cols.log().sum() + 2 * m * bound
-        return e.mul_(rows.reciprocal().mul_(k) + cols.reciprocal().mul_(k)), lse_sum
-    top_rows, top_cols = logits.amax(1, keepdim=True), logits.amax(0, keepdim=True)
-    e_rows = (logits - top_rows).exp_()
-    e_cols = logits.sub_(top_cols).exp_()
-    rows, cols = e_rows.sum(1, keepdim=True), e_cols.sum(0, keepdim=True)
-    lse_sum = rows.log().sum() + top_rows.sum() + cols.log().sum() + top_cols.sum()
-    return e_cols.mul_(cols.reciprocal().mul_(k)).add_(e_rows.mul_(rows.reciprocal().mul_(k))), lse_sum
-
-
-def _normalize_backward(grad_unit: torch.Tensor, unit: torch.Tensor, norm: torch.Tensor, eps: float) -> torch.Tensor:
-    """Gradient w.r.t. x of x / max(|x|, eps) (F.normalize), given the gradient w.r.t. the result."""
-    along = (grad_unit * unit).sum(1, keepdim=True).masked_fill_(norm <= eps, 0.0)
-    return torch.addcmul(grad_unit, unit, along, value=-1.0).div_(norm)
+def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original CLIPLoss of one (global) batch: mean of the image->text and text->image cross-entropies
+    of logit_scale * cos, labels on the diagonal; and clip_acc, image->text top-1 in % (argmax: the first
+    of tied logits counts, as in the original). Gradients come from autograd."""
+    a, b = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
+    logits = logit_scale * a @ b.t()
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+    acc = (logits.detach().argmax(1) == labels).sum() * (100.0 / logits.shape[0])
+    return loss, acc
 
 
 # ----------------------------------------------------------------------------- feature sources
 
 
 class CachedFeatures:
-    """Batches of pre-projection features from the cache, for one training CSV."""
+    """Batches of pre-projection features from the cache (memory-mapped), for one training CSV; `head` is
+    the model's projection head stored with the cache."""
 
     def __init__(self, cache_path: str, train_csv: str, device: torch.device):
+        from .models import Head
+
         cache = load_feature_cache(cache_path)
+        self.head = Head.from_arrays(cache, cache_path, device)
+        self.checkpoint_sha256 = str(cache["checkpoint_sha256"]) if "checkpoint_sha256" in cache else None
         rel_paths, captions = read_pairs_csv(train_csv)
         cached_paths = cache["image_paths"].tolist()
         if rel_paths != cached_paths:
@@ -196,62 +158,25 @@ class EndToEndFeatures:
 # ----------------------------------------------------------------------------- training
 
 
-class AdamW:
-    """torch.optim.AdamW's update (decoupled weight decay, no amsgrad; its single-tensor algorithm line
-    for line) over the projection tensors, with gradients passed in. The Optimizer machinery costs more
-    per step than the whole update of two small projections; tests/test_finetune.py checks equality."""
-
-    def __init__(self, params: list[torch.Tensor], betas: Sequence[float], eps: float, weight_decay: float):
-        self.params = params
-        self.beta1, self.beta2 = (float(b) for b in betas)
-        self.eps, self.weight_decay = float(eps), float(weight_decay)
-        self.steps = 0
-        self.exp_avg = [torch.zeros_like(p) for p in params]
-        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor], lr: float) -> None:
-        self.steps += 1
-        step_size = lr / (1 - self.beta1 ** self.steps)
-        bias_correction2_sqrt = (1 - self.beta2 ** self.steps) ** 0.5
-        for p, g, m, v in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
-            p.mul_(1 - lr * self.weight_decay)
-            m.lerp_(g, 1 - self.beta1)
-            v.mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-            p.addcdiv_(m, (v.sqrt() / bias_correction2_sqrt).add_(self.eps), value=-step_size)
-
-    def state_dict(self) -> dict:
-        return {"steps": self.steps, "exp_avg": [t.detach().cpu() for t in self.exp_avg],
-                "exp_avg_sq": [t.detach().cpu() for t in self.exp_avg_sq]}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.steps = int(state["steps"])
-        for mine, saved in zip(self.exp_avg + self.exp_avg_sq, state["exp_avg"] + state["exp_avg_sq"]):
-            mine.copy_(saved)
-
-
-def train(model, features: Callable, n: int, settings: dict, seed: int, d: distributed.Dist,
+def train(head, features: Callable, n: int, settings: dict, seed: int, d: distributed.Dist,
           resume_path: Path | None = None, run_hash: str = "", stop: distributed.StopSignal | None = None,
           on_epoch: Callable[[list[dict]], None] | None = None) -> list[dict]:
     """Run the fine-tune loop; returns the per-epoch log (also passed to on_epoch after every epoch).
 
-    Only the two projections change (they are updated in place); logit_scale and the towers stay frozen.
-    Resumes from resume_path when it exists and belongs to the same run (run_hash)."""
-    from .models import linear_projections
-
-    for p in model.parameters():
-        p.requires_grad_(False)        # no autograd: the step computes its gradients itself
-    projections = linear_projections(model)
-    params = [p for proj in projections for p in proj.parameters]
-    name_of = {id(p): k for k, p in model.named_parameters()}
+    Only the two projections of `head` (a `models.Head`) change, in place; logit_scale and the towers stay
+    frozen. Resumes from resume_path when it exists and belongs to the same run (run_hash)."""
+    projections = (head.image, head.text)
+    params = [p.requires_grad_(True) for p in head.parameters]
+    name_of = {id(t): k for k, t in head.names.items()}
     names = [name_of[id(p)] for p in params]                  # state-dict names, as saved in resume.pt
-    optimizer = AdamW(params, settings["betas"], settings["eps"], settings["weight_decay"])
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"], betas=tuple(settings["betas"]), eps=settings["eps"],
+                                  weight_decay=settings["weight_decay"])
     epochs, batch = settings["epochs"], settings["batch_size"]
     global_batch = batch * d.world_size
     iters = n // global_batch
     lrs = lr_schedule(settings["lr"], settings["lr_start"], settings["lr_end"], settings["warmup_epochs"],
                       epochs, iters)
-    logit_scale = float(model.logit_scale.detach().exp())
+    logit_scale = head.logit_scale
     history: list[dict] = []
     start_epoch, start_step, sums = 0, 0, [0.0, 0.0]
     if resume_path is not None and resume_path.exists():
@@ -305,24 +230,25 @@ def train(model, features: Callable, n: int, settings: dict, seed: int, d: distr
     return history
 
 
-@torch.no_grad()
-def _step(projections, optimizer: AdamW, img_f: torch.Tensor, txt_f: torch.Tensor, logit_scale: float,
-          lr: float, d: distributed.Dist) -> tuple[float, float]:
+def _step(projections, optimizer: torch.optim.Optimizer, img_f: torch.Tensor, txt_f: torch.Tensor,
+          logit_scale: float, lr: float, d: distributed.Dist) -> tuple[float, float]:
     """One optimizer step on one global batch, given this rank's features; returns its (loss, clip_acc %).
 
-    Every rank projects its own rows, gathers all ranks' embeddings and takes the closed-form gradient of
-    the global-batch CLIP loss (`clip_loss_grads`); the projection gradients of its own rows, summed over
-    ranks, are exactly the original's (all_gather with gradient, each rank's local-row loss, gradients
-    averaged by DDP), and its mean loss is the global-batch loss.
+    Every rank projects its own rows and computes the CLIP loss of the whole global batch, with the other
+    ranks' embeddings gathered without gradient: its gradients are those of its own rows, and their sum
+    over ranks (all-reduced) is exactly the gradient of the global-batch loss, as the original's all_gather
+    with gradient + DDP mean gives.
     """
     image, text = projections
     img_e, txt_e = image(img_f), text(txt_f)
-    img_all, txt_all = distributed.all_gather(img_e, d), distributed.all_gather(txt_e, d)
-    loss, acc, grad_img, grad_txt = clip_loss_grads(img_all, txt_all, logit_scale)
-    rows = slice(d.rank * img_e.shape[0], (d.rank + 1) * img_e.shape[0])
-    grads = image.grads(img_f, grad_img[rows]) + text.grads(txt_f, grad_txt[rows])
-    distributed.all_reduce_sum_(grads, d)
-    optimizer.step(grads, lr)
+    loss, acc = clip_loss(distributed.gather_rows(img_e, d), distributed.gather_rows(txt_e, d), logit_scale)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    distributed.all_reduce_sum_([p.grad for p in params], d)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
     return float(loss), float(acc)
 
 
@@ -340,9 +266,13 @@ def _stop_requested(stop: distributed.StopSignal | None, d: distributed.Dist) ->
 
 def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pretrained: str, train_csv: str,
         features_path: str | None, out_dir: str, want_gpu: bool = False) -> list[dict]:
-    """Fine-tune one (model, strategy, Cs, seed) and write checkpoint.pt, log.jsonl and projections.npz."""
+    """Fine-tune one (model, strategy, Cs, seed) and write checkpoint.pt, log.jsonl and projections.npz.
+
+    checkpoint.pt holds the projections only, with the pretrained checkpoint's path and SHA-256
+    (`checkpoints.materialize` rebuilds the full model). In cached mode no model is built: the projection
+    head comes with the feature cache."""
     from .checkpoints import save_checkpoint
-    from .models import load_model, projection_matrices
+    from .io import sha256_file
 
     ft = config["finetune"]
     spec = config["models"][model_name]
@@ -350,19 +280,23 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(spec, pretrained).to(d.device).eval()
     if ft["mode"] == "cached":
         if not features_path:
             raise InputError("finetune.mode is 'cached' but no --features cache was given")
         source = CachedFeatures(features_path, train_csv, d.device)
+        head, pretrained_sha256 = source.head, source.checkpoint_sha256 or sha256_file(pretrained)
     else:
+        from .models import Head, load_model
+
+        model = load_model(spec, pretrained).to(d.device).eval()
         source = EndToEndFeatures(model, spec, train_csv, config["data"]["image_root"], ft["augment"],
                                   seed, d.device)
+        head, pretrained_sha256 = Head.from_model(model), sha256_file(pretrained)
     settings = {k: ft[k] for k in ("mode", "epochs", "batch_size", "lr", "lr_start", "lr_end", "warmup_epochs",
                                    "weight_decay", "betas", "eps", "views", "augment")}
     run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name,
                             "strategy": strategy, "cs": cs, "seed": seed, "world_size": d.world_size,
-                            "checkpoint": _file_id(pretrained)})
+                            "checkpoint": pretrained_sha256})
     stop = distributed.StopSignal()
     log_path = out / "log.jsonl"
 
@@ -370,7 +304,7 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
         write_lines(log_path, [json.dumps(r, sort_keys=True) for r in history])
 
     try:
-        history = train(model, source, source.n, {**settings, "checkpoint_every": ft["checkpoint_every"]}, seed, d,
+        history = train(head, source, source.n, {**settings, "checkpoint_every": ft["checkpoint_every"]}, seed, d,
                         resume_path=out / RESUME_NAME, run_hash=run_hash, stop=stop, on_epoch=write_log)
     finally:
         stop.restore()
@@ -378,21 +312,15 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
         write_log(history)
         meta = {"model": model_name, "arch": spec["arch"], "strategy": strategy, "cs": float(cs), "seed": seed,
                 "mode": ft["mode"], "processes": d.world_size, "config_hash": run_hash,
-                "pretrained": str(pretrained)}
-        opt_state = None  # the optimizer state is in resume.pt while training; the final file stays small
-        save_checkpoint(out / "checkpoint.pt", model.state_dict(), epoch=ft["epochs"], optimizer=opt_state,
-                        meta=meta)
-        image_p, text_p = projection_matrices(model)
+                "contents": "projections", "pretrained": str(pretrained), "pretrained_sha256": pretrained_sha256}
+        # the optimizer state is in resume.pt while training; the final file holds the projections only
+        save_checkpoint(out / "checkpoint.pt", head.names, epoch=ft["epochs"], meta=meta)
+        image_p, text_p = head.matrices()
         save_npz(out / "projections.npz", image=image_p.cpu().numpy(), text=text_p.cpu().numpy())
         (out / RESUME_NAME).unlink(missing_ok=True)
         log.info("wrote %s", out / "checkpoint.pt")
     distributed.shutdown()
     return history
-
-
-def _file_id(path: str) -> str:
-    st = os.stat(path)
-    return f"{os.path.abspath(path)}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,23 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputError(f"{path}: not a readable .npz file ({exc})") from None
 
 
+def save_array(path: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save one array atomically (.npy: read back as a memory map, without a copy)."""
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, np.ascontiguousarray(array))
+
+
+def load_array(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map an .npy file copy-on-write (writable for torch.from_numpy, pages read on first use),
+    naming the file if it is missing, truncated or not an .npy file."""
+    try:
+        return np.load(path, mmap_mode="c", allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except Exception as exc:  # ValueError for a bad header or a file shorter than its header says
+        raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """SHA-256 hex digest of a file."""
     h = hashlib.sha256()

@@ -184,11 +184,13 @@ def load_model(spec: dict, checkpoint: str, name: str | None = None) -> nn.Modul
     `spec` is a config `models.<name>` entry. LaCLIP checkpoints need `source: laclip` and a timm-trunk
     arch (e.g. ViT-B-16-laclip); pickled legacy files need `trust_legacy_pickle: true`.
     """
-    from .checkpoints import load_checkpoint
+    from .checkpoints import is_projection_only, load_checkpoint, materialize
 
     key = f"models.{name or '<name>'}"
-    raw = load_checkpoint(checkpoint, trust_legacy_pickle=bool(spec.get("trust_legacy_pickle", False)),
-                          config_key=f"{key}.trust_legacy_pickle")
+    trust = bool(spec.get("trust_legacy_pickle", False))
+    raw = load_checkpoint(checkpoint, trust_legacy_pickle=trust, config_key=f"{key}.trust_legacy_pickle")
+    if is_projection_only(raw):          # a fine-tune's checkpoint: its projections on the pretrained model
+        raw = materialize(raw, checkpoint, trust_legacy_pickle=trust)
     meta = raw.get("meta") if isinstance(raw, dict) else None
     if isinstance(meta, dict) and meta.get("arch") and meta["arch"] != spec["arch"]:
         raise InputError(f"{checkpoint}: holds a {meta['arch']!r} model but {key}.arch is {spec['arch']!r}")
@@ -323,7 +325,7 @@ class Projection:
 
     W is `weight` itself when the model multiplies `x @ weight` (open_clip ViT and text towers) and its
     transpose when weight belongs to an nn.Linear (timm heads, converted LaCLIP models). The fine-tune
-    applies it and takes its gradients directly (`grads`) instead of through autograd.
+    applies it to cached pre-projection features.
     """
 
     weight: nn.Parameter
@@ -342,10 +344,11 @@ class Projection:
         w = self.weight.t() if self.transposed else self.weight
         return torch.addmm(self.bias, x, w) if self.bias is not None else torch.mm(x, w)
 
-    def grads(self, x: torch.Tensor, grad_out: torch.Tensor) -> list[torch.Tensor]:
-        """Gradients of the parameters (in `parameters` order) given x and d loss / d y."""
-        grad_w = torch.mm(grad_out.t(), x) if self.transposed else torch.mm(x.t(), grad_out)
-        return [grad_w] + ([grad_out.sum(0)] if self.bias is not None else [])
+    def rows(self) -> torch.Tensor:
+        """The weights as [out, in] (row i = output neuron i), detached."""
+        w = self.weight.detach()
+        return w if self.transposed else w.t()
+
 
 
 def _linear(proj: torch.Tensor | nn.Module | None, where: str) -> Projection:
@@ -372,6 +375,75 @@ def linear_projections(model: nn.Module) -> tuple[Projection, Projection]:
     else:
         raise InputError("image tower: ModifiedResNet projects inside its attention pool; not supported")
     return image, _linear(_text_tower(model).text_projection, "text tower")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The part of a model that a projection-only fine-tune trains, apart from the towers: both linear
+    projections (over their own tensors), their state-dict names and the (exp'ed, frozen) logit scale.
+
+    `to_arrays` / `from_arrays` carry it as plain arrays (stored beside the feature cache), so that a cached
+    fine-tune loads neither open_clip nor the checkpoint and builds no model.
+    """
+
+    image: Projection
+    text: Projection
+    names: dict[str, torch.Tensor]       # state-dict name -> tensor, image then text, weight then bias
+    logit_scale: float
+
+    @classmethod
+    def from_model(cls, model: nn.Module) -> "Head":
+        """Copies of the model's projections (the model itself is left as it is)."""
+        name_of = {id(p): k for k, p in model.named_parameters()}
+        names: dict[str, torch.Tensor] = {}
+
+        def copy_of(proj: Projection) -> Projection:
+            for p in proj.parameters:
+                names[name_of[id(p)]] = p.detach().clone()
+            return Projection(names[name_of[id(proj.weight)]], proj.transposed,
+                              names[name_of[id(proj.bias)]] if proj.bias is not None else None)
+
+        image, text = linear_projections(model)
+        return cls(copy_of(image), copy_of(text), names, float(model.logit_scale.detach().exp()))
+
+    def to_arrays(self, prefix: str = "head.") -> dict[str, "np.ndarray"]:
+        import json
+
+        import numpy as np
+
+        by_id = {id(t): k for k, t in self.names.items()}
+        layout = {tower: {"weight": by_id[id(p.weight)], "transposed": p.transposed,
+                          "bias": by_id[id(p.bias)] if p.bias is not None else None}
+                  for tower, p in (("image", self.image), ("text", self.text))}
+        arrays = {f"{prefix}param.{k}": t.detach().cpu().numpy() for k, t in self.names.items()}
+        arrays[f"{prefix}layout"] = np.asarray(json.dumps(layout))
+        arrays[f"{prefix}logit_scale"] = np.float64(self.logit_scale)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, where: str, device: torch.device | str = "cpu",
+                    prefix: str = "head.") -> "Head":
+        import json
+
+        try:
+            layout = json.loads(str(arrays[f"{prefix}layout"]))
+            names = {k[len(f"{prefix}param."):]: torch.from_numpy(arrays[k].copy()).to(device)
+                     for k in arrays if k.startswith(f"{prefix}param.")}
+            towers = {tower: Projection(names[spec["weight"]], bool(spec["transposed"]),
+                                        names[spec["bias"]] if spec["bias"] else None)
+                      for tower, spec in layout.items()}
+            return cls(towers["image"], towers["text"], names, float(arrays[f"{prefix}logit_scale"]))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"{where}: no usable projection head ({type(exc).__name__}: {exc}); "
+                             "rebuild the feature cache") from None
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        return self.image.parameters + self.text.parameters
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image, text) as [embed_out, in]: row i is output neuron i's weights."""
+        return self.image.rows(), self.text.rows()
 
 
 def _as_rows(weight: torch.Tensor | nn.Module, used_as_matmul: bool) -> torch.Tensor:

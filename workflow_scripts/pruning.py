@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Exp 2: neuron pruning sweep on cached image embeddings.")
     parser.add_argument("--config", required=True)
     parser.add_argument("--model", required=True, help="config models.<name> of the checkpoint")
-    parser.add_argument("--checkpoint", required=True, help="checkpoint whose projections rank the neurons")
+    parser.add_argument("--projections", required=True,
+                        help="projections.npz of the checkpoint whose neurons are ranked (rows = neurons)")
     parser.add_argument("--embeddings", nargs="+", required=True, help="cached <set>.npz files (image, classifier, labels)")
     parser.add_argument("--out", nargs="+", required=True, help="per-draw table(s), .parquet and/or .csv")
     parser.add_argument("--summary", nargs="*", default=[], help="mean ± sd table(s), .parquet and/or .csv")
@@ -166,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     from .config import load_config
-    from .models import load_model, projection_matrices
+    from .evaluate import load_projections
 
     config = load_config(args.config)
     if args.model not in config["models"]:
         raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
     settings = config["evaluate"]["pruning"]
-    model = load_model(config["models"][args.model], args.checkpoint, args.model)
-    image_P, text_P = (m.detach().cpu().double().numpy() for m in projection_matrices(model))
+    image_P, text_P = load_projections(args.projections)
     scores = neuron_scores(image_P, text_P)
     n = scores.shape[0]
     sizes = sizes_from_fractions(settings["kept_fractions"], n)
