@@ -5,9 +5,16 @@ executor plugin (.ci/slurm/install-slurm.sh installs what is missing); skipped w
 otherwise, or with SLURM_CLUSTER_TEST=0. The cluster (.ci/slurm/start-slurm.sh) has partitions `cpu`
 and `gpu` and two GPUs of model `fake`: SLURM schedules them and sets CUDA_VISIBLE_DEVICES, CUDA
 finds none, so the test config sets finetune.gpus: 1 and compute.allow_cpu_fallback: true and the
-GPU jobs must log the fallback. Runs through profiles/slurm layered with profiles/slurm-ci:
+GPU jobs must log the fallback. Runs through profiles/slurm layered with profiles/slurm-ci, with
+profiles/default loaded as the workflow profile on top, exactly as a user's `--profile slurm`:
 
-    snakemake <target> --profile profiles/slurm --workflow-profile profiles/slurm-ci --configfile <test config>
+    snakemake <target> --profile profiles/slurm --profile profiles/slurm-ci --configfile <test config>
+
+Before the run, the preflight (workflow_scripts.preflight) must pass on this cluster and stop on a
+missing partition and on `slurm-status-command: sacct` (no accounting here). The forced rerun of one
+fine-tune is requeued mid-training (`scontrol requeue`): the job must resume from its resume.pt, and
+Snakemake must wait for it and end with projections identical to the uninterrupted run. Last, the
+report built with the cluster profile must equal the one built without it.
 
 The target is one fine-tune's evaluation (TARGET): 9 SLURM jobs, with every rule that asks for a GPU
 (pretrain, extract_features, finetune, eval_features) and the stage-1 CPU rules. Each SLURM job costs
@@ -25,6 +32,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import threading
 import shutil
 import signal
 import subprocess
@@ -35,6 +44,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+import numpy as np
 
 from local_env import venv_env
 from slurm_log import Job, parse_jobcomp, parse_run
@@ -47,6 +58,13 @@ LOCAL_RULES = {"all"}  # the only jobs allowed to run outside SLURM
 TARGET = "results/eval/finetune/clip/similarity/Cs0.5/seed0/metrics.parquet"  # see the module docstring
 FALLBACK_LOGGED = "falling back to CPU"  # workflow_scripts.distributed.select_device
 NO_GPU_ERROR = "requested a GPU but torch finds none"
+# workflow_scripts.finetune logs one line per epoch and one when it continues from resume.pt
+EPOCH_LOGGED = re.compile(r"epoch 1: ")
+RESUMED = re.compile(r"resumed from \S+resume\.pt at epoch (\d+) step (\d+)")
+# Fine-tune epochs in this module: ~30 ms each here, so the requeue (sent once epoch 1 is logged) lands
+# seconds before the end of training; the whole fine-tune job still takes ~20 s.
+EPOCHS = 200
+PROFILE_ARGS = ("--profile", str(REPO / "profiles/slurm"), "--profile", str(REPO / "profiles/slurm-ci"))
 
 pytestmark = pytest.mark.slow
 
@@ -139,16 +157,21 @@ class Workspace:
     dir: Path
     snakefile: Path
 
-    def snakemake(self, *args: str, config: str = "config.yaml", timeout: float = 600) -> Run:
-        """Run the workflow through the SLURM profiles; the main process's output is kept in a log."""
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(self.snakefile), "--configfile", config,
-               "--profile", str(REPO / "profiles/slurm"), "--workflow-profile", str(REPO / "profiles/slurm-ci"),
-               "--max-threads", str(os.cpu_count() or 1), *args]
+    def snakemake(self, *args: str, config: str = "config.yaml", timeout: float = 600,
+                  during=None) -> Run:
+        """Run the workflow through the SLURM profiles (targets first in `args`); the main process's output
+        is kept in a log. `during(stop: threading.Event)` runs in a thread while Snakemake runs."""
+        cmd = [sys.executable, "-m", "snakemake", *args, "--snakefile", str(self.snakefile), *PROFILE_ARGS,
+               "--configfile", config]
         log = self.dir / f"snakemake-run{len(list(self.dir.glob('snakemake-run*.log')))}.log"
         env = venv_env(OMP_NUM_THREADS="1")   # the real SLURM tools: no scontrol stub here
+        stop = threading.Event()
+        watcher = threading.Thread(target=during, args=(stop,), daemon=True) if during else None
         with open(log, "w") as out:
             proc = subprocess.Popen(cmd, cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True, env=env)
+            if watcher:
+                watcher.start()
             try:
                 rc = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -156,17 +179,22 @@ class Workspace:
                 proc.wait()
                 subprocess.run([*cmd, "--unlock"], cwd=self.dir, capture_output=True, env=env, timeout=120)
                 pytest.fail(f"snakemake did not finish in {timeout:.0f} s; see {log}:\n{log.read_text()[-3000:]}")
+            finally:
+                stop.set()
+                if watcher:
+                    watcher.join(timeout=30)
         text = log.read_text()
         return Run(rc, text, parse_run(text))
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Workspace:
-    """tests/config/test.yaml asking for 1 GPU per GPU job, with one strategy and one fine-tune seed (TARGET
-    exists under it), and a copy without the CPU fallback."""
+    """tests/config/test.yaml asking for 1 GPU per GPU job, with one strategy, one fine-tune seed (TARGET
+    exists under it) and EPOCHS epochs, and a copy without the CPU fallback."""
     wd = tmp_path_factory.mktemp("slurm-run")
     cfg = yaml.safe_load((REPO / "tests/config/test.yaml").read_text())
     cfg.setdefault("finetune", {})["gpus"] = 1
+    cfg["finetune"]["epochs"] = EPOCHS
     cfg["finetune"]["seeds"] = cfg["finetune"].get("seeds", [0])[:1]
     cfg["misalign"]["strategies"] = cfg["misalign"]["strategies"][:1]
     cfg["compute"] = {**cfg.get("compute", {}), "device": "auto", "allow_cpu_fallback": True}
@@ -176,11 +204,50 @@ def workspace(tmp_path_factory) -> Workspace:
     return Workspace(wd, _snapshot(tmp_path_factory.mktemp("workflow")))
 
 
+FINETUNE_DIR = "results/finetune/clip/similarity/Cs0.5/seed0"   # the fine-tune TARGET evaluates
+FINETUNE_LOG = "logs/finetune/clip/similarity/Cs0.5/seed0.log"
+
+
+def _preflight(workspace: Workspace, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workflow_scripts.preflight", "check", TARGET,
+                           "--snakefile", str(workspace.snakefile), *PROFILE_ARGS, "--configfile", "config.yaml",
+                           *extra], cwd=workspace.dir, capture_output=True, text=True, timeout=300,
+                          env=venv_env(OMP_NUM_THREADS="1"))
+
+
+def test_preflight_passes_and_prints_the_sbatch_requests(cluster, workspace):
+    proc = _preflight(workspace)
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "executor slurm, jobs 4, latency-wait 5 s, retries 1" in out and "job status command squeue" in out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and "--cpus-per" in line}
+    assert {"pretrain", "extract_features", "finetune", "eval_features", "make_world"} <= set(rows), out
+    assert "-p gpu" in rows["finetune"] and "--requeue" in rows["finetune"] and rows["finetune"].endswith("--gpus=fake:1")
+    assert "-p cpu" in rows["make_world"] and "--gpus" not in rows["make_world"]
+    assert "ok    partitions: cpu, gpu exist (sinfo)" in out and "ok    job status command squeue" in out
+
+
+def test_preflight_stops_on_a_missing_partition_and_on_sacct_without_accounting(cluster, workspace):
+    proc = _preflight(workspace, "--slurm-status-command", "sacct",
+                      "--default-resources", "slurm_partition=nosuch", "mem_mb=1000", "runtime=30")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  partition 'nosuch' (rule make_world) does not exist; sinfo lists: cpu, gpu" in proc.stdout
+    assert "FAIL  slurm-status-command: sacct" in proc.stdout and "accounting_storage/none" in proc.stdout
+    assert not list(workspace.dir.glob("logs/slurm/*")), "the preflight submitted something"
+
+
 @pytest.fixture(scope="module")
 def full_run(cluster, workspace) -> Run:
     run = workspace.snakemake(TARGET)
     assert run.rc == 0, f"the workflow failed on SLURM:\n{run.output[-6000:]}"
     return run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_projections(full_run, workspace) -> dict[str, np.ndarray]:
+    """The fine-tune's projections from the uninterrupted run (before any rerun replaces them)."""
+    with np.load(workspace.dir / FINETUNE_DIR / "projections.npz") as z:
+        return {k: z[k].copy() for k in z.files}
 
 
 def _scontrol(slurm_id: int) -> dict[str, str]:
@@ -240,11 +307,48 @@ def _producer_and_consumer(run: Run) -> tuple[Job, Job]:
     pytest.fail("no submitted job reads the output of a GPU job")
 
 
-def test_forcerun_resubmits_only_what_the_target_needs(full_run, workspace):
+@dataclass
+class Requeue:
+    slurm_id: int | None = None
+    error: str = ""
+
+
+def _requeue_once_training(workspace: Workspace, record: Requeue):
+    """A watcher: once the fine-tune's log shows its first epoch, `scontrol requeue` its SLURM job."""
+    log = workspace.dir / FINETUNE_LOG
+
+    def watch(stop: threading.Event) -> None:
+        while not stop.wait(0.1):
+            if not (log.exists() and EPOCH_LOGGED.search(log.read_text(errors="replace"))):
+                continue
+            running = _sh("squeue", "-h", "-t", "RUNNING", "-o", "%i %k").stdout.split("\n")
+            ids = [int(line.split()[0]) for line in running if "rule_finetune" in line]
+            if len(ids) != 1:
+                record.error = f"expected one running fine-tune job, squeue shows: {running}"
+                return
+            req = _sh("scontrol", "requeue", ids[0])
+            record.slurm_id, record.error = ids[0], req.stderr.strip() if req.returncode else ""
+            return
+
+    return watch
+
+
+@pytest.fixture(scope="module")
+def requeued_run(full_run, uninterrupted_projections, workspace) -> tuple[Run, Requeue, Job, Job]:
+    """The fine-tune of TARGET forced to rerun, with its evaluation; the fine-tune is requeued mid-training.
+    (The rule log is removed first: the watcher must see the rerun's first epoch, not the old one.)"""
     producer, consumer = _producer_and_consumer(full_run)
-    target = consumer.files("output")[0]
-    run = workspace.snakemake(target, "--forcerun", producer.rule, timeout=300)
-    assert run.rc == 0, run.output[-4000:]
+    assert producer.rule == "finetune" and producer.files("log") == [FINETUNE_LOG], producer
+    (workspace.dir / FINETUNE_LOG).unlink()
+    record = Requeue()
+    run = workspace.snakemake(consumer.files("output")[0], "--forcerun", producer.rule, timeout=400,
+                              during=_requeue_once_training(workspace, record))
+    assert run.rc == 0, f"the run failed after the requeue ({record}):\n{run.output[-4000:]}"
+    return run, record, producer, consumer
+
+
+def test_forcerun_resubmits_only_what_the_target_needs(requeued_run):
+    run, _, producer, consumer = requeued_run
     redone = sorted((j.rule, j.wildcards) for j in run.jobs.values())
     assert redone == sorted([(producer.rule, producer.wildcards), (consumer.rule, consumer.wildcards)])
     assert all(j.slurm_ids and j.finished for j in run.jobs.values()), "rerun not submitted to SLURM"
@@ -253,6 +357,42 @@ def test_forcerun_resubmits_only_what_the_target_needs(full_run, workspace):
         assert info["Requeue"] == "1", f"{job.rule}: slurm-requeue of profiles/slurm not applied: {info}"
         if job.gpus:
             assert info["TresPerJob"] == f"gres:gpu:fake:{job.gpus}", info
+
+
+def test_requeued_finetune_resumes_and_matches_the_uninterrupted_run(requeued_run, uninterrupted_projections,
+                                                                    workspace):
+    run, record, _, _ = requeued_run
+    assert record.slurm_id is not None and not record.error, f"the fine-tune was not requeued: {record}"
+    (finetune,) = [j for j in run.jobs.values() if j.rule == "finetune"]
+    # Snakemake submitted it once and waited for SLURM to run it again
+    assert finetune.slurm_ids == [record.slurm_id] and finetune.finished, finetune.slurm_ids
+    assert _scontrol(record.slurm_id).get("Restarts") == "1", _scontrol(record.slurm_id)
+    log = (workspace.dir / FINETUNE_LOG).read_text(errors="replace")
+    resumed = RESUMED.search(log)
+    assert resumed, f"the requeued fine-tune did not resume from resume.pt; its log:\n{log[-3000:]}"
+    epoch, step = int(resumed.group(1)), int(resumed.group(2))
+    assert 1 <= epoch < EPOCHS, f"resumed at epoch {epoch} step {step}: not mid-training"
+    assert not (workspace.dir / FINETUNE_DIR / "resume.pt").exists(), "resume.pt left behind"
+    with np.load(workspace.dir / FINETUNE_DIR / "projections.npz") as z:
+        assert sorted(z.files) == sorted(uninterrupted_projections)
+        for key, ref in uninterrupted_projections.items():
+            np.testing.assert_array_equal(z[key], ref, err_msg=f"{key} differs from the uninterrupted run")
+
+
+def test_report_after_the_cluster_run_is_the_local_report(full_run, requeued_run, workspace):
+    """`--report` reads only the outputs and .snakemake's records in the run directory: built with the
+    cluster profile it is byte for byte the report built without it, and shows the SLURM jobs' results."""
+    cluster_run = workspace.snakemake(TARGET, "--report", "report-cluster.html", timeout=300)
+    assert cluster_run.rc == 0 and not cluster_run.jobs, cluster_run.output[-3000:]
+    local = subprocess.run([sys.executable, "-m", "snakemake", TARGET, "--snakefile", str(workspace.snakefile),
+                            "--configfile", "config.yaml", "--report", "report-local.html"],
+                           cwd=workspace.dir, capture_output=True, text=True, timeout=300,
+                           env=venv_env(OMP_NUM_THREADS="1"))
+    assert local.returncode == 0, local.stderr[-3000:]
+    html = (workspace.dir / "report-cluster.html").read_bytes()
+    assert html == (workspace.dir / "report-local.html").read_bytes(), "the cluster profile changed the report"
+    text = html.decode("utf-8", errors="replace")
+    assert "training.png" in text and "pretrain" in text and "finetune" in text
 
 
 def test_failing_job_fails_the_run_with_a_clear_message(full_run, workspace, cluster):

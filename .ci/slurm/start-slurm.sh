@@ -11,7 +11,7 @@
 # /dev/null: Slurm then schedules `--gpus=N` jobs and sets CUDA_VISIBLE_DEVICES, but CUDA itself finds
 # no device. Partitions: `cpu` (default) and `gpu`, both on this node.
 # Every PID this script starts is recorded in $RUN/*.pid; stop-slurm.sh reads only those.
-# Recipe and its traps: shared/research/slurm.md (tested on Debian 12, Slurm 22.05).
+# Tested on Debian 12 with Slurm 22.05.
 set -euo pipefail
 
 NGPU=${FAKE_GPUS:-2}
@@ -75,6 +75,14 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$SPOOL/log/jobcomp.txt
 SchedulerType=sched/backfill
+# Start pending jobs within ~2 s (defaults: 60 s main loop, 30 s backfill): a requeued job becomes
+# eligible again while the test waits for it.
+SchedulerParameters=sched_interval=2,bf_interval=1
+# A requeued job waits cred_expire + 1 s before it may start again (default 120 s); 10 s still leaves
+# job-step credentials ample time on a loaded 2-core machine (the minimum is 5).
+AuthInfo=cred_expire=10
+# SIGKILL 5 s after the SIGTERM of a cancel/requeue (default 30 s): a fine-tune saves resume.pt in far less.
+KillWait=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
