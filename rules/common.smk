@@ -76,6 +76,14 @@ MISALIGN = "results/misalign"
 MISALIGN_CODE = code("misalign", "similarity", "tfidf", "captions", "data")
 # The neighbour search asks for a GPU only when the config says it must run on CuPy.
 MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
+# Snakemake silently lowers a job's `gpu` request to a global cap (--resources gpu=N), and the GPU rules
+# start {resources.gpu} processes: a cap below the requests would shrink them, so it is an error.
+_GPU_CAP = workflow.global_resources.get("gpu").value
+if _GPU_CAP is not None and max(gpus(), MISALIGN_GPU) > _GPU_CAP:
+    raise ValueError(
+        f"--resources gpu={_GPU_CAP} is below the {max(gpus(), MISALIGN_GPU)} GPUs a job asks for "
+        "(finetune.gpus, or 1 for misalign.backend: cupy): raise the cap or lower finetune.gpus"
+    )
 # Evaluation sets that the synthetic world writes (their class lists are make_world outputs).
 WORLD_SETS = [
     s
