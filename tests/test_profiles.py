@@ -199,6 +199,19 @@ def test_local_gpu_jobs_start_finetune_gpus_processes(tmp_path):
     assert shells and all("--nproc-per-node=4" in s and "--gpus 4" in s for s in shells), shells[:1]
 
 
+@pytest.mark.parametrize("cap, ok", [(4, True), (3, False)])
+def test_a_gpu_cap_below_finetune_gpus_is_an_error(tmp_path, cap, ok):
+    """Snakemake would lower the fine-tunes' `gpu` request to the cap (fewer processes): refused instead."""
+    run_dir = _run_dir(tmp_path, gpus=4)
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile",
+                          "config.yaml", "--resources", f"gpu={cap}", "--dry-run"],
+                         cwd=run_dir, capture_output=True, text=True, timeout=300, env=local_env())
+    out = dry.stdout + dry.stderr
+    assert (dry.returncode == 0) == ok, out[-3000:]
+    if not ok:
+        assert f"--resources gpu={cap} is below the 4 GPUs a job asks for" in out
+
+
 def test_make_run_caps_gpus_only_when_asked():
     plain = subprocess.run(["make", "-n", "--no-print-directory", "run"], cwd=REPO, capture_output=True, text=True,
                            timeout=60).stdout
