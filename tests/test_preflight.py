@@ -220,3 +220,10 @@ def test_cli_prints_requests_and_exits_by_the_checks(tmp_path, scontrol, rc):
         assert "FAIL  slurm-status-command: sacct" in out and "nothing was submitted" in out
     else:
         assert "preflight: ready to submit" in out
+
+
+def test_a_profile_not_written_yet_says_how_to_write_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"(?s)no profile.yaml.*make slurm-profile PARTITION="):
+        preflight.effective_settings(["--profile", "slurm"])

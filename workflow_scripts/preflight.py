@@ -407,7 +407,10 @@ def effective_settings(snakemake_args: Sequence[str]) -> Settings:
         try:
             _, args = parse_args(list(snakemake_args))
         except SystemExit as exc:
-            raise InputError(f"snakemake does not accept these arguments: {err.getvalue().strip()}") from exc
+            said = "\n".join(line for line in err.getvalue().splitlines() if not line.startswith("Using "))
+            hint = ("\n(write the profile first: make slurm-profile PARTITION=... GPU_PARTITION=... ACCOUNT=... "
+                    "GPU_MODEL=...)" if "profile directory given" in said else "")
+            raise InputError(f"snakemake refuses these arguments: {said.strip()}{hint}") from exc
     files = []
     for p in args.profile or []:
         found = get_profile_dir(str(p))
