@@ -5,6 +5,9 @@
 - Caption and rewrite files: one caption per line.
 - Downstream sets: ImageFolder directories `<root>/<class_dir>/*.png` with `classnames.txt` (one readable
   class name per class directory, in sorted directory order) and optional `templates.txt`.
+- Images to model input, per stage as `models.preprocess_config` prescribes: resize policy and
+  interpolation (`resize_image`, torchvision's Resize/CenterCrop arithmetic on PIL images), the original's
+  RandomResizedCrop of the full image (`random_resized_crops`), and normalisation (`to_model_input`).
 """
 
 from __future__ import annotations
@@ -97,47 +100,88 @@ def read_text_lines(path: str | os.PathLike, allow_empty: bool = False) -> list[
     return out
 
 
-def load_image(path: str | os.PathLike, image_size: int | None = None) -> np.ndarray:
-    """Load one image as RGB uint8 (H, W, 3); resize (short side) + centre-crop when image_size is given."""
+INTERPOLATIONS = ("bicubic", "bilinear")
+# Resize/crop policies (models.<name>.preprocess.<stage>.resize), both with torchvision's arithmetic:
+# shorter_side_center_crop = Resize(size) + CenterCrop(size) (the original's and open_clip's);
+# squash = Resize((size, size)), the aspect ratio not kept.
+RESIZE_POLICIES = ("shorter_side_center_crop", "squash")
+# The original train.py's augmentation: RandomResizedCrop(size, scale=(0.5, 1.0)), default ratio 3/4..4/3.
+AUGMENT_SCALE = (0.5, 1.0)
+AUGMENT_RATIO = (3 / 4, 4 / 3)
+
+
+def _pil_filter(interpolation: str):
+    from PIL import Image
+
+    filters = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+    if interpolation not in filters:
+        raise InputError(f"unknown interpolation {interpolation!r}; known: {list(filters)}")
+    return filters[interpolation]
+
+
+def open_image(path: str | os.PathLike):
+    """One image as a decoded RGB PIL image (full size), naming the file if it is missing or unreadable."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
-            if image_size is not None and img.size != (image_size, image_size):
-                img = _resize_center_crop(img, image_size)
-            return np.asarray(img, dtype=np.uint8).copy()
+            rgb = img.convert("RGB")
+            rgb.load()
+            return rgb
     except FileNotFoundError:
         raise InputError(f"{path}: image not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise InputError(f"{path}: corrupt or unreadable image ({exc})") from None
 
 
-def _resize_center_crop(img, size: int):
-    from PIL import Image
+def resize_image(img, size: int, interpolation: str = "bicubic", resize: str = "shorter_side_center_crop"):
+    """A PIL image brought to size x size by a resize policy, with torchvision's arithmetic.
 
+    shorter_side_center_crop: the shorter side to `size`, the longer to int(size * long / short)
+    (torchvision.transforms.Resize(size)), then the centre crop with torchvision's rounding (CenterCrop).
+    squash: Resize((size, size)). An image already of the target size is returned unchanged.
+    """
+    flt = _pil_filter(interpolation)
     w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
+    if resize == "squash":
+        return img if (w, h) == (size, size) else img.resize((size, size), flt)
+    if resize != "shorter_side_center_crop":
+        raise InputError(f"unknown resize policy {resize!r}; known: {list(RESIZE_POLICIES)}")
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), flt)
+    if (new_w, new_h) == (size, size):
+        return img
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     return img.crop((left, top, left + size, top + size))
 
 
+def load_image(path: str | os.PathLike, image_size: int | None = None, interpolation: str = "bicubic",
+               resize: str = "shorter_side_center_crop") -> np.ndarray:
+    """Load one image as RGB uint8 (H, W, 3), brought to image_size x image_size by `resize` when given."""
+    img = open_image(path)
+    if image_size is not None:
+        img = resize_image(img, image_size, interpolation, resize)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
 def load_image_array(rel_paths: Sequence[str], root: str | os.PathLike, image_size: int | None = None,
-                     desc: str = "images") -> np.ndarray:
+                     desc: str = "images", interpolation: str = "bicubic",
+                     resize: str = "shorter_side_center_crop") -> np.ndarray:
     """Decode images under `root` into one uint8 array (N, H, W, 3), with a progress bar.
 
-    All images must share a size unless image_size is given (then each is resized + centre-cropped).
+    All images must share a size unless image_size is given (then each goes through resize_image).
     """
     from .io import progress
 
     root = Path(root)
-    first = load_image(root / rel_paths[0], image_size)
+    first = load_image(root / rel_paths[0], image_size, interpolation, resize)
     out = np.empty((len(rel_paths),) + first.shape, dtype=np.uint8)
     out[0] = first
     for i in progress(range(1, len(rel_paths)), desc=desc, total=len(rel_paths) - 1):
-        img = load_image(root / rel_paths[i], image_size)
+        img = load_image(root / rel_paths[i], image_size, interpolation, resize)
         if img.shape != first.shape:
             raise InputError(f"{root / rel_paths[i]}: size {img.shape[:2]} differs from {first.shape[:2]} "
                              f"of {root / rel_paths[0]}; set an image size to resize")
@@ -145,57 +189,84 @@ def load_image_array(rel_paths: Sequence[str], root: str | os.PathLike, image_si
     return out
 
 
-def to_model_input(batch, mean: Sequence[float], std: Sequence[float], augment: bool = False,
-                   generator=None, scale: tuple[float, float] = (0.5, 1.0)):
-    """uint8 NHWC batch (tensor or array) -> normalised float32 NCHW tensor.
+def load_preprocessed(rel_paths: Sequence[str], root: str | os.PathLike, pre: dict, desc: str = "images") -> np.ndarray:
+    """uint8 (N, S, S, 3) images as a stage's preprocessing dict (models.preprocess_config) prescribes."""
+    return load_image_array(rel_paths, root, pre["image_size"], desc=desc, interpolation=pre["interpolation"],
+                            resize=pre["resize"])
 
-    augment applies the original's RandomResizedCrop(scale=(0.5, 1.0), ratio 3/4..4/3, bilinear) per
-    image, drawn from `generator` so that runs are reproducible.
-    """
+
+def load_full_images(rel_paths: Sequence[str], root: str | os.PathLike, desc: str = "images") -> list:
+    """Decoded full-size RGB PIL images (the input of random_resized_crops)."""
+    from .io import progress
+
+    root = Path(root)
+    return [open_image(root / p) for p in progress(rel_paths, desc=desc, total=len(rel_paths))]
+
+
+def random_resized_crop_box(width: int, height: int, generator=None, scale=AUGMENT_SCALE,
+                            ratio=AUGMENT_RATIO) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a RandomResizedCrop box: torchvision's RandomResizedCrop.get_params, operation
+    for operation (float32 draws, ten tries, then the centre-crop fallback), drawn from `generator` instead
+    of torch's global generator, so that torch.manual_seed(s) there equals Generator().manual_seed(s) here."""
+    import math
+
     import torch
-    import torch.nn.functional as F
+
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+            left = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+            return top, left, h, w
+    in_ratio = float(width) / float(height)
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def random_resized_crops(images: Sequence, size: int, generator=None, interpolation: str = "bilinear",
+                         scale=AUGMENT_SCALE, ratio=AUGMENT_RATIO) -> np.ndarray:
+    """The original's augmentation of full-size PIL images: per image (in order, from one generator), a
+    RandomResizedCrop box of the whole image, cropped and resized to size x size with PIL (what
+    torchvision.transforms.RandomResizedCrop does to a PIL image). uint8 (N, size, size, 3)."""
+    flt = _pil_filter(interpolation)
+    out = np.empty((len(images), size, size, 3), dtype=np.uint8)
+    for k, img in enumerate(images):
+        top, left, h, w = random_resized_crop_box(img.size[0], img.size[1], generator, scale, ratio)
+        crop = img.crop((left, top, left + w, top + h))
+        out[k] = np.asarray(crop if crop.size == (size, size) else crop.resize((size, size), flt), dtype=np.uint8)
+    return out
+
+
+def to_model_input(batch, mean: Sequence[float], std: Sequence[float]):
+    """uint8 NHWC batch (tensor or array) -> normalised float32 NCHW tensor: x / 255, then (x - mean) / std
+    (torchvision's ToTensor + Normalize)."""
+    import torch
 
     x = torch.as_tensor(batch).permute(0, 3, 1, 2).float().div_(255.0)
-    if augment:
-        x = random_resized_crop(x, generator=generator, scale=scale)
     m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - m) / s
 
 
-def random_resized_crop(x, generator=None, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)):
-    """RandomResizedCrop on a float NCHW batch, output the input size (torchvision's sampling rule)."""
-    import math
-
-    import torch
-    import torch.nn.functional as F
-
-    n, _, h, w = x.shape
-    out = torch.empty_like(x)
-    area = h * w
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for i in range(n):
-        for _ in range(10):
-            target = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
-            ar = math.exp(float(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)))
-            cw, ch = int(round(math.sqrt(target * ar))), int(round(math.sqrt(target / ar)))
-            if 0 < cw <= w and 0 < ch <= h:
-                top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
-                left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
-                break
-        else:  # fall back to the whole image, as torchvision's centre-crop fallback at full scale
-            ch, cw, top, left = h, w, 0, 0
-        crop = x[i : i + 1, :, top : top + ch, left : left + cw]
-        out[i] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False, antialias=True)[0]
-    return out
-
-
-def read_imagefolder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, list[str], list[str]]:
+def read_imagefolder(root: str | os.PathLike, raw_names: bool = False) -> tuple[list[str], np.ndarray, list[str], list[str]]:
     """Read an ImageFolder set: (relative image paths, int64 labels, class names, prompt templates).
 
     Class directories are taken in sorted order (torchvision.datasets.ImageFolder's rule), so labels
     agree with ImageFolder. classnames.txt gives the readable name per class directory (default: the
-    directory name with '_' -> ' '); templates.txt (optional) gives prompt templates with '{c}'.
+    directory name with '_' -> ' ', or the directory name verbatim with raw_names); templates.txt
+    (optional) gives prompt templates with '{c}' ([] without the file).
     """
     root = Path(root)
     if not root.is_dir():
@@ -209,7 +280,7 @@ def read_imagefolder(root: str | os.PathLike) -> tuple[list[str], np.ndarray, li
         if len(classnames) != len(class_dirs):
             raise InputError(f"{names_file}: {len(classnames)} class names for {len(class_dirs)} class directories")
     else:
-        classnames = [d.replace("_", " ") for d in class_dirs]
+        classnames = list(class_dirs) if raw_names else [d.replace("_", " ") for d in class_dirs]
     templates_file = root / "templates.txt"
     templates = read_text_lines(templates_file) if templates_file.exists() else []
     for lineno, t in enumerate(templates, start=1):

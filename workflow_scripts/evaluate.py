@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .config import load_config
-from .data import load_image_array, read_pairs_csv
+from .data import read_pairs_csv
 from .errors import InputError
 from .evalsets import open_set
 from .io import load_npz, progress, run_cli, save_npz, setup_logging, write_table
@@ -42,27 +42,42 @@ PAIRS = "train_pairs"
 # ----------------------------------------------------------------------------- features (torch)
 
 
+def set_preprocess(pre: dict, set_spec: dict) -> dict:
+    """The model's `evaluate` preprocessing with the set's own `preprocess` keys on top."""
+    out = dict(pre)
+    for key, value in (set_spec.get("preprocess") or {}).items():
+        out[key] = tuple(float(v) for v in value) if key in ("mean", "std") else value
+    return out
+
+
 def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512,
                           want_gpu: bool = False) -> dict[str, np.ndarray]:
-    """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs."""
+    """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs.
+
+    Images are preprocessed as `models.<model>.preprocess.evaluate` says (a set's `preprocess` overrides it
+    key by key). Per set the file also records what was used: `<set>::classnames`, `<set>::templates`,
+    `<set>::templates_source` (config, templates.txt or evaluate.templates), `<set>::raw_classnames` and
+    `<set>::preprocess` (JSON); `eval_settings_table` turns them into the report's table."""
+    import json
+
     import torch
 
     from .distributed import config_device
 
     # the device check comes first: a GPU job without a GPU fails before the slow model imports
     device = config_device(config, want_gpu)
-    from .data import to_model_input
+    from .data import load_preprocessed, to_model_input
     from .features import extract_text_features
     from .models import get_tokenizer, image_features, load_model, preprocess_config
     from .zeroshot import format_prompts
 
     spec, ev = config["models"][model_name], config["evaluate"]
     model = load_model(spec, checkpoint).to(device).eval()
-    pre = preprocess_config(model, spec)
+    pre = preprocess_config(model, spec, "evaluate")
     tokenizer = get_tokenizer(spec["arch"])
 
     @torch.no_grad()
-    def image_feats(batches, total, desc):
+    def image_feats(batches, total, desc, pre):
         out = []
         bar = progress(total=total, desc=desc, unit="img")
         for batch in batches:
@@ -75,19 +90,45 @@ def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pair
     data: dict[str, np.ndarray] = {}
     for name, set_spec in ev["sets"].items():
         evalset = open_set(name, set_spec, ev["templates"])
+        set_pre = set_preprocess(pre, set_spec)
+        log.info("%s: %d images, %d classes (%s names), templates from %s: %s; preprocessing %s", name,
+                 len(evalset), len(evalset.classnames), "raw" if evalset.raw_classnames else "cleaned",
+                 evalset.templates_source, evalset.templates, set_pre)
         prompts = [p for c in evalset.classnames for p in format_prompts(c, evalset.templates)]
-        data[f"{name}{SEP}image"] = image_feats(evalset.batches(ev["batch_size"], pre["image_size"]), len(evalset),
-                                               f"{name} images")
+        batches = evalset.batches(ev["batch_size"], set_pre["image_size"], set_pre["interpolation"], set_pre["resize"])
+        data[f"{name}{SEP}image"] = image_feats(batches, len(evalset), f"{name} images", set_pre)
         data[f"{name}{SEP}labels"] = evalset.labels
         data[f"{name}{SEP}classnames"] = np.asarray(evalset.classnames)
         data[f"{name}{SEP}templates"] = np.asarray(evalset.templates)
+        data[f"{name}{SEP}templates_source"] = np.asarray(evalset.templates_source)
+        data[f"{name}{SEP}raw_classnames"] = np.bool_(evalset.raw_classnames)
+        data[f"{name}{SEP}preprocess"] = np.asarray(json.dumps(set_pre, sort_keys=True))
         data[f"{name}{SEP}prompt_text"] = extract_text_features(model, tokenizer, prompts, ev["batch_size"], device)
     rel_paths, captions = read_pairs_csv(config["data"]["train_csv"])
     n = min(n_pairs, len(rel_paths))
-    images = load_image_array(rel_paths[:n], config["data"]["image_root"], pre["image_size"], desc="pairs")
-    data[f"{PAIRS}{SEP}image"] = image_feats([images], n, "pair images")
+    images = load_preprocessed(rel_paths[:n], config["data"]["image_root"], pre, desc="pairs")
+    data[f"{PAIRS}{SEP}image"] = image_feats([images], n, "pair images", pre)
     data[f"{PAIRS}{SEP}text"] = extract_text_features(model, tokenizer, captions[:n], ev["batch_size"], device)
     return data
+
+
+def eval_settings_table(features: dict[str, np.ndarray]) -> pd.DataFrame:
+    """One row per evaluation set of a features file: images, classes, class-name form, the templates used
+    and where they came from, and the image preprocessing (the report's per-set settings table)."""
+    import json
+
+    rows = []
+    for name in set_names(features):
+        key = f"{name}{SEP}"
+        pre = json.loads(str(features[key + "preprocess"])) if key + "preprocess" in features else {}
+        rows.append({"set": name, "images": int(len(features[key + "labels"])),
+                     "classes": int(len(features[key + "classnames"])),
+                     "class_names": "raw" if bool(features.get(key + "raw_classnames", False)) else "cleaned",
+                     "templates": " | ".join(features[key + "templates"].tolist()),
+                     "templates_source": str(features.get(key + "templates_source", "unrecorded")),
+                     "interpolation": pre.get("interpolation"), "resize": pre.get("resize"),
+                     "mean": pre.get("mean"), "std": pre.get("std"), "image_size": pre.get("image_size")})
+    return pd.DataFrame(rows)
 
 
 def embed_images(model, batches, pre: dict, device, total: int | None = None) -> np.ndarray:

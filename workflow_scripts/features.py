@@ -16,6 +16,7 @@ head as plain arrays: `models.Head`) with the features beside it as uncompressed
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +27,8 @@ import torch
 
 from . import distributed
 from .config import load_config
-from .data import load_image_array, read_pairs_csv, read_text_lines, to_model_input
+from .data import (load_full_images, load_preprocessed, random_resized_crops, read_pairs_csv, read_text_lines,
+                   to_model_input)
 from .errors import InputError
 from .io import (derive_seed, load_array, load_npz, progress, run_cli, save_array, save_npz, setup_logging,
                  sha256_file)
@@ -34,10 +36,22 @@ from .io import (derive_seed, load_array, load_npz, progress, run_cli, save_arra
 log = logging.getLogger(__name__)
 
 
-def image_batches(rel_paths: Sequence[str], root: str | os.PathLike, image_size: int, batch_size: int):
-    """Yield (start, uint8 NHWC array) chunks, decoding images lazily (real sets do not fit in memory)."""
+def image_batches(rel_paths: Sequence[str], root: str | os.PathLike, pre: dict, batch_size: int, augment: bool):
+    """Yield (start, images) chunks, decoding lazily (real sets do not fit in memory): full-size PIL images
+    when augmenting (the crop is drawn from the whole image), else uint8 NHWC arrays preprocessed as `pre`."""
     for start in range(0, len(rel_paths), batch_size):
-        yield start, load_image_array(rel_paths[start:start + batch_size], root, image_size, desc="decode")
+        chunk = rel_paths[start:start + batch_size]
+        yield start, (load_full_images(chunk, root, desc="decode") if augment
+                      else load_preprocessed(chunk, root, pre, desc="decode"))
+
+
+def training_images(images, pre: dict, augment: bool, generator) -> np.ndarray:
+    """uint8 NHWC training images of one batch: with augment, the original's RandomResizedCrop(image size,
+    scale=(0.5, 1.0)) of each full image with the stage's interpolation, drawn from `generator`; else the
+    already preprocessed batch."""
+    if not augment:
+        return images
+    return random_resized_crops(images, pre["image_size"], generator, pre["interpolation"])
 
 
 @torch.no_grad()
@@ -45,25 +59,29 @@ def extract_image_features(model, rel_paths: Sequence[str], root, pre: dict, vie
                            seed: int, batch_size: int, device: torch.device, offset: int = 0) -> np.ndarray:
     """(views, N, width) float32 pre-projection image features.
 
-    The batch starting at global index b (offset + local start) draws view v's augmentation from a
-    generator seeded with (seed, v, b), so the result does not depend on how images are sharded over
-    ranks as long as shards start at batch boundaries.
+    `pre` is the model's `finetune` preprocessing (models.preprocess_config). The batch starting at global
+    index b (offset + local start) draws view v's augmentation from a generator seeded with (seed, v, b), so
+    the result does not depend on how images are sharded over ranks as long as shards start at batch
+    boundaries. Without augment every view is the same, computed once.
     """
     from .models import image_features, tower_autocast
 
     out = None
     n = len(rel_paths)
     bar = progress(total=n * views, desc="image features", unit="img")
-    for start, batch in image_batches(rel_paths, root, pre["image_size"], batch_size):
-        for v in range(views):
+    for start, images in image_batches(rel_paths, root, pre, batch_size, augment):
+        for v in range(views if augment else 1):
             gen = torch.Generator().manual_seed(derive_seed(seed, v, offset + start))
-            x = to_model_input(batch, pre["mean"], pre["std"], augment=augment, generator=gen).to(device)
+            batch = training_images(images, pre, augment, gen)
+            x = to_model_input(batch, pre["mean"], pre["std"]).to(device)
             with tower_autocast(device):
                 f = image_features(model, x).float().cpu().numpy()
             if out is None:
                 out = np.empty((views, n, f.shape[1]), dtype=np.float32)
-            out[v, start:start + len(batch)] = f
-            bar.update(len(batch))
+            targets = [v] if augment else range(views)
+            for t in targets:
+                out[t, start:start + len(batch)] = f
+            bar.update(len(batch) * len(targets))
     bar.close()
     return out
 
@@ -137,7 +155,9 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
                          f"{config['data']['train_csv']} has {len(rel_paths)} rows")
     texts, _ = unique_captions(captions)
     model = load_model(spec, checkpoint).to(d.device).eval()
-    pre = preprocess_config(model, spec)
+    pre = preprocess_config(model, spec, "finetune")
+    log.info("training images: %s%s", pre, ", RandomResizedCrop(scale=(0.5, 1.0)) of the full image per view"
+             if ft["augment"] else "")
     tokenizer = get_tokenizer(spec["arch"])
     bs = config["evaluate"]["batch_size"]
     lo, hi = shard_bounds(len(rel_paths), d.world_size, d.rank, bs)
@@ -163,7 +183,8 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
         save_array(arrays["text"], txt)
         # the index last: the projection head rides along, so that cached fine-tunes never build the model
         save_npz(out, image_paths=np.asarray(rel_paths), texts=np.asarray(texts), views=np.int64(ft["views"]),
-                 augment=np.bool_(ft["augment"]), checkpoint_sha256=np.asarray(sha256_file(checkpoint)),
+                 augment=np.bool_(ft["augment"]), preprocess=np.asarray(json.dumps(pre, sort_keys=True)),
+                 checkpoint_sha256=np.asarray(sha256_file(checkpoint)),
                  **Head.from_model(model).to_arrays())
         log.info("feature cache %s: image %s, text %s", out, img.shape, txt.shape)
     distributed.shutdown()

@@ -129,7 +129,11 @@ class CachedFeatures:
 
 
 class EndToEndFeatures:
-    """Batches computed by running the frozen towers on images and captions, like the original."""
+    """Batches computed by running the frozen towers on images and captions, like the original.
+
+    Images are preprocessed as the model's `finetune` stage says (models.preprocess_config); with augment,
+    each step's batch gets the original's RandomResizedCrop of the full images, drawn from a generator
+    seeded with (seed, epoch, step)."""
 
     def __init__(self, model, spec: dict, train_csv: str, image_root: str, augment: bool, seed: int,
                  device: torch.device):
@@ -137,18 +141,21 @@ class EndToEndFeatures:
 
         self.rel_paths, self.captions = read_pairs_csv(train_csv)
         self.model, self.root, self.augment, self.seed, self.device = model, image_root, augment, seed, device
-        self.pre = preprocess_config(model, spec)
+        self.pre = preprocess_config(model, spec, "finetune")
         self.tokenizer = get_tokenizer(spec["arch"])
         self.n = len(self.rel_paths)
 
     @torch.no_grad()
     def __call__(self, idx: np.ndarray, epoch: int, step: int):
+        from .data import load_full_images, load_preprocessed
+        from .features import training_images
         from .models import image_features, text_features, tower_autocast
 
         paths = [self.rel_paths[i] for i in idx]
-        images = load_image_array(paths, self.root, self.pre["image_size"], desc="batch")
+        images = (load_full_images(paths, self.root, desc="batch") if self.augment
+                  else load_preprocessed(paths, self.root, self.pre, desc="batch"))
         gen = torch.Generator().manual_seed(derive_seed(self.seed, epoch, step))
-        x = to_model_input(images, self.pre["mean"], self.pre["std"], augment=self.augment, generator=gen)
+        x = to_model_input(training_images(images, self.pre, self.augment, gen), self.pre["mean"], self.pre["std"])
         tokens = self.tokenizer([self.captions[i] for i in idx])
         with tower_autocast(self.device):
             return (image_features(self.model, x.to(self.device)).float(),

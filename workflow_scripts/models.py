@@ -36,6 +36,9 @@ CONFIG_DIR = Path(__file__).with_name("model_configs")
 # OpenAI CLIP normalisation: what the original evaluations used (seed_spec.md section 3 / 8.7).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# ImageNet normalisation: what LaCLIP's train.py (the original fine-tune) and LaCLIP's own evaluation used.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM_KWARGS_KEY = "timm_model_kwargs"
 
 
@@ -128,14 +131,38 @@ def get_tokenizer(arch: str):
     return open_clip.get_tokenizer(arch)
 
 
-def preprocess_config(model: nn.Module, spec: dict) -> dict:
-    """Image size, normalisation and interpolation a model expects (OpenAI stats unless spec overrides)."""
+PREPROCESS_STAGES = ("finetune", "evaluate")
+
+
+def preprocess_config(model: nn.Module, spec: dict, stage: str = "evaluate") -> dict:
+    """How one stage feeds images to a model: image size (the model's), normalisation mean/std,
+    interpolation and resize policy from the config's `models.<name>.preprocess.<stage>`.
+
+    Stages: `finetune` = training images (feature cache, end-to-end fine-tuning, pretraining of source
+    pretrain models); `evaluate` = the evaluation sets and evaluation pairs. Keys the spec does not give (a
+    spec built in code rather than validated) take the schema defaults: OpenAI CLIP mean/std, bicubic,
+    shorter side resized + centre crop. A spec's older model-wide `image_mean`/`image_std` still apply to
+    both stages when the stage gives no mean/std.
+    """
+    from .data import RESIZE_POLICIES, INTERPOLATIONS
+
+    if stage not in PREPROCESS_STAGES:
+        raise InputError(f"unknown preprocessing stage {stage!r}; known: {list(PREPROCESS_STAGES)}")
     size = model.visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    return {"image_size": size,
-            "mean": tuple(float(v) for v in spec.get("image_mean") or OPENAI_MEAN),
-            "std": tuple(float(v) for v in spec.get("image_std") or OPENAI_STD),
-            "interpolation": "bicubic"}
+    given = (spec.get("preprocess") or {}).get(stage) or {}
+    pre = {"image_size": size,
+           "mean": tuple(float(v) for v in given.get("mean") or spec.get("image_mean") or OPENAI_MEAN),
+           "std": tuple(float(v) for v in given.get("std") or spec.get("image_std") or OPENAI_STD),
+           "interpolation": given.get("interpolation", "bicubic"),
+           "resize": given.get("resize", "shorter_side_center_crop")}
+    if pre["interpolation"] not in INTERPOLATIONS:
+        raise InputError(f"preprocess.{stage}.interpolation: {pre['interpolation']!r} is not one of {list(INTERPOLATIONS)}")
+    if pre["resize"] not in RESIZE_POLICIES:
+        raise InputError(f"preprocess.{stage}.resize: {pre['resize']!r} is not one of {list(RESIZE_POLICIES)}")
+    if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
+        raise InputError(f"preprocess.{stage}: mean and std need 3 values each, std > 0 (got {pre['mean']}, {pre['std']})")
+    return pre
 
 
 # ----------------------------------------------------------------------------- loading

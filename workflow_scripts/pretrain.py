@@ -85,8 +85,9 @@ def caption_choices(captions: Sequence[str], rewrites: Sequence[Sequence[str]]) 
     return texts, np.stack(valid)
 
 
-def load_pairs(config: dict, tokenizer, image_size: int, augmented: bool) -> PairData:
-    """Read data.train_csv (+ data.rewrites when augmented), decode the images, tokenize all captions."""
+def load_pairs(config: dict, tokenizer, image_size: int, augmented: bool, pre: dict | None = None) -> PairData:
+    """Read data.train_csv (+ data.rewrites when augmented), decode the images (resized as `pre`, the
+    model's `finetune` preprocessing, says), tokenize all captions."""
     from .data import load_image_array, read_pairs_csv, read_text_lines
 
     data = config["data"]
@@ -102,7 +103,8 @@ def load_pairs(config: dict, tokenizer, image_size: int, augmented: bool) -> Pai
                                  "(line i rewrites row i)")
             rewrites.append(lines)
     texts, valid = caption_choices(captions, rewrites)
-    images = load_image_array(rel_paths, data["image_root"], image_size, desc="decode training images")
+    resize = {"interpolation": pre["interpolation"], "resize": pre["resize"]} if pre else {}
+    images = load_image_array(rel_paths, data["image_root"], image_size, desc="decode training images", **resize)
     tokens = torch.stack([tokenize_unique(tokenizer, t) for t in texts])
     log.info("%d pairs, %d caption choices each, images %s", len(captions), len(texts), images.shape[1:])
     return PairData(torch.from_numpy(images), tokens, torch.from_numpy(valid))
@@ -245,7 +247,9 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, evalset, pre: dict, de
     templates = [lambda c, t=t: t.format(c=c) for t in evalset.templates]
     classifier = build_zero_shot_classifier(model, tokenizer, evalset.classnames, templates,
                                             num_classes_per_batch=len(evalset.classnames), device=device)
-    images = embed_images(model, evalset.batches(batch_size, pre["image_size"]), pre, device, total=len(evalset))
+    images = embed_images(model, evalset.batches(batch_size, pre["image_size"], pre.get("interpolation", "bicubic"),
+                                                 pre.get("resize", "shorter_side_center_crop")),
+                          pre, device, total=len(evalset))
     pred = (torch.from_numpy(images).to(device) @ classifier).argmax(1).cpu().numpy()
     return float((pred == evalset.labels).mean())
 
@@ -278,15 +282,19 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     # (other settings, architecture or data files) is never resumed from.
     run_hash = config_hash({"pretrain": {k: v for k, v in settings.items() if k != "checkpoint_every"},
                            "arch": model_config(spec["arch"]), "captions": spec.get("captions", "human"),
+                           **_preprocess_hash(spec),
                            "device": device.type, "data": [sha256_file(f) for f in data_files if os.path.isfile(f)]})
     torch.manual_seed(settings["seed"])
     model = build_model(spec["arch"]).to(device)
-    pre = preprocess_config(model, spec)
+    # training images as the model's finetune stage (LaCLIP pretrained and fine-tuned with one train.py);
+    # the final zero-shot check as its evaluate stage
+    pre = preprocess_config(model, spec, "finetune")
+    eval_pre = preprocess_config(model, spec, "evaluate")
     tokenizer = get_tokenizer(spec["arch"])
     log.info("%s: %s, %d parameters, captions %s, %d steps of %d on %s (%d threads)", model_name, spec["arch"],
              num_parameters(model), spec.get("captions", "human"), settings["steps"], settings["batch_size"],
              device, torch.get_num_threads())
-    data = load_pairs(config, tokenizer, pre["image_size"], augmented)
+    data = load_pairs(config, tokenizer, pre["image_size"], augmented, pre)
     out = Path(out)
     partial = out.with_name(PARTIAL_NAME)
     history = train(model, data, settings, pre["mean"], pre["std"], augmented, partial=partial, run_hash=run_hash,
@@ -295,7 +303,7 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     zero_shot = {}
     for name in eval_sets:
         evalset = open_set(name, config["evaluate"]["sets"][name], config["evaluate"]["templates"])
-        zero_shot[name] = zero_shot_accuracy(model, tokenizer, evalset, pre, device)
+        zero_shot[name] = zero_shot_accuracy(model, tokenizer, evalset, eval_pre, device)
         log.info("zero-shot %s: %.4f (chance %.4f)", name, zero_shot[name], 1 / len(evalset.classnames))
     records = history + ([{"step": settings["steps"], "zero_shot": zero_shot}] if zero_shot else [])
     meta = {"model": model_name, "arch": spec["arch"], "source": "pretrain", "captions": spec.get("captions", "human"),
@@ -309,6 +317,21 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     partial.unlink(missing_ok=True)
     log.info("wrote %s and %s", out, train_log)
     return records
+
+
+def _preprocess_hash(spec: dict) -> dict:
+    """The training-image preprocessing for the run hash, left out when it is the default (OpenAI mean/std,
+    bicubic, shorter side + centre crop), so that default runs keep the hash (and checkpoint) they had."""
+    from .models import OPENAI_MEAN, OPENAI_STD
+
+    given = (spec.get("preprocess") or {}).get("finetune") or {}
+    default = {"mean": [float(v) for v in OPENAI_MEAN], "std": [float(v) for v in OPENAI_STD],
+               "interpolation": "bicubic", "resize": "shorter_side_center_crop"}
+    used = {"mean": [float(v) for v in given.get("mean") or spec.get("image_mean") or OPENAI_MEAN],
+            "std": [float(v) for v in given.get("std") or spec.get("image_std") or OPENAI_STD],
+            "interpolation": given.get("interpolation", "bicubic"),
+            "resize": given.get("resize", "shorter_side_center_crop")}
+    return {} if used == default else {"preprocess": used}
 
 
 def plot_history(history: list[dict], zero_shot: dict, title: str, path: str | os.PathLike) -> None:
