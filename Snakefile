@@ -28,7 +28,7 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     model="|".join(MODELS),
-    strategy="|".join(STRATEGIES),
+    strategy="|".join(STRATEGIES + [CONTROL]),
     cs="[0-9.]+",
     seed="[0-9]+",
     evalset="|".join(EVAL_SETS),

@@ -10,12 +10,24 @@ from snakemake.utils import validate
 # Rules run `python -m workflow_scripts.<stage>`: the package is installed into the environment
 # (`pip install -e .`, done by `make install`); the workflow's own imports below use its source tree.
 sys.path.insert(0, workflow.basedir)
+# ... and so do the jobs: `python -m workflow_scripts.<stage>` imports this checkout's code, whatever the
+# working directory and whatever checkout the environment's editable install points at.
+shell.prefix(f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
-from workflow_scripts.config import check_config, format_cs, write_effective_config
+from workflow_scripts.config import (
+    CONTROL_STRATEGY as CONTROL,
+    base_model,
+    check_config,
+    pretrain_replicas,
+    format_cs,
+    write_effective_config,
+)
 
 # JSON Schema (2020-12) validation with defaults, then cross-key checks (unknown model names...).
 validate(config, "../workflow_scripts/config.schema.yaml")
 check_config(config, source="config")
+# pretrain.seeds: each pretrained model again per extra seed, as <name>-p<seed> (Exp 1 replicates)
+config["models"].update(pretrain_replicas(config))
 
 # The stage CLIs read this file (`--config {CONFIG}`): config files plus command-line overrides,
 # validated, defaults filled. Rules also pass their config section as params, so that a changed
@@ -90,9 +102,42 @@ WORLD_SETS = [
     for s, spec in config["evaluate"]["sets"].items()
     if spec["kind"] == "imagefolder" and spec["root"].startswith(f"{WORLD}/eval/")
 ]
+# Replicate r (a `finetune.seeds` entry, `seed{r}` in paths) draws its own swaps (misalign.seed + r) and its
+# own fine-tune batch order. Cs = 0 is one control run per (model, replicate) on the original captions,
+# shared by every strategy: strategy CONTROL in paths, no swap job.
+SWAP_CS = [c for c in CS_LABELS if float(c) > 0]
+SWAPS_DIR = f"{MISALIGN}/{{strategy}}/Cs{{cs}}/seed{{seed}}"
+SWAPPED_KEYS = [(s, c, r) for s in STRATEGIES for c in SWAP_CS for r in SEEDS]
+FINETUNE_RUNS = ([(CONTROL, c) for c in CS_LABELS if float(c) == 0]
+                 + [(s, c) for s in STRATEGIES for c in SWAP_CS])
+TRUE_ATTRIBUTES = [f"{WORLD}/train_attributes.csv"] if config["world"]["enabled"] else []
+
+
+def swapped_sets(name="captions.txt"):
+    """A file of every swapped caption set (strategy, Cs > 0, replicate), in SWAPPED_KEYS order."""
+    return [f"{MISALIGN}/{s}/Cs{c}/seed{r}/{name}" for s, c, r in SWAPPED_KEYS]
+
+
+def training_csv(wildcards):
+    """The fine-tune's training CSV: the swapped set's, or the original one for the Cs = 0 control."""
+    if wildcards.strategy == CONTROL:
+        return config["data"]["train_csv"]
+    return f"{MISALIGN}/{wildcards.strategy}/Cs{wildcards.cs}/seed{wildcards.seed}/train.csv"
+
+
+def finetune_dirs(template, models=None):
+    """`template` (with {model}, {strategy}, {cs}, {seed}) for every fine-tune of the study."""
+    return [
+        template.format(model=m, strategy=s, cs=c, seed=r)
+        for m in (models or FT_MODELS)
+        for s, c in FINETUNE_RUNS
+        for r in SEEDS
+    ]
+
+
 FINETUNE_SUBDIR = "finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
 FINETUNE_DIR = f"results/{FINETUNE_SUBDIR}"
-EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz")
+EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz", "predictions.npz")
 TABLES = "results/tables"
 FIGURES = "results/figures"
 
@@ -170,16 +215,10 @@ def launcher(wildcards, resources):
 
 
 def eval_tables(kind):
-    """Per-checkpoint tables of one kind (metrics, purity, histograms): pretrained models + fine-tunes."""
-    pretrained = expand(f"results/eval/pretrained/{{model}}/{kind}.parquet", model=MODELS)
-    finetuned = expand(
-        f"results/eval/{FINETUNE_SUBDIR}/{kind}.parquet",
-        model=FT_MODELS,
-        strategy=STRATEGIES,
-        cs=CS_LABELS,
-        seed=SEEDS,
-    )
-    return pretrained + finetuned
+    """Per-checkpoint outputs of one kind (metrics.parquet, predictions.npz...): pretrained models +
+    fine-tunes."""
+    pretrained = expand(f"results/eval/pretrained/{{model}}/{kind}", model=MODELS)
+    return pretrained + finetune_dirs(f"results/eval/{FINETUNE_SUBDIR}/{kind}")
 
 
 def report_table(name, caption, category, label):
@@ -212,6 +251,13 @@ FIGURE_SPECS = {
         f"{TABLES}/exp3_metrics.parquet",
         "--metric acc1",
         "fig_accuracy_vs_cs",
+        "5. Exp 3: misalignment",
+    ),
+    "exp3_vs_effective_misalignment": (
+        "effective",
+        f"{TABLES}/exp3_effective.parquet",
+        "",
+        "fig_effective",
         "5. Exp 3: misalignment",
     ),
     "exp3_cosine_histograms": (

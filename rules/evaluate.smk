@@ -48,6 +48,11 @@ rule evaluate_pretrained:
         "logs/evaluate/pretrained/{model}.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        # Exp 1 groups pretraining replicas (<name>-p<seed>) with their model
+        replica=lambda wildcards: (
+            f"--tag base_model={base_model(wildcards.model, config['models'][wildcards.model])}"
+            f" --tag pretrain_seed={config['models'][wildcards.model].get('pretrain_seed', config['pretrain']['seed'])}"
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
@@ -57,7 +62,7 @@ rule evaluate_pretrained:
     shell:
         "python -m workflow_scripts.evaluate projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir} --save-embeddings"
-        " --tag model={wildcards.model} --tag kind=pretrained > {log} 2>&1"
+        " --tag model={wildcards.model} --tag kind=pretrained {params.replica} > {log} 2>&1"
 
 
 rule evaluate_finetune:

@@ -3,10 +3,12 @@
 
 rule aggregate:
     input:
-        code=code("aggregate"),
-        metrics=eval_tables("metrics"),
-        purity=eval_tables("purity"),
-        histograms=eval_tables("histograms"),
+        code=code("aggregate", "intervals", "purity"),
+        metrics=eval_tables("metrics.parquet"),
+        purity=eval_tables("purity.parquet"),
+        histograms=eval_tables("histograms.parquet"),
+        predictions=eval_tables("predictions.npz"),
+        misalignment=f"{MISALIGN}/summary.parquet",
     output:
         exp1=report_table("exp1", "exp1_table", "3. Exp 1: CLIP vs LaCLIP", "CLIP vs LaCLIP"),
         exp3_purity=report_table(
@@ -21,9 +23,29 @@ rule aggregate:
             "5. Exp 3: misalignment",
             "purity-accuracy correlation",
         ),
+        exp1_differences=report_table(
+            "exp1_differences",
+            "exp1_differences_table",
+            "3. Exp 1: CLIP vs LaCLIP",
+            "accuracy differences",
+        ),
+        exp3_effective=report_table(
+            "exp3_effective",
+            "exp3_effective_table",
+            "5. Exp 3: misalignment",
+            "against effective misalignment",
+        ),
         parquet=expand(
             f"{TABLES}/{{name}}.parquet",
-            name=["exp1", "exp3_purity", "exp3_metrics", "exp3_spearman", "exp3_histograms"],
+            name=[
+                "exp1",
+                "exp1_differences",
+                "exp3_purity",
+                "exp3_metrics",
+                "exp3_spearman",
+                "exp3_effective",
+                "exp3_histograms",
+            ],
         ),
         histograms=f"{TABLES}/exp3_histograms.csv",
     log:
@@ -38,7 +60,8 @@ rule aggregate:
         "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.aggregate --metrics {input.metrics} --purity {input.purity}"
-        " --histograms {input.histograms} --out-dir {params.out_dir} > {log} 2>&1"
+        " --histograms {input.histograms} --predictions {input.predictions}"
+        " --misalignment {input.misalignment} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figure:

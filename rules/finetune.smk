@@ -35,7 +35,7 @@ rule finetune:
     input:
         code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
         pretrained="results/pretrain/{model}/checkpoint.pt",
-        csv="results/misalign/{strategy}/Cs{cs}/train.csv",
+        csv=training_csv,
         features=feature_cache_input,
     output:
         checkpoint=f"{FINETUNE_DIR}/checkpoint.pt",

@@ -1,5 +1,6 @@
-# Stage 1: caption neighbours (TF-IDF + exact top-K cosine), swaps per (strategy, Cs), training CSVs.
-# seed_spec.md section 1; workflow_scripts/{similarity,misalign}.py.
+# Stage 1: caption neighbours (TF-IDF + exact top-K cosine), swaps per (strategy, Cs, replicate), training
+# CSVs, and the swap summary with the effective misalignment of every set.
+# seed_spec.md section 1; workflow_scripts/{similarity,misalign,effective}.py.
 
 
 rule caption_neighbours:
@@ -29,32 +30,30 @@ rule caption_neighbours:
         " --captions {input.captions} --out {output} --threads {threads} > {log} 2>&1"
 
 
+# One job per (strategy, Cs, replicate): the swap loop runs to that Cs's target (the pairs of a smaller Cs
+# are a prefix of a larger one's for the same seed), so adding a Cs or a replicate runs only its own jobs.
+# It also writes the set's training CSV (image paths of data.train_csv + the swapped captions).
 rule misalign_swaps:
     input:
         code=MISALIGN_CODE,
         captions=config["data"]["captions"],
         neighbours=f"{MISALIGN}/tfidf_neighbours.npz",
+        csv=config["data"]["train_csv"],
     output:
-        captions=expand(f"{MISALIGN}/{{{{strategy}}}}/Cs{{cs}}/captions.txt", cs=CS_LABELS),
-        manifests=expand(f"{MISALIGN}/{{{{strategy}}}}/Cs{{cs}}/swaps.parquet", cs=CS_LABELS),
-        summary=report(
-            f"{MISALIGN}/{{strategy}}/summary.tsv",
-            caption="report/swaps.rst",
-            category="1. Data",
-            subcategory="Misalignment",
-            labels={"strategy": "{strategy}"},
-        ),
+        captions=f"{SWAPS_DIR}/captions.txt",
+        manifest=f"{SWAPS_DIR}/swaps.parquet",
+        summary=f"{SWAPS_DIR}/summary.tsv",
+        csv=f"{SWAPS_DIR}/train.csv",
     log:
-        "logs/misalign_swaps/{strategy}.log",
+        "logs/misalign_swaps/{strategy}/Cs{cs}/seed{seed}.log",
     benchmark:
-        "benchmarks/misalign_swaps/{strategy}.tsv"
+        "benchmarks/misalign_swaps/{strategy}/Cs{cs}/seed{seed}.tsv"
+    wildcard_constraints:
+        strategy="|".join(STRATEGIES),
     params:
         config=CONFIG,
-        settings={
-            k: config["misalign"][k] for k in ("cs_values", "top_k", "seed", "n_neighbours")
-        },
-        cs=" ".join(CS_LABELS),
-    threads: 2
+        settings={k: config["misalign"][k] for k in ("top_k", "seed", "n_neighbours")},
+    threads: 1
     resources:
         mem_mb=mem_mb(4000),
         runtime=60,
@@ -63,20 +62,38 @@ rule misalign_swaps:
     shell:
         "python -m workflow_scripts.misalign swap --config {params.config}"
         " --captions {input.captions} --neighbours {input.neighbours}"
-        " --strategy {wildcards.strategy} --cs {params.cs}"
-        " --out-captions {output.captions} --out-manifest {output.manifests}"
-        " --summary {output.summary} --threads {threads} > {log} 2>&1"
+        " --strategy {wildcards.strategy} --cs {wildcards.cs} --replicate {wildcards.seed}"
+        " --out-captions {output.captions} --out-manifest {output.manifest}"
+        " --summary {output.summary} --train-csv {input.csv} --out-csv {output.csv}"
+        " --threads {threads} > {log} 2>&1"
 
 
-rule misalign_csv:
+rule misalign_summary:
     input:
-        code=code("misalign", "captions", "data"),
-        csv=config["data"]["train_csv"],
-        captions=f"{MISALIGN}/{{strategy}}/Cs{{cs}}/captions.txt",
+        code=code("effective", "world", "captions", "data"),
+        captions=config["data"]["captions"],
+        attributes=TRUE_ATTRIBUTES,
+        swapped=swapped_sets(),
+        summaries=swapped_sets("summary.tsv"),
     output:
-        f"{MISALIGN}/{{strategy}}/Cs{{cs}}/train.csv",
+        table=f"{MISALIGN}/summary.parquet",
+        tsv=report(
+            f"{MISALIGN}/summary.tsv",
+            caption="report/swaps.rst",
+            category="1. Data",
+            subcategory="Misalignment",
+            labels={"table": "nominal and effective misalignment"},
+        ),
     log:
-        "logs/misalign_csv/{strategy}/Cs{cs}.log",
+        "logs/misalign_summary.log",
+    params:
+        swapped=lambda wildcards, input: " ".join(
+            f"{strategy}:{cs}:{seed}:{path}"
+            for (strategy, cs, seed), path in zip(SWAPPED_KEYS, input.swapped)
+        ),
+        attributes=lambda wildcards, input: (
+            f"--attributes {input.attributes}" if input.attributes else ""
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
@@ -84,6 +101,6 @@ rule misalign_csv:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.misalign assemble --train-csv {input.csv}"
-        " --captions {input.captions} --out {output} > {log} 2>&1"
-
+        "python -m workflow_scripts.effective --captions {input.captions} {params.attributes}"
+        " --swapped {params.swapped} --summaries {input.summaries}"
+        " --out {output.table} {output.tsv} > {log} 2>&1"

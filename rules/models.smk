@@ -27,7 +27,11 @@ if PRETRAIN_MODELS:
             model="|".join(PRETRAIN_MODELS),
         params:
             config=CONFIG,
-            settings={k: v for k, v in config["pretrain"].items() if k != "checkpoint_every"},
+            settings={
+                k: v
+                for k, v in config["pretrain"].items()
+                if k not in ("checkpoint_every", "seeds")
+            },
             spec=model_spec,
             sets=" ".join(PRETRAIN_EVAL_SETS),
         threads: 1  # the embedded default runs clip and laclip side by side on 2 cores

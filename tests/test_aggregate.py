@@ -1,138 +1,239 @@
-"""Exp 3 / Exp 1 aggregation: t intervals against scipy, relative change per strategy, Spearman, CLI."""
+"""Exp 3 / Exp 1 aggregation against plain references: t intervals (scipy), paired differences to the
+control of the same replicate, bootstrap intervals (normal approximation), reference levels, Spearman over
+distinct runs, and the CLI."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from workflow_scripts import aggregate
+from workflow_scripts import aggregate, intervals
 from workflow_scripts.errors import InputError
+from workflow_scripts.io import save_npz
 
 SETS = ("shape", "colour")
+SEEDS = (0, 1, 2)
+RUNS = [("none", 0.0)] + [(s, cs) for s in ("similarity", "random") for cs in (0.1, 0.5, 0.8)]
+SLOPE = {"none": 0.0, "similarity": 1.0, "random": 0.5}
 
 
-def finetune_tables(seeds=(0, 1, 2)):
-    """Tidy tables as workflow_scripts.evaluate writes them: purity rises and accuracy falls with Cs."""
+def finetune_tables(seeds=SEEDS):
+    """Tidy tables as workflow_scripts.evaluate writes them: purity rises and accuracy falls with Cs;
+    each replicate has its own offset (shared by its runs), which pairing removes."""
     rng = np.random.default_rng(0)
     metrics, purity = [], []
-    for strategy, slope in (("similarity", 1.0), ("random", 0.5)):
-        for cs in (0.0, 0.1, 0.5, 0.8):
-            for seed in seeds:
-                tags = {"model": "clip", "kind": "finetune", "strategy": strategy, "cs": cs, "seed": seed}
-                pur = 0.05 + slope * 0.1 * cs + 0.002 * rng.normal()
-                purity += [{**tags, "projection": "text", "metric": "avg_abs_cos_sim", "value": pur},
-                           {**tags, "projection": "image", "metric": "avg_abs_cos_sim", "value": 2 * pur}]
-                for s in SETS:
-                    metrics += [{**tags, "set": s, "metric": "acc1", "value": 0.8 - slope * 0.3 * cs
-                                 + 0.01 * rng.normal()},
-                                {**tags, "set": s, "metric": "silhouette", "value": 0.1 + 0.01 * rng.normal()}]
+    offset = {seed: 0.05 * rng.normal() for seed in seeds}
+    for strategy, cs in RUNS:
+        for seed in seeds:
+            tags = {"model": "clip", "kind": "finetune", "strategy": strategy, "cs": cs, "seed": seed}
+            pur = 0.05 + SLOPE[strategy] * 0.1 * cs + offset[seed] / 10 + 0.001 * rng.normal()
+            purity += [{**tags, "projection": "text", "metric": "avg_abs_cos_sim", "value": pur},
+                       {**tags, "projection": "image", "metric": "avg_abs_cos_sim", "value": 2 * pur}]
+            for s in SETS:
+                metrics += [{**tags, "set": s, "metric": "acc1",
+                             "value": 0.8 - SLOPE[strategy] * 0.3 * cs + offset[seed] + 0.005 * rng.normal()},
+                            {**tags, "set": s, "metric": "silhouette", "value": 0.1 + 0.01 * rng.normal()}]
     for model, acc, pur in (("clip", 0.6, 0.05), ("laclip", 0.7, 0.04)):
         tags = {"model": model, "kind": "pretrained"}
         for s in SETS:
             metrics += [{**tags, "set": s, "metric": "acc1", "value": acc},
                         {**tags, "set": s, "metric": "silhouette", "value": acc / 10},
                         {**tags, "set": s, "metric": "acc5", "value": np.nan}]
-        purity += [{**tags, "projection": "text", "metric": "avg_abs_cos_sim", "value": pur},
-                   {**tags, "projection": "image", "metric": "avg_abs_cos_sim", "value": 2 * pur},
-                   {**tags, "projection": "text", "metric": "max_abs_cos_sim", "value": 0.3}]
+        purity += [{**tags, "projection": p, "metric": m, "value": v}
+                   for p, scale in (("text", 1), ("image", 2))
+                   for m, v in (("avg_abs_cos_sim", scale * pur), ("n_neurons", 16), ("in_dim", 8))]
     return pd.DataFrame(metrics), pd.DataFrame(purity)
 
 
-def test_mean_ci_matches_scipy_t_interval():
+def predictions(n_images=400, seeds=SEEDS):
+    """Per-image correctness for every checkpoint of finetune_tables (acc about its table value)."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for strategy, cs in RUNS:
+        for seed in seeds:
+            p = 0.8 - SLOPE[strategy] * 0.3 * cs
+            out[("clip", "finetune", strategy, cs, seed)] = {s: rng.random(n_images) < p for s in SETS}
+    for model, p in (("clip", 0.6), ("laclip", 0.7)):
+        out[(model, "pretrained", None, None, None)] = {s: rng.random(n_images) < p for s in SETS}
+    return out
+
+
+def _ft(df):
+    return df[df.kind == "finetune"].drop(columns="kind")
+
+
+def test_t_interval_matches_scipy():
+    v = np.array([0.31, 0.35, 0.29, 0.40])
+    n, mean, sd, lo, hi = intervals.t_interval(v, 0.9)
+    want = stats.t.interval(0.9, 3, loc=v.mean(), scale=stats.sem(v))
+    assert n == 4 and mean == pytest.approx(v.mean()) and sd == pytest.approx(v.std(ddof=1))
+    assert (lo, hi) == pytest.approx(want)
+    assert np.isnan(intervals.t_interval(np.array([0.3, np.nan]))[3])         # one value: no interval
+
+
+def test_paired_summary_differences_against_the_same_replicate_control():
     metrics, _ = finetune_tables()
-    ft = metrics[metrics.kind == "finetune"].drop(columns="kind")
-    summary = aggregate.mean_ci(ft)
-    assert list(summary.columns) == ["model", "strategy", "cs", "set", "metric", *aggregate.SUMMARY_STATS]
-    assert len(summary) == 2 * 4 * 2 * 2
-    row = summary[(summary.strategy == "random") & (summary.cs == 0.5) & (summary.set == "colour")
+    ft = _ft(metrics)
+    summary = aggregate.paired_summary(ft, "set")
+    assert len(summary[summary.strategy == "none"]) == 2 * 2                  # control once: 2 sets x 2 metrics
+    row = summary[(summary.strategy == "random") & (summary.cs == 0.8) & (summary.set == "colour")
                   & (summary.metric == "acc1")].iloc[0]
-    vals = ft[(ft.strategy == "random") & (ft.cs == 0.5) & (ft.set == "colour") & (ft.metric == "acc1")]["value"]
-    lo, hi = stats.t.interval(0.95, len(vals) - 1, loc=vals.mean(), scale=stats.sem(vals))
-    assert row["n"] == 3 and row["mean"] == pytest.approx(vals.mean())
-    assert row["ci_low"] == pytest.approx(lo) and row["ci_high"] == pytest.approx(hi)
-    lo90, _ = stats.t.interval(0.9, 2, loc=vals.mean(), scale=stats.sem(vals))
-    row90 = aggregate.mean_ci(ft, level=0.9).loc[row.name]
-    assert row90["ci_low"] == pytest.approx(lo90)
+    sel = ft[(ft.set == "colour") & (ft.metric == "acc1")].set_index(["strategy", "cs", "seed"])["value"]
+    treat, ctrl = sel.loc[("random", 0.8)].sort_index(), sel.loc[("none", 0.0)].sort_index()
+    d = (treat - ctrl).to_numpy()
+    lo, hi = stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))
+    assert row["diff"] == pytest.approx(d.mean()) and (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((lo, hi))
+    assert row["rel_change"] == pytest.approx(d.mean() / ctrl.mean())
+    unpaired = stats.t.interval(0.95, 2, loc=treat.mean(), scale=stats.sem(treat))
+    assert row["diff_ci_high"] - row["diff_ci_low"] < unpaired[1] - unpaired[0]   # pairing removes the offsets
 
 
-def test_single_seed_has_no_interval():
-    metrics, _ = finetune_tables(seeds=(0,))
-    summary = aggregate.mean_ci(metrics[metrics.kind == "finetune"])
-    assert (summary["n"] == 1).all() and summary["ci_low"].isna().all()
+def test_bootstrap_interval_matches_the_normal_approximation():
+    rng = np.random.default_rng(5)
+    correct = rng.random(2000) < 0.3
+    lo, hi = intervals.bootstrap_mean_ci(correct, draws=4000, seed=0)
+    p, half = correct.mean(), 1.96 * np.sqrt(correct.mean() * (1 - correct.mean()) / 2000)
+    assert lo == pytest.approx(p - half, abs=0.004) and hi == pytest.approx(p + half, abs=0.004)
+    assert 0.0 <= lo < p < hi <= 1.0
+    assert intervals.bootstrap_mean_ci(np.ones(50)) == (1.0, 1.0)          # inside the range, always
 
 
-def test_relative_change_is_against_cs0_of_the_same_strategy():
+def test_bootstrap_accuracy_columns():
     metrics, _ = finetune_tables()
-    summary = aggregate.relative_change(aggregate.mean_ci(metrics[metrics.kind == "finetune"].drop(columns="kind")))
-    for strategy in ("similarity", "random"):
-        sel = summary[(summary.strategy == strategy) & (summary.set == "shape") & (summary.metric == "acc1")]
-        base = sel[sel.cs == 0.0]["mean"].item()
-        at08 = sel[sel.cs == 0.8].iloc[0]
-        assert at08["baseline"] == pytest.approx(base)
-        assert at08["rel_change"] == pytest.approx((at08["mean"] - base) / base)
-        assert sel[sel.cs == 0.0]["rel_change"].item() == 0.0
-    sim = summary[(summary.strategy == "similarity") & (summary.cs == 0.8) & (summary.metric == "acc1")]
-    rnd = summary[(summary.strategy == "random") & (summary.cs == 0.8) & (summary.metric == "acc1")]
-    assert (sim["rel_change"].to_numpy() < rnd["rel_change"].to_numpy()).all()   # stronger drop, same baseline kind
-    no_base = aggregate.mean_ci(metrics[(metrics.kind == "finetune") & (metrics.cs > 0)])
-    with pytest.raises(InputError, match="no Cs = 0"):
-        aggregate.relative_change(no_base)
+    preds = predictions()
+    summary = aggregate.bootstrap_accuracy(aggregate.paired_summary(_ft(metrics), "set"), preds)
+    row = summary[(summary.strategy == "similarity") & (summary.cs == 0.8) & (summary.set == "shape")
+                  & (summary.metric == "acc1")].iloc[0]
+    assert row["n_images"] == 400
+    level = np.mean([preds[("clip", "finetune", "similarity", 0.8, r)]["shape"] for r in SEEDS])
+    assert row["boot_ci_low"] < level < row["boot_ci_high"]
+    diff = np.mean([preds[("clip", "finetune", "similarity", 0.8, r)]["shape"].astype(float)
+                    - preds[("clip", "finetune", "none", 0.0, r)]["shape"] for r in SEEDS])
+    assert row["boot_diff_ci_low"] < diff < row["boot_diff_ci_high"] < 0     # a real drop of 0.24
+    assert summary[summary.metric == "silhouette"]["boot_ci_low"].isna().all()
 
 
-def test_spearman_per_strategy_and_pooled():
+def test_spearman_over_distinct_runs_with_replicate_clusters():
     metrics, purity = finetune_tables()
-    ft = lambda df: df[df.kind == "finetune"]  # noqa: E731
-    out = aggregate.purity_accuracy_spearman(ft(purity), ft(metrics))
+    out = aggregate.purity_accuracy_spearman(_ft(purity), _ft(metrics))
     assert set(out.strategy) == {"similarity", "random", "all"} and set(out.set) == set(SETS)
+    assert "p_value" not in out.columns
     row = out[(out.strategy == "all") & (out.set == "shape")].iloc[0]
-    p = ft(purity)
+    p = _ft(purity)
     p = p[(p.projection == "text") & (p.metric == "avg_abs_cos_sim")]
-    a = ft(metrics)
+    a = _ft(metrics)
     a = a[(a.set == "shape") & (a.metric == "acc1")]
     j = a.merge(p, on=["model", "strategy", "cs", "seed"])
-    rho, pval = stats.spearmanr(j["value_y"], j["value_x"])
-    assert row["n"] == 24 and row["rho"] == pytest.approx(rho) and row["p_value"] == pytest.approx(pval)
-    assert row["rho"] < -0.5                                 # less pure (higher |cos|) -> lower accuracy
+    assert len(j) == 7 * 3                                    # each control once: 1 + 6 runs x 3 replicates
+    assert row["n_runs"] == 21 and row["n_replicates"] == 3
+    assert row["rho"] == pytest.approx(stats.spearmanr(j["value_y"], j["value_x"])[0])
+    assert row["ci_low"] <= row["rho"] <= row["ci_high"] and row["rho"] < -0.5
+    sim = out[(out.strategy == "similarity") & (out.set == "shape")].iloc[0]
+    assert sim["n_runs"] == 4 * 3                             # its 3 Cs and the shared control
 
 
-def test_exp1_table():
+def test_exp3_tables_reference_levels_and_effective_misalignment():
+    metrics, purity = finetune_tables()
+    mis = pd.DataFrame([{"strategy": "none", "cs": 0.0, "seed": -1, "text_changed": 0.0, "contradicts_any": 0.0}]
+                       + [{"strategy": s, "cs": cs, "seed": r, "text_changed": cs * (0.8 if s == "similarity" else 1),
+                           "contradicts_any": cs * (0.3 if s == "similarity" else 0.9)}
+                          for s, cs in RUNS[1:] for r in SEEDS])
+    tables = aggregate.exp3_tables(metrics, purity, predictions(), mis)
+    pur = tables["exp3_purity"]
+    row = pur[(pur.strategy == "random") & (pur.cs == 0.5) & (pur.projection == "text")].iloc[0]
+    assert row["pretrained"] == 0.05 and row["contradicts_any"] == pytest.approx(0.45)
+    rng = np.random.default_rng(0)                            # the random level, computed here by hand
+    levels = []
+    for _ in range(200):
+        V = rng.standard_normal((16, 8))
+        V /= np.linalg.norm(V, axis=1, keepdims=True)
+        C = np.abs(V @ V.T)
+        np.fill_diagonal(C, 0)
+        levels.append(C.mean())
+    assert row["random_mean"] == pytest.approx(np.mean(levels)) and row["random_sd"] == pytest.approx(np.std(levels, ddof=1))
+    assert set(tables["exp3_effective"]["quantity"]) == {"purity text", "purity image", "acc1 shape", "acc1 colour"}
+    with pytest.raises(InputError, match="no Cs = 0 control"):
+        aggregate.exp3_tables(metrics[metrics.strategy != "none"], purity[purity.strategy != "none"])
+
+
+def test_exp1_table_and_paired_differences():
     metrics, purity = finetune_tables()
     table = aggregate.exp1_table(metrics, purity)
-    assert list(table.columns) == ["set", "model", "acc1", "silhouette", "purity_image", "purity_text"]
-    assert len(table) == 4
+    assert list(table.columns) == ["set", "model", "acc1", "silhouette", "purity_image", "purity_text", "n_seeds"]
     row = table[(table.set == "colour") & (table.model == "laclip")].iloc[0]
-    assert row["acc1"] == 0.7 and row["silhouette"] == pytest.approx(0.07)
-    assert row["purity_text"] == 0.04 and row["purity_image"] == 0.08
+    assert row["acc1"] == 0.7 and row["purity_text"] == 0.04 and row["purity_image"] == 0.08
+    preds = predictions()
+    diffs = aggregate.exp1_differences(preds)
+    row = diffs[diffs.set == "shape"].iloc[0]
+    a, b = preds[("clip", "pretrained", None, None, None)]["shape"], preds[("laclip", "pretrained", None, None, None)]["shape"]
+    assert (row["model_a"], row["model_b"], row["n_images"]) == ("clip", "laclip", 400)
+    assert row["diff"] == pytest.approx(a.mean() - b.mean()) and row["ci_low"] < row["diff"] < row["ci_high"]
+    assert row["n_seeds"] == 1 and np.isnan(row["seed_ci_low"])
 
 
-def test_cli_writes_parquet_and_csv(tmp_path):
+def test_exp1_pretraining_replicas_count_as_their_model():
+    """Replicas <name>-p<seed> (tagged base_model, pretrain_seed) are averaged with their model: the
+    difference is the mean over the common seeds, with a t interval over the seeds."""
+    rng = np.random.default_rng(2)
+    preds = {}
+    for seed, (pa, pb) in enumerate(((0.6, 0.7), (0.55, 0.72), (0.62, 0.69))):
+        for model, p in (("clip", pa), ("laclip", pb)):
+            name = model if seed == 0 else f"{model}-p{seed}"
+            preds[(name, "pretrained", None, None, None, model, seed)] = {"shape": rng.random(500) < p}
+    row = aggregate.exp1_differences(preds).iloc[0]
+    per_seed = [preds[(m, "pretrained", None, None, None, "clip", s)]["shape"].mean()
+                - preds[(m.replace("clip", "laclip"), "pretrained", None, None, None, "laclip", s)]["shape"].mean()
+                for s, m in ((0, "clip"), (1, "clip-p1"), (2, "clip-p2"))]
+    assert (row["model_a"], row["model_b"], row["n_seeds"]) == ("clip", "laclip", 3)
+    assert row["diff"] == pytest.approx(np.mean(per_seed))
+    want = stats.t.interval(0.95, 2, loc=np.mean(per_seed), scale=stats.sem(per_seed))
+    assert (row["seed_ci_low"], row["seed_ci_high"]) == pytest.approx(want)
+
+
+def test_pretrain_seeds_add_replicas_of_pretrained_models_only():
+    from workflow_scripts.config import base_model, pretrain_replicas
+
+    cfg = {"models": {"clip": {"source": "pretrain", "arch": "a"}, "ext": {"source": "checkpoint", "arch": "b"}},
+           "pretrain": {"seed": 0, "seeds": [0, 3]}}
+    replicas = pretrain_replicas(cfg)
+    assert replicas == {"clip-p3": {"source": "pretrain", "arch": "a", "pretrain_seed": 3}}
+    assert base_model("clip-p3", replicas["clip-p3"]) == "clip" and base_model("clip", cfg["models"]["clip"]) == "clip"
+    with pytest.raises(InputError, match="clash"):
+        pretrain_replicas({**cfg, "models": {**cfg["models"], "clip-p3": {"source": "checkpoint"}}})
+
+
+def test_cli_writes_every_table(tmp_path):
     metrics, purity = finetune_tables()
-    mpaths, ppaths = [], []
-    for i, (key, g) in enumerate(metrics.groupby(["model", "kind", "strategy", "cs", "seed"], dropna=False)):
-        g.dropna(axis=1, how="all").to_parquet(tmp_path / f"m{i}.parquet")
-        mpaths.append(str(tmp_path / f"m{i}.parquet"))
-    for i, (key, g) in enumerate(purity.groupby(["model", "kind", "strategy", "cs", "seed"], dropna=False)):
-        g.dropna(axis=1, how="all").to_parquet(tmp_path / f"p{i}.parquet")
-        ppaths.append(str(tmp_path / f"p{i}.parquet"))
-    hist = pd.DataFrame({"model": "clip", "kind": "finetune", "strategy": "random", "cs": 0.0,
+    paths = {"metrics": [], "purity": [], "predictions": []}
+    for kind, df in (("metrics", metrics), ("purity", purity)):
+        for i, (_, g) in enumerate(df.groupby(["model", "kind", "strategy", "cs", "seed"], dropna=False)):
+            g.dropna(axis=1, how="all").to_parquet(tmp_path / f"{kind}{i}.parquet")
+            paths[kind].append(str(tmp_path / f"{kind}{i}.parquet"))
+    for i, (tags, sets) in enumerate(predictions().items()):
+        names = dict(zip(aggregate.TAG_COLUMNS, tags))
+        save_npz(tmp_path / f"pred{i}.npz", tags=np.asarray(json.dumps({k: v for k, v in names.items() if v is not None})),
+                 **{f"correct::{s}": c for s, c in sets.items()})
+        paths["predictions"].append(str(tmp_path / f"pred{i}.npz"))
+    hist = pd.DataFrame({"model": "clip", "kind": "finetune", "strategy": "none", "cs": 0.0,
                          "seed": np.repeat([0, 1], 2), "projection": "text", "bin_left": [-1.0, 0.0] * 2,
                          "bin_right": [0.0, 1.0] * 2, "count": [4, 6, 2, 8]})
     hist.to_parquet(tmp_path / "hist.parquet")
     out = tmp_path / "summary"
-    assert aggregate.main(["--metrics", *mpaths, "--purity", *ppaths, "--histograms", str(tmp_path / "hist.parquet"),
+    assert aggregate.main(["--metrics", *paths["metrics"], "--purity", *paths["purity"],
+                           "--predictions", *paths["predictions"], "--histograms", str(tmp_path / "hist.parquet"),
                            "--out-dir", str(out)]) == 0
-    for name in ("exp3_metrics", "exp3_purity", "exp3_spearman", "exp1", "exp3_histograms"):
+    for name in ("exp3_metrics", "exp3_purity", "exp3_spearman", "exp3_effective", "exp1", "exp1_differences",
+                 "exp3_histograms"):
         assert (out / f"{name}.parquet").exists() and (out / f"{name}.csv").exists()
     m = pd.read_parquet(out / "exp3_metrics.parquet")
-    assert "kind" not in m.columns and {"ci_low", "rel_change"} <= set(m.columns)
-    assert set(m["cs"]) == {0.0, 0.1, 0.5, 0.8} and (m["n"] == 3).all()
-    sp = pd.read_parquet(out / "exp3_spearman.parquet")
-    assert set(sp.projection) == {"text", "image"} and len(sp) == 2 * 2 * 3
-    h = pd.read_parquet(out / "exp3_histograms.parquet")
-    assert h["count"].tolist() == [3.0, 7.0]
-    assert len(pd.read_csv(out / "exp1.csv")) == 4
+    assert set(m["cs"]) == {0.0, 0.1, 0.5, 0.8} and (m["n"] == 3).all() and m["diff"].notna().all()
+    assert m[m.metric == "acc1"]["boot_diff_ci_low"].notna().all()
+    assert pd.read_parquet(out / "exp3_histograms.parquet")["count"].tolist() == [3.0, 7.0]
     (tmp_path / "bad.parquet").write_text("not parquet")
     with pytest.raises(InputError, match="bad.parquet"):
-        aggregate.main(["--metrics", str(tmp_path / "bad.parquet"), "--purity", *ppaths, "--out-dir", str(out)])
+        aggregate.main(["--metrics", str(tmp_path / "bad.parquet"), "--purity", *paths["purity"],
+                        "--out-dir", str(out)])

@@ -18,18 +18,18 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tables(tmp_path_factory):
     rng = np.random.default_rng(0)
     rows, prow, hist = [], [], []
-    for strategy in ("similarity", "random"):
-        for cs in (0.0, 0.3, 0.8):
-            for seed in range(3):
-                tags = {"model": "clip", "strategy": strategy, "cs": cs, "seed": seed}
-                prow.append({**tags, "projection": "text", "metric": "avg_abs_cos_sim",
-                             "value": 0.05 + 0.1 * cs + 0.005 * rng.normal()})
-                rows += [{**tags, "set": s, "metric": "acc1", "value": 0.7 - 0.2 * cs + 0.02 * rng.normal()}
-                         for s in ("shape", "colour")]
-                edges = np.linspace(-1, 1, 51)
-                counts, _ = np.histogram(rng.normal(0, 0.1 + 0.2 * cs, 500), bins=edges)
-                hist.append(pd.DataFrame({**tags, "projection": "text", "bin_left": edges[:-1],
-                                          "bin_right": edges[1:], "count": counts}))
+    runs = [("none", 0.0)] + [(s, cs) for s in ("similarity", "random") for cs in (0.3, 0.8)]
+    for strategy, cs in runs:
+        for seed in range(3):
+            tags = {"model": "clip", "strategy": strategy, "cs": cs, "seed": seed}
+            prow.append({**tags, "projection": "text", "metric": "avg_abs_cos_sim",
+                         "value": 0.05 + 0.1 * cs + 0.005 * rng.normal()})
+            rows += [{**tags, "set": s, "metric": "acc1", "value": 0.7 - 0.2 * cs + 0.02 * rng.normal()}
+                     for s in ("shape", "colour")]
+            edges = np.linspace(-1, 1, 51)
+            counts, _ = np.histogram(rng.normal(0, 0.1 + 0.2 * cs, 500), bins=edges)
+            hist.append(pd.DataFrame({**tags, "projection": "text", "bin_left": edges[:-1],
+                                      "bin_right": edges[1:], "count": counts}))
     sweep = []
     for s in ("shape", "colour"):
         for strategy, draws in (("high_purity", 1), ("low_purity", 1), ("random", 5)):
@@ -42,9 +42,16 @@ def tables(tmp_path_factory):
     exp1 = pd.DataFrame({"set": ["shape", "shape", "colour", "colour"], "model": ["clip", "laclip"] * 2,
                          "acc1": [0.6, 0.7, 0.5, 0.55], "silhouette": [0.1, 0.12, -0.02, 0.01]})
     d = tmp_path_factory.mktemp("tables")
+    purity = aggregate.paired_summary(pd.DataFrame(prow), "projection").assign(
+        pretrained=0.06, random_mean=0.1, random_sd=0.002)
+    accuracy = aggregate.paired_summary(pd.DataFrame(rows), "set").assign(pretrained=0.65)
+    effective = pd.concat([purity.assign(quantity="purity text").drop(columns="projection"),
+                           accuracy.assign(quantity=lambda d: "acc1 " + d["set"]).drop(columns="set")])
+    effective["contradicts_any"] = effective["cs"] * np.where(effective["strategy"] == "similarity", 0.3, 0.9)
     paths = {
-        "purity-vs-cs": aggregate.relative_change(aggregate.mean_ci(pd.DataFrame(prow))),
-        "accuracy-vs-cs": aggregate.relative_change(aggregate.mean_ci(pd.DataFrame(rows))),
+        "purity-vs-cs": purity,
+        "accuracy-vs-cs": accuracy,
+        "effective": effective,
         "cosine-hist": aggregate.mean_histograms(pd.concat(hist, ignore_index=True)),
         "pruning": pd.DataFrame(sweep),
         "exp1": exp1,
@@ -88,13 +95,24 @@ def test_pruning_figure_draws_every_strategy(tables):
     assert {a.get_title() for a in fig.axes} == {"shape", "colour"}
 
 
-def test_purity_figure_has_a_line_and_band_per_strategy(tables):
+def test_purity_figure_has_a_line_and_band_per_strategy_and_the_reference_levels(tables):
     fig = figures.purity_vs_cs(pd.read_parquet(tables["purity-vs-cs"]))
     ax = fig.axes[0]
-    assert sorted(line.get_label() for line in ax.get_lines()) == ["random", "similarity"]
-    assert len(ax.collections) == 2
-    x, y = ax.get_lines()[1].get_data()                      # 'similarity', means over seeds
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["random", "similarity", "pretrained", "random matrix (± sd)"]
+    x, y = ax.get_lines()[1].get_data()                      # 'similarity', means over seeds, control first
     assert list(x) == [0.0, 0.3, 0.8] and y[2] > y[0]
+    assert ax.get_lines()[0].get_data()[1][0] == y[0]        # both strategies share the one control point
+    assert ax.get_lines()[2].get_ydata()[0] == 0.06 and ax.get_lines()[3].get_ydata()[0] == 0.1
+
+
+def test_effective_figure_puts_both_strategies_on_the_effective_axis(tables):
+    fig = figures.versus_effective(pd.read_parquet(tables["effective"]))
+    ax = next(a for a in fig.axes if a.get_title() == "purity text")
+    assert ax.get_xlabel() == "lines contradicting the image"
+    lines = {line.get_label(): line.get_data() for line in ax.get_lines()}
+    assert list(lines["similarity"][0]) == pytest.approx([0.0, 0.09, 0.24])
+    assert list(lines["random"][0]) == pytest.approx([0.0, 0.27, 0.72])
 
 
 def test_missing_rows_and_columns_are_reported(tables, tmp_path):

@@ -36,7 +36,7 @@ def test_dry_run_default_config(tmp_path):
                  "evaluate_finetune", "pruning_sweep", "all"):
         assert re.search(rf"^{rule}\s+\d+", out, re.M), f"rule {rule} missing from the job stats"
     n_finetunes = int(re.search(r"^finetune\s+(\d+)", out, re.M).group(1))
-    assert n_finetunes == 5 * 2 * 3  # Cs x strategies x seeds
+    assert n_finetunes == (1 + 4 * 2) * 3  # (the shared Cs = 0 control + 4 Cs > 0 x 2 strategies) x 3 replicates
 
 
 @pytest.mark.parametrize("override,key", [
@@ -78,15 +78,48 @@ def full_run(tmp_path_factory):
 def test_full_run_produces_every_stage(full_run):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     r = full_run / "results"
-    for strategy in cfg["misalign"]["strategies"]:
-        for cs in ("0.0", "0.5"):
-            assert (r / f"misalign/{strategy}/Cs{cs}/train.csv").exists()
-            for seed in cfg["finetune"]["seeds"]:
-                assert (r / f"finetune/clip/{strategy}/Cs{cs}/seed{seed}/checkpoint.pt").exists()
+    for seed in cfg["finetune"]["seeds"]:
+        for strategy in cfg["misalign"]["strategies"]:
+            assert (r / f"misalign/{strategy}/Cs0.5/seed{seed}/train.csv").exists()
+            assert (r / f"finetune/clip/{strategy}/Cs0.5/seed{seed}/checkpoint.pt").exists()
+        # Cs = 0: one control per replicate, shared by both strategies (no per-strategy duplicate)
+        assert (r / f"finetune/clip/none/Cs0.0/seed{seed}/checkpoint.pt").exists()
+    assert not list(r.glob("finetune/clip/similarity/Cs0.0")) and not list(r.glob("finetune/clip/random/Cs0.0"))
     for model in cfg["models"]:
         assert (r / f"pretrain/{model}/checkpoint.pt").exists()
     assert (r / "report.html").stat().st_size > 100_000
     assert list((full_run / "logs").rglob("*.log"))
+
+
+def test_tables_are_sane_with_one_control_per_replicate(full_run):
+    """No NaN where a number is due, one Cs = 0 run per replicate in the tables, replicates draw their own
+    swaps, and the swap summary measures what the swaps did."""
+    import pandas as pd
+
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    tables = full_run / "results" / "tables"
+    purity = pd.read_parquet(tables / "exp3_purity.parquet")
+    control = purity[(purity.strategy == "none") & (purity.metric == "avg_abs_cos_sim")]
+    assert len(control) == 2 and (control["n"] == len(cfg["finetune"]["seeds"])).all()
+    assert set(purity["strategy"]) == {"none", *cfg["misalign"]["strategies"]}
+    for col in ("mean", "diff", "pretrained", "random_mean", "random_sd", "text_changed", "contradicts_any"):
+        assert purity[purity.metric == "avg_abs_cos_sim"][col].notna().all(), col
+    metrics = pd.read_parquet(tables / "exp3_metrics.parquet")
+    acc = metrics[metrics.metric == "acc1"]
+    for col in ("mean", "ci_low", "diff_ci_low", "boot_ci_low", "boot_diff_ci_high", "pretrained"):
+        assert acc[col].notna().all(), col
+    assert ((acc["boot_ci_low"] >= 0) & (acc["boot_ci_high"] <= 1)).all()
+    spearman = pd.read_parquet(tables / "exp3_spearman.parquet")
+    runs = 1 + len(cfg["misalign"]["strategies"])          # per replicate: the control and Cs 0.5 of each strategy
+    assert (spearman[spearman.strategy == "all"]["n_runs"] == runs * len(cfg["finetune"]["seeds"])).all()
+    assert pd.read_parquet(tables / "exp1_differences.parquet")["ci_low"].notna().all()
+    swaps = pd.read_parquet(full_run / "results" / "misalign" / "summary.parquet")
+    none = swaps[swaps.strategy == "none"].iloc[0]
+    assert none["text_changed"] == 0 and none["contradicts_any"] == 0
+    rand = swaps[swaps.strategy == "random"].sort_values("seed")
+    assert (rand["contradicts_any"] > 0.2).all() and rand["swap_seed"].tolist() == [42, 43]
+    a = (full_run / "results/misalign/random/Cs0.5/seed0/captions.txt").read_text()
+    assert a != (full_run / "results/misalign/random/Cs0.5/seed1/captions.txt").read_text()
 
 
 def test_report_contains_every_figure_and_table(full_run):

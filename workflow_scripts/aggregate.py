@@ -1,21 +1,32 @@
-"""Exp 3 and Exp 1 aggregation of the tidy per-checkpoint tables written by workflow_scripts.evaluate.
+"""Exp 1 and Exp 3 aggregation of the tidy per-checkpoint tables written by workflow_scripts.evaluate.
 
 Inputs are long tables: tag columns (model, kind, strategy, cs, seed), a scope column (`set` for
-metrics.parquet, `projection` for purity.parquet), then metric, value. Nothing here depends on a
-column layout beyond `seed`, `cs`, `metric`, `value`: the group keys are "every other column".
+metrics.parquet, `projection` for purity.parquet), then metric, value; per-image top-1 correctness per
+checkpoint (predictions.npz); and the swap summary with the effective misalignment of every swapped set.
 
-- mean_ci: mean over seeds with a two-sided t interval, mean ± t_{(1+level)/2, n−1} · sd / √n
-  (sd with ddof=1); NaN for n < 2. Seeds are few (3 by default), hence t rather than normal.
-- relative_change: (mean − mean at Cs = 0) / |mean at Cs = 0| against the Cs = 0 row of the SAME
-  strategy (and model, set, metric...), never against the pretrained checkpoint.
-- purity_accuracy_spearman: Spearman rho (scipy) between a purity metric and an accuracy metric over
-  the individual fine-tuned checkpoints (one point per strategy, Cs and seed), per model and set,
-  for each strategy and pooled ('all').
-- exp1_table: pretrained models side by side per set (acc1, silhouette, text/image purity).
+Exp 3 (fine-tunes; `seed` is the replicate index r, which draws the swaps, the batch order and nothing
+else): one row per (model, strategy, Cs, scope, metric), where the Cs = 0 control is its own strategy
+(`none`), one run per replicate shared by every swap strategy, never counted twice.
+- n, mean, sd, ci_low, ci_high: over replicates, two-sided t interval (`intervals.t_interval`).
+- diff, diff_ci_low, diff_ci_high, rel_change: the paired difference against the control of the SAME
+  replicate (and model, scope, metric), t interval over replicates; rel_change = diff / |control mean|.
+- acc1 only: boot_ci_low/high of the level and boot_diff_ci_low/high of the paired difference, percentile
+  intervals over the evaluation images resampled with replacement (n_images; the same images for both
+  checkpoints; replicates averaged per image).
+- text_changed, contradicts_any (and per attribute): the effective misalignment of the strategy's swapped
+  sets, mean over replicates (contradictions only where the images' attributes are known).
+- Reference levels: `pretrained` (the pretrained checkpoint's value), and for purity `random_mean` /
+  `random_sd`, the metric over random Gaussian matrices of the projection's shape (`purity.random_reference`).
+Spearman rho between purity and accuracy over DISTINCT runs (each control once), per model, set,
+projection and strategy (plus 'all'), with a cluster-bootstrap interval that resamples whole replicates;
+no p-value (runs of one replicate share their swaps).
+Exp 1: the pretrained models side by side (mean over pretraining seeds when pretrain.seeds adds replicas),
+and every pair's acc1 difference with a paired bootstrap interval over the evaluation images and, with
+several pretraining seeds, a t interval over them.
 
     python -m workflow_scripts.aggregate --metrics results/eval/**/metrics.parquet \\
-        --purity results/eval/**/purity.parquet [--histograms ...] --out-dir results/eval/summary
-writes exp3_metrics, exp3_purity, exp3_spearman, exp1 (and exp3_histograms) as .parquet and .csv.
+        --purity results/eval/**/purity.parquet --predictions results/eval/**/predictions.npz \\
+        --misalignment results/misalign/summary.parquet [--histograms ...] --out-dir results/tables
 """
 
 from __future__ import annotations
@@ -28,13 +39,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .config import CONTROL_STRATEGY
 from .errors import InputError
-from .io import run_cli, setup_logging, write_table
+from .intervals import bootstrap_mean_ci, cluster_bootstrap_spearman, t_interval
+from .io import load_npz, run_cli, setup_logging, write_table
+from .purity import random_reference
 
 log = logging.getLogger(__name__)
 
-SUMMARY_STATS = ["n", "mean", "sd", "sem", "ci_low", "ci_high"]
-TAG_COLUMNS = ("model", "kind", "strategy", "cs", "seed")
+TAG_COLUMNS = ("model", "kind", "strategy", "cs", "seed", "base_model", "pretrain_seed")
 
 
 def read_tables(paths: Sequence[str | Path], required: Sequence[str] = ("metric", "value")) -> pd.DataFrame:
@@ -61,84 +74,147 @@ def group_keys(df: pd.DataFrame, over: Sequence[str] = ("seed",), value: str = "
     return [c for c in df.columns if c != value and c not in over]
 
 
-def mean_ci(df: pd.DataFrame, by: Sequence[str] | None = None, value: str = "value",
-            level: float = 0.95) -> pd.DataFrame:
-    """n (non-NaN values), mean, sd, sem and the t-interval [ci_low, ci_high] per group `by`
-    (default: every column except `seed` and `value`)."""
-    from scipy import stats
-
-    by = list(by) if by is not None else group_keys(df, value=value)
-    if df.empty:
-        return pd.DataFrame(columns=by + SUMMARY_STATS)
-    g = df.groupby(by, sort=True, dropna=False)[value]
-    out = g.agg(n="count", mean="mean", sd="std").reset_index()
-    n = out["n"].to_numpy(dtype=float)
-    sem = out["sd"].to_numpy(dtype=float) / np.sqrt(n)
-    with np.errstate(invalid="ignore"):
-        half = np.where(n >= 2, stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1)) * sem, np.nan)
-    out["sem"] = np.where(n >= 2, sem, np.nan)
-    out["ci_low"] = out["mean"] - half
-    out["ci_high"] = out["mean"] + half
-    return out
+# ----------------------------------------------------------------------------- Exp 3
 
 
-def relative_change(summary: pd.DataFrame, cs: str = "cs", value: str = "mean",
-                    baseline_cs: float = 0.0) -> pd.DataFrame:
-    """Add `baseline`, `change` (value − baseline) and `rel_change` ((value − baseline) / |baseline|), the
-    baseline being the row with Cs = baseline_cs and otherwise the same keys (same strategy)."""
-    if cs not in summary.columns:
-        raise InputError(f"relative_change: no {cs!r} column")
-    stat_cols = set(SUMMARY_STATS) | {value, "baseline", "change", "rel_change"}
-    keys = [c for c in summary.columns if c != cs and c not in stat_cols]
+def paired_summary(runs: pd.DataFrame, scope: str, level: float = 0.95) -> pd.DataFrame:
+    """Per (model, strategy, cs, scope, metric): level over replicates and paired difference against the
+    control run of the same replicate (both with t intervals), and rel_change."""
+    keys = ["model", "strategy", "cs", scope, "metric"]
+    control = runs[runs["strategy"] == CONTROL_STRATEGY][["model", "seed", scope, "metric", "value"]]
+    paired = runs.merge(control.rename(columns={"value": "control"}), on=["model", "seed", scope, "metric"],
+                        how="left")
+    rows = []
+    for key, g in paired.groupby(keys, sort=True, dropna=False):
+        n, mean, sd, lo, hi = t_interval(g["value"].to_numpy(), level)
+        _, diff, _, dlo, dhi = t_interval((g["value"] - g["control"]).to_numpy(), level)
+        _, base, *_ = t_interval(g["control"].to_numpy(), level)
+        rows.append({**dict(zip(keys, key)), "n": n, "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
+                     "diff": diff, "diff_ci_low": dlo, "diff_ci_high": dhi,
+                     "rel_change": diff / abs(base) if base else np.nan})
+    return pd.DataFrame(rows)
+
+
+def bootstrap_accuracy(summary: pd.DataFrame, predictions: dict[tuple, dict[str, np.ndarray]],
+                       level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Add to the acc1 rows of an Exp 3 metrics summary the bootstrap intervals over evaluation images of
+    the level (boot_ci_*) and of the paired difference to the control (boot_diff_ci_*), and n_images."""
     out = summary.copy()
-    if out.empty:
-        return out.assign(baseline=[], change=[], rel_change=[])
-    is_base = np.isclose(out[cs].astype(float), baseline_cs)
-    base = out.loc[is_base, keys + [value]].rename(columns={value: "baseline"})
-    if base.duplicated(keys).any():
-        raise InputError(f"relative_change: several Cs = {baseline_cs} rows for the same {keys}")
-    out = out.merge(base, on=keys, how="left", sort=False) if keys else out.assign(baseline=base["baseline"].iloc[0])
-    missing = out["baseline"].isna() & out[value].notna()
-    if missing.any():
-        example = out.loc[missing, keys].iloc[0].to_dict()
-        raise InputError(f"relative_change: no Cs = {baseline_cs} run for {example}")
-    out["change"] = out[value] - out["baseline"]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["rel_change"] = np.where(out["baseline"] != 0, out["change"] / out["baseline"].abs(), np.nan)
+    for col in ("n_images", "boot_ci_low", "boot_ci_high", "boot_diff_ci_low", "boot_diff_ci_high"):
+        out[col] = np.nan
+    by_run: dict[tuple, dict[int, dict[str, np.ndarray]]] = {}
+    for tags, sets in predictions.items():
+        if tags[1] == "finetune":
+            by_run.setdefault((tags[0], tags[2], float(tags[3])), {})[int(tags[4])] = sets
+    for i, row in out[out["metric"] == "acc1"].iterrows():
+        runs = by_run.get((row["model"], row["strategy"], float(row["cs"])), {})
+        controls = {r: sets for (m, s, _), reps in by_run.items() if m == row["model"] and s == CONTROL_STRATEGY
+                    for r, sets in reps.items()}
+        reps = sorted(r for r in runs if row["set"] in runs[r])
+        if not reps:
+            continue
+        level_per_image = np.mean([runs[r][row["set"]] for r in reps], axis=0)
+        out.loc[i, ["boot_ci_low", "boot_ci_high"]] = bootstrap_mean_ci(level_per_image, level, seed=seed)
+        out.loc[i, "n_images"] = len(level_per_image)
+        paired = [r for r in reps if r in controls and row["set"] in controls[r]]
+        if paired:
+            diff = np.mean([runs[r][row["set"]].astype(float) - controls[r][row["set"]] for r in paired], axis=0)
+            out.loc[i, ["boot_diff_ci_low", "boot_diff_ci_high"]] = bootstrap_mean_ci(diff, level, seed=seed)
     return out
+
+
+def effective_columns(misalignment: pd.DataFrame | None) -> pd.DataFrame:
+    """Mean effective misalignment over replicates per (strategy, cs); the control gets the original
+    captions' own rates (the `none` row of the swap summary)."""
+    if misalignment is None or misalignment.empty:
+        return pd.DataFrame(columns=["strategy", "cs"])
+    cols = [c for c in misalignment.columns if c == "text_changed" or c.startswith("contradicts_")]
+    table = misalignment.groupby(["strategy", "cs"], sort=True)[cols].mean().reset_index()
+    table["cs"] = table["cs"].astype(float)
+    return table
+
+
+def purity_references(purity: pd.DataFrame, draws: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Per (model, projection, metric): the pretrained checkpoint's value and the random-matrix level of
+    the projection's shape (mean and sd over `draws` Gaussian matrices)."""
+    pre = _kind(purity, "pretrained")
+    if pre.empty:
+        return pd.DataFrame(columns=["model", "projection", "metric", "pretrained"])
+    refs = []
+    for (model, projection), g in pre.groupby(["model", "projection"], sort=True):
+        shape = g.set_index("metric")["value"]
+        random = random_reference(int(shape["n_neurons"]), int(shape["in_dim"]), draws=draws, seed=seed)
+        table = g[["metric", "value"]].rename(columns={"value": "pretrained"}).merge(random, on="metric", how="left")
+        refs.append(table.assign(model=model, projection=projection))
+    return pd.concat(refs, ignore_index=True)
 
 
 def purity_accuracy_spearman(purity: pd.DataFrame, metrics: pd.DataFrame, purity_metric: str = "avg_abs_cos_sim",
                              projection: str = "text", accuracy_metric: str = "acc1",
-                             keys: Sequence[str] = ("model", "strategy", "cs", "seed")) -> pd.DataFrame:
-    """Spearman rho and p-value between purity and accuracy over fine-tuned checkpoints, per model and
-    set, for each strategy and for all strategies pooled (strategy = 'all')."""
-    from scipy import stats
-
-    keys = [k for k in keys if k in purity.columns and k in metrics.columns]
+                             level: float = 0.95) -> pd.DataFrame:
+    """Spearman rho between purity and accuracy over distinct fine-tunes (each control once), per model and
+    set, for each swap strategy (with the controls) and pooled ('all'); the interval resamples replicates."""
+    keys = ["model", "strategy", "cs", "seed"]
     p = purity[(purity["metric"] == purity_metric) & (purity["projection"] == projection)]
     a = metrics[metrics["metric"] == accuracy_metric]
     joined = a[keys + ["set", "value"]].merge(p[keys + ["value"]].rename(columns={"value": "purity"}),
                                                on=keys, how="inner").rename(columns={"value": "accuracy"})
-    cols = ["model", "set", "strategy", "purity_metric", "projection", "accuracy_metric", "n", "rho", "p_value"]
+    cols = ["model", "set", "strategy", "purity_metric", "projection", "accuracy_metric", "n_runs",
+            "n_replicates", "rho", "ci_low", "ci_high", "interval"]
     rows = []
     for (model, set_name), group in joined.groupby(["model", "set"], sort=True):
-        parts = [(s, g) for s, g in group.groupby("strategy", sort=True)] + [("all", group)]
+        swaps = sorted(s for s in group["strategy"].unique() if s != CONTROL_STRATEGY)
+        parts = [(s, group[group["strategy"].isin([s, CONTROL_STRATEGY])]) for s in swaps] + [("all", group)]
         for strategy, g in parts:
-            ok = g[["purity", "accuracy"]].dropna()
-            rho, pval = (stats.spearmanr(ok["purity"], ok["accuracy"]) if len(ok) >= 3
-                         else (np.nan, np.nan))
+            rho, lo, hi = cluster_bootstrap_spearman(g["purity"].to_numpy(), g["accuracy"].to_numpy(),
+                                                     g["seed"].to_numpy(), level)
             rows.append({"model": model, "set": set_name, "strategy": strategy, "purity_metric": purity_metric,
-                         "projection": projection, "accuracy_metric": accuracy_metric, "n": len(ok),
-                         "rho": float(rho), "p_value": float(pval)})
+                         "projection": projection, "accuracy_metric": accuracy_metric, "n_runs": len(g),
+                         "n_replicates": g["seed"].nunique(), "rho": rho, "ci_low": lo, "ci_high": hi,
+                         "interval": "cluster bootstrap over replicates"})
     return pd.DataFrame(rows, columns=cols)
+
+
+def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict | None = None,
+                misalignment: pd.DataFrame | None = None, level: float = 0.95) -> dict[str, pd.DataFrame]:
+    """exp3_metrics, exp3_purity (see the module docstring), exp3_spearman and exp3_effective (purity of
+    the text projection and every set's acc1 against the effective misalignment, one row per run group)."""
+    m, p = _kind(metrics, "finetune"), _kind(purity, "finetune")
+    for df in (m, p):
+        if not df.empty and not (df["strategy"] == CONTROL_STRATEGY).any():
+            raise InputError(f"Exp 3: no Cs = 0 control runs (strategy {CONTROL_STRATEGY!r}) among the fine-tunes")
+    effective = effective_columns(misalignment)
+    pre_m = _kind(metrics, "pretrained")[["model", "set", "metric", "value"]].rename(columns={"value": "pretrained"}) \
+        if not _kind(metrics, "pretrained").empty else None
+    metrics_summary = bootstrap_accuracy(paired_summary(m, "set", level), predictions or {}, level)
+    if pre_m is not None:
+        metrics_summary = metrics_summary.merge(pre_m, on=["model", "set", "metric"], how="left")
+    purity_summary = paired_summary(p, "projection", level).merge(purity_references(purity),
+                                                                 on=["model", "projection", "metric"], how="left")
+    tables = {"exp3_metrics": metrics_summary, "exp3_purity": purity_summary}
+    for name in tables:
+        tables[name]["cs"] = tables[name]["cs"].astype(float)
+        if not effective.empty:
+            tables[name] = tables[name].merge(effective, on=["strategy", "cs"], how="left")
+    tables["exp3_spearman"] = pd.concat([purity_accuracy_spearman(p, m, projection=proj, level=level)
+                                         for proj in ("text", "image")], ignore_index=True)
+    tables["exp3_effective"] = pd.concat([
+        tables["exp3_purity"][(tables["exp3_purity"]["metric"] == "avg_abs_cos_sim")]
+        .assign(quantity=lambda d: "purity " + d["projection"]).drop(columns=["projection"]),
+        tables["exp3_metrics"][tables["exp3_metrics"]["metric"] == "acc1"]
+        .assign(quantity=lambda d: "acc1 " + d["set"]).drop(columns=["set"]),
+    ], ignore_index=True)
+    return tables
+
+
+# ----------------------------------------------------------------------------- Exp 1
 
 
 def exp1_table(metrics: pd.DataFrame, purity: pd.DataFrame, eval_metrics: Sequence[str] = ("acc1", "silhouette"),
                purity_metric: str = "avg_abs_cos_sim") -> pd.DataFrame:
-    """One row per (set, model) of the pretrained checkpoints: acc1, silhouette, purity_text, purity_image."""
-    m = _kind(metrics, "pretrained")
-    p = _kind(purity, "pretrained")
+    """One row per (set, model) of the pretrained checkpoints: acc1, silhouette, purity_text, purity_image,
+    each the mean over the model's pretraining seeds (n_seeds; replicas <name>-p<seed> count as <name>)."""
+    m, p = _pretrained_by_base(metrics), _pretrained_by_base(purity)
     if m.empty:
         return pd.DataFrame(columns=["set", "model", *eval_metrics])
     wide = (m[m["metric"].isin(eval_metrics)].pivot_table(index=["set", "model"], columns="metric",
@@ -151,8 +227,51 @@ def exp1_table(metrics: pd.DataFrame, purity: pd.DataFrame, eval_metrics: Sequen
         pur = (p.pivot_table(index="model", columns="projection", values="value", aggfunc="mean")
                .add_prefix("purity_").reset_index())
     out = wide.merge(pur, on="model", how="left")
+    out = out.merge(m.groupby("model")["pretrain_seed"].nunique().rename("n_seeds").reset_index(), on="model")
     out.columns.name = None
     return out.sort_values(["set", "model"], ignore_index=True)
+
+
+def _pretrained_by_base(df: pd.DataFrame) -> pd.DataFrame:
+    """Pretrained rows with `model` = the replicated model and `pretrain_seed` (0 where untagged)."""
+    out = _kind(df, "pretrained").copy()
+    if "base_model" in out.columns:
+        out["model"] = out["base_model"].fillna(out["model"])
+    out["pretrain_seed"] = out["pretrain_seed"].fillna(0) if "pretrain_seed" in out.columns else 0
+    return out.drop(columns=[c for c in ("base_model",) if c in out.columns])
+
+
+def exp1_differences(predictions: dict[tuple, dict[str, np.ndarray]], level: float = 0.95,
+                     seed: int = 0) -> pd.DataFrame:
+    """acc1(a) − acc1(b) for every pair of pretrained models per set: the mean over their common pretraining
+    seeds, with a paired bootstrap interval over the evaluation images (both models scored on the same
+    resampled images; per image, the difference averaged over seeds) and, with >= 2 seeds, a t interval over
+    the seeds' differences."""
+    pre: dict[str, dict[int, dict[str, np.ndarray]]] = {}
+    for tags, sets in predictions.items():
+        if tags[1] == "pretrained":
+            base = tags[5] if len(tags) > 5 and tags[5] is not None else tags[0]
+            pseed = int(tags[6]) if len(tags) > 6 and tags[6] is not None else 0
+            pre.setdefault(base, {})[pseed] = sets
+    cols = ["set", "model_a", "model_b", "acc1_a", "acc1_b", "diff", "ci_low", "ci_high", "n_images", "n_seeds",
+            "seed_ci_low", "seed_ci_high"]
+    rows = []
+    models = sorted(pre)
+    for ia, a in enumerate(models):
+        for b in models[ia + 1:]:
+            seeds = sorted(set(pre[a]) & set(pre[b]))
+            names = sorted(set.intersection(*(set(pre[m][s]) for m in (a, b) for s in seeds))) if seeds else []
+            for name in names:
+                per_seed = np.stack([pre[a][s][name].astype(float) - pre[b][s][name] for s in seeds])
+                d = per_seed.mean(axis=0)
+                lo, hi = bootstrap_mean_ci(d, level, seed=seed)
+                _, _, _, slo, shi = t_interval(per_seed.mean(axis=1), level)
+                rows.append({"set": name, "model_a": a, "model_b": b,
+                             "acc1_a": float(np.mean([pre[a][s][name].mean() for s in seeds])),
+                             "acc1_b": float(np.mean([pre[b][s][name].mean() for s in seeds])),
+                             "diff": float(d.mean()), "ci_low": lo, "ci_high": hi, "n_images": len(d),
+                             "n_seeds": len(seeds), "seed_ci_low": slo, "seed_ci_high": shi})
+    return pd.DataFrame(rows, columns=cols)
 
 
 def mean_histograms(hist: pd.DataFrame) -> pd.DataFrame:
@@ -161,16 +280,19 @@ def mean_histograms(hist: pd.DataFrame) -> pd.DataFrame:
     return hist.groupby(by, sort=True, dropna=False)["count"].mean().reset_index()
 
 
-def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, level: float = 0.95) -> dict[str, pd.DataFrame]:
-    """Fine-tuned checkpoints only: mean/CI over seeds plus relative change for metrics and purity, and
-    Spearman of acc1 against avg_abs_cos_sim of the text and of the image projection."""
-    m, p = _kind(metrics, "finetune"), _kind(purity, "finetune")
-    return {
-        "exp3_metrics": relative_change(mean_ci(_drop_tags(m), level=level)),
-        "exp3_purity": relative_change(mean_ci(_drop_tags(p), level=level)),
-        "exp3_spearman": pd.concat([purity_accuracy_spearman(p, m, projection=proj) for proj in ("text", "image")],
-                                   ignore_index=True),
-    }
+def read_predictions(paths: Sequence[str]) -> dict[tuple, dict[str, np.ndarray]]:
+    """{(model, kind, strategy, cs, seed): {set: per-image top-1 correctness}} from predictions.npz files."""
+    import json
+
+    out = {}
+    for path in paths:
+        data = load_npz(path)
+        if "tags" not in data:
+            raise InputError(f"{path}: predictions without their tags")
+        tags = json.loads(str(data["tags"]))
+        key = tuple(tags.get(k) for k in TAG_COLUMNS)
+        out[key] = {k.split("::", 1)[1]: v.astype(bool) for k, v in data.items() if k.startswith("correct::")}
+    return out
 
 
 def _kind(df: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -191,14 +313,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics.parquet of every checkpoint")
     parser.add_argument("--purity", nargs="+", required=True, help="purity.parquet of every checkpoint")
     parser.add_argument("--histograms", nargs="*", default=[], help="histogram tables (tags, projection, bin_left, bin_right, count)")
+    parser.add_argument("--predictions", nargs="*", default=[], help="predictions.npz of every checkpoint")
+    parser.add_argument("--misalignment", help="swap summary with the effective misalignment (.parquet)")
     parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--level", type=float, default=0.95, help="confidence level of the t interval")
+    parser.add_argument("--level", type=float, default=0.95, help="confidence level of every interval")
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
     metrics, purity = read_tables(args.metrics), read_tables(args.purity)
-    tables = exp3_tables(metrics, purity, args.level)
+    predictions = read_predictions(args.predictions)
+    misalignment = read_tables([args.misalignment], required=("strategy", "cs")) if args.misalignment else None
+    tables = exp3_tables(metrics, purity, predictions, misalignment, args.level)
     tables["exp1"] = exp1_table(metrics, purity)
+    tables["exp1_differences"] = exp1_differences(predictions, args.level)
     if args.histograms:
         hist = read_tables(args.histograms, required=("projection", "bin_left", "count"))
         tables["exp3_histograms"] = mean_histograms(_drop_tags(hist))

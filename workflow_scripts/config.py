@@ -104,6 +104,33 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
     return validate_config(config, source=str(path))
 
 
+# Strategy name of the Cs = 0 control in paths and tables: one run per (model, replicate) on the original
+# captions, shared by every swap strategy.
+CONTROL_STRATEGY = "none"
+
+
+def pretrain_replicas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The models pretrain.seeds adds: <name>-p<seed> for every model with source pretrain, the same spec
+    with `pretrain_seed` set (Exp 1's replicates over pretraining; never fine-tuned or pruned)."""
+    out = {}
+    for name, spec in config["models"].items():
+        if spec["source"] != "pretrain" or "pretrain_seed" in spec:
+            continue
+        for seed in config["pretrain"].get("seeds", []):
+            if seed != config["pretrain"]["seed"]:
+                out[f"{name}-p{seed}"] = {**spec, "pretrain_seed": int(seed)}
+    clash = sorted(set(out) & set(config["models"]))
+    if clash:
+        raise InputError(f"models: {clash} clash with the pretraining replicas that pretrain.seeds adds")
+    return out
+
+
+def base_model(name: str, spec: dict[str, Any]) -> str:
+    """The model a pretraining replica <name>-p<seed> replicates (the name itself otherwise)."""
+    suffix = f"-p{spec['pretrain_seed']}" if "pretrain_seed" in spec else ""
+    return name[: -len(suffix)] if suffix and name.endswith(suffix) else name
+
+
 def format_cs(cs: float) -> str:
     """Canonical text of a Cs value used in paths: 0.1 -> '0.1', 0 -> '0.0', 0.25 -> '0.25'."""
     text = repr(float(cs))

@@ -14,12 +14,15 @@ matrix algebra over its projection matrices (`projections`), with no network in 
         --out-dir results/eval/finetune/clip/similarity/Cs0.3/seed0 --tag model=clip --tag kind=finetune
 
 Tables are tidy (one row per metric): metrics.parquet (tags..., set, metric, value), purity.parquet
-(tags..., projection, metric, value), histograms.parquet (tags..., projection, bin_left, bin_right, count).
+(tags..., projection, metric, value), histograms.parquet (tags..., projection, bin_left, bin_right, count);
+predictions.npz holds each set's per-image top-1 correctness (and the tags as JSON), for paired bootstrap
+intervals over the evaluation images.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
@@ -204,13 +207,15 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
                          tags: dict, out_dir: str, save_embeddings: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write metrics, purity and histogram tables (and optionally embeddings/<set>.npz) under out_dir."""
     from . import purity as pm
-    from .zeroshot import silhouette, zero_shot_metrics
+    from .zeroshot import silhouette, zero_shot_logits, zero_shot_metrics
 
     out = Path(out_dir)
     rows = []
+    correct = {}
     for name in set_names(features):
         data = set_embeddings(features, name, image_p, text_p)
         metrics = zero_shot_metrics(data["image"], data["classifier"], data["labels"])
+        correct[name] = zero_shot_logits(data["image"], data["classifier"]).argmax(axis=1) == data["labels"]
         metrics["silhouette"] = silhouette(data["image"], data["labels"])
         metrics.update({f"diag_{k}": v for k, v in pm.representation_diagnostics(data["image"]).items()})
         log.info("%s: %s", name, {k: round(float(v), 4) for k, v in metrics.items()})
@@ -231,6 +236,9 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
     write_table(purity_df, out / "purity.parquet")
     write_table(_tag(pm.histogram_table(matrices), tags), out / "histograms.parquet")
     save_npz(out / "neurons.npz", **{f"{p}_per_neuron": pm.purity_metrics(P)["per_neuron"] for p, P in matrices.items()})
+    # per-image top-1 correctness: paired bootstrap intervals over evaluation images (workflow_scripts.aggregate)
+    save_npz(out / "predictions.npz", tags=np.asarray(json.dumps({k: _parse_tag(v) for k, v in tags.items()})),
+             **{f"correct{SEP}{name}": c for name, c in correct.items()})
     return metrics_df, purity_df
 
 

@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .config import CONTROL_STRATEGY  # noqa: E402
 from .errors import InputError  # noqa: E402
 from .io import atomic_path, run_cli, setup_logging  # noqa: E402
 
@@ -90,32 +91,87 @@ def _lines_with_band(ax: plt.Axes, df: pd.DataFrame, x: str, hue: str, label_fmt
             ax.fill_between(g[x], g["ci_low"], g["ci_high"], color=colours[i], alpha=0.2, linewidth=0)
 
 
+def with_control(df: pd.DataFrame) -> pd.DataFrame:
+    """The Cs = 0 control (strategy `none`, one run per replicate shared by every swap strategy) drawn as
+    the first point of each swap strategy's line; a table without swap strategies is returned as it is."""
+    if "strategy" not in df.columns:
+        return df
+    control = df[df["strategy"] == CONTROL_STRATEGY]
+    swaps = [s for s in df["strategy"].dropna().unique() if s != CONTROL_STRATEGY]
+    if control.empty or not swaps:
+        return df
+    return pd.concat([df[df["strategy"] != CONTROL_STRATEGY]]
+                     + [control.assign(strategy=s) for s in sorted(swaps)], ignore_index=True)
+
+
+def _references(ax: plt.Axes, rows: pd.DataFrame) -> None:
+    """Reference levels beside the effect: the pretrained model (dashed) and, for purity, random Gaussian
+    matrices of the projection's shape (dotted, ± sd band)."""
+    if "pretrained" in rows.columns and rows["pretrained"].notna().any():
+        ax.axhline(rows["pretrained"].dropna().iloc[0], color="0.35", ls="--", lw=1, label="pretrained")
+    if "random_mean" in rows.columns and rows["random_mean"].notna().any():
+        mean, sd = rows["random_mean"].dropna().iloc[0], rows["random_sd"].dropna().iloc[0]
+        ax.axhline(mean, color="0.55", ls=":", lw=1, label="random matrix (± sd)")
+        ax.axhspan(mean - sd, mean + sd, color="0.55", alpha=0.12, lw=0)
+
+
 def purity_vs_cs(summary: pd.DataFrame, metric: str = "avg_abs_cos_sim", projection: str = "text") -> plt.Figure:
-    """Purity metric (mean over seeds, 95 % CI band) against Cs, one line per strategy, one panel per model."""
+    """Purity metric (mean over replicates, 95 % t band) against nominal Cs, one line per strategy, one
+    panel per model, with the pretrained model's and a random matrix's level."""
     _require(summary, ["model", "strategy", "cs", "metric", "mean"], "purity-vs-cs")
-    df = _select(summary, "purity-vs-cs", metric=metric, projection=projection)
+    df = with_control(_select(summary, "purity-vs-cs", metric=metric, projection=projection))
     models = sorted(df["model"].unique())
     with plt.rc_context(STYLE), sns.axes_style("whitegrid"):
         fig, axes = _grid(len(models))
         for ax, model in zip(axes, models):
-            _lines_with_band(ax, df[df["model"] == model], "cs", "strategy")
-            ax.set(title=f"{model}: {projection} projection", xlabel="Misalignment Cs", ylabel=_label(metric))
-            ax.legend(title="strategy", fontsize=7)
+            rows = df[df["model"] == model]
+            _lines_with_band(ax, rows, "cs", "strategy")
+            _references(ax, rows)
+            ax.set(title=f"{model}: {projection} projection", xlabel="Nominal misalignment Cs", ylabel=_label(metric))
+            ax.legend(fontsize=7)
         fig.tight_layout()
     return fig
 
 
 def accuracy_vs_cs(summary: pd.DataFrame, metric: str = "acc1", model: str | None = None) -> plt.Figure:
-    """Metric (mean over seeds, 95 % CI band) against Cs per evaluation set, one line per strategy (and model)."""
+    """Metric (mean over replicates, 95 % t band) against nominal Cs per evaluation set, one line per strategy
+    (and model), with the pretrained model's level."""
     _require(summary, ["model", "strategy", "cs", "set", "metric", "mean"], "accuracy-vs-cs")
-    df = _select(summary, "accuracy-vs-cs", metric=metric, model=model).copy()
+    df = with_control(_select(summary, "accuracy-vs-cs", metric=metric, model=model)).copy()
     df["line"] = df["strategy"] if df["model"].nunique() == 1 else df["model"] + " / " + df["strategy"]
     sets = sorted(df["set"].unique())
     with plt.rc_context(STYLE), sns.axes_style("whitegrid"):
         fig, axes = _grid(len(sets))
         for ax, name in zip(axes, sets):
-            _lines_with_band(ax, df[df["set"] == name], "cs", "line")
-            ax.set(title=name, xlabel="Misalignment Cs", ylabel=_label(metric))
+            rows = df[df["set"] == name]
+            _lines_with_band(ax, rows, "cs", "line")
+            if rows["model"].nunique() == 1:
+                _references(ax, rows)
+            ax.set(title=name, xlabel="Nominal misalignment Cs", ylabel=_label(metric))
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+    return fig
+
+
+def versus_effective(table: pd.DataFrame, model: str | None = None) -> plt.Figure:
+    """Each quantity (text/image purity, acc1 per set; mean over replicates, 95 % t band) against the
+    EFFECTIVE misalignment of its runs: the fraction of lines whose caption contradicts the image
+    (where the truth is known), else the fraction whose caption text changed. Both strategies on one axis."""
+    _require(table, ["model", "strategy", "cs", "quantity", "mean"], "effective")
+    df = _select(table, "effective", model=model)
+    x = "contradicts_any" if "contradicts_any" in df.columns and df["contradicts_any"].notna().any() else "text_changed"
+    _require(df, [x], "effective")
+    df = with_control(df)
+    quantities = sorted(df["quantity"].unique())
+    with plt.rc_context(STYLE), sns.axes_style("whitegrid"):
+        fig, axes = _grid(len(quantities))
+        for ax, quantity in zip(axes, quantities):
+            rows = df[df["quantity"] == quantity]
+            _lines_with_band(ax, rows, x, "strategy")
+            _references(ax, rows)
+            ylabel = "Mean |cos| between neurons (n²)" if quantity.startswith("purity") else "Zero-shot top-1"
+            ax.set(title=quantity, ylabel=ylabel,
+                   xlabel="lines contradicting the image" if x == "contradicts_any" else "lines whose caption changed")
         axes[0].legend(fontsize=7)
         fig.tight_layout()
     return fig
@@ -125,7 +181,7 @@ def cosine_histograms(hist: pd.DataFrame, projection: str = "text", model: str |
     """Distribution of neuron-pair cosines (density of the upper-triangle histogram) per Cs, one panel per
     (model, strategy); counts are normalised per Cs so runs with different seeds/sizes compare."""
     _require(hist, ["model", "strategy", "cs", "projection", "bin_left", "bin_right", "count"], "cosine-hist")
-    df = _select(hist, "cosine-hist", projection=projection, model=model)
+    df = with_control(_select(hist, "cosine-hist", projection=projection, model=model))
     panels = sorted(df.groupby(["model", "strategy"]).groups)
     with plt.rc_context(STYLE), sns.axes_style("whitegrid"):
         fig, axes = _grid(len(panels))
@@ -225,6 +281,7 @@ FIGURES = {
     "accuracy-vs-cs": (accuracy_vs_cs, {"metric": "acc1", "model": None}),
     "pruning": (pruning_curves, {"metric": "acc1", "model": None}),
     "exp1": (exp1_bars, {}),
+    "effective": (versus_effective, {"model": None}),
 }
 
 

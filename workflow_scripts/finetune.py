@@ -256,7 +256,7 @@ def _step(projections, optimizer: torch.optim.Optimizer, img_f: torch.Tensor, tx
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
-    return float(loss), float(acc)
+    return float(loss.detach()), float(acc)
 
 
 def _stop_requested(stop: distributed.StopSignal | None, d: distributed.Dist) -> bool:

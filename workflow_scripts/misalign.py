@@ -80,6 +80,13 @@ def check_cs(cs: float) -> float:
     return value
 
 
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The swap seed of replicate r: seed + r, so that replicate 0 keeps the original's pairs (seed 42)."""
+    if replicate < 0:
+        raise InputError(f"replicate {replicate}: must be >= 0")
+    return int(seed) + int(replicate)
+
+
 def target_lines(cs: float, n: int) -> int:
     """The original's target: int(Cs * N) misaligned lines."""
     return int(check_cs(cs) * n)
@@ -505,20 +512,23 @@ def _swap(args: argparse.Namespace) -> int:
     if not (len(cs_values) == len(args.out_captions) == len(args.out_manifest)):
         raise InputError(f"--cs has {len(cs_values)} values but --out-captions has {len(args.out_captions)} "
                          f"and --out-manifest {len(args.out_manifest)} paths")
+    if bool(args.train_csv) != bool(args.out_csv) or (args.out_csv and len(args.out_csv) != len(cs_values)):
+        raise InputError("--train-csv and --out-csv go together, with one --out-csv per Cs")
     lines = read_captions(args.captions)
     ids, scores, X, _ = load_neighbours(args.neighbours)
     n = len(lines)
     if ids.shape[0] != n:
         raise InputError(f"{args.neighbours} has {ids.shape[0]} rows but {args.captions} has {n} captions")
     target = max(target_lines(c, n) for c in cs_values)
+    seed = replicate_seed(cfg["seed"], args.replicate)
     t0 = time.perf_counter()
     if args.strategy == "similarity":
         if ids.shape[1] < min(cfg["top_k"], n - 1):
             log.warning("n_neighbours %d < top_k %d: every row will be recomputed", ids.shape[1], cfg["top_k"])
-        pairs, stats = similarity_swaps(ids, scores, X, target, cfg["top_k"], cfg["seed"],
+        pairs, stats = similarity_swaps(ids, scores, X, target, cfg["top_k"], seed,
                                         threads=args.threads, show_progress=True)
     elif args.strategy == "random":
-        pairs, stats = random_swaps(n, target, cfg["seed"], show_progress=True), {}
+        pairs, stats = random_swaps(n, target, seed, show_progress=True), {}
     else:
         raise InputError(f"--strategy: unknown strategy {args.strategy!r} (known: {', '.join(STRATEGIES)})")
     sims = pair_scores(X, pairs[:, 0], pairs[:, 1])
@@ -534,7 +544,10 @@ def _swap(args: argparse.Namespace) -> int:
         log_examples(lines, sub, sub_sims)
         buffer.write(out_captions, swap_sources(n, sub))
         write_table(manifest(sub, sub_sims), out_manifest)
-        summary.append({"strategy": args.strategy, "cs": cs, "n": n, "target_lines": target_lines(cs, n),
+        if args.train_csv:
+            assemble_csv(args.train_csv, out_captions, args.out_csv[cs_values.index(cs)])
+        summary.append({"strategy": args.strategy, "cs": cs, "seed": args.replicate, "swap_seed": seed, "n": n,
+                        "target_lines": target_lines(cs, n),
                         "pairs": count, "misaligned_lines": 2 * count, "realised_fraction": 2 * count / n,
                         "mean_similarity": float(sub_sims.mean()) if count else math.nan})
     if args.summary:
@@ -560,7 +573,11 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--cs", required=True, nargs="+", help="Cs values (each in [0, 1])")
     sw.add_argument("--out-captions", required=True, nargs="+", help="one caption file per Cs")
     sw.add_argument("--out-manifest", required=True, nargs="+", help="one .parquet manifest per Cs")
+    sw.add_argument("--replicate", type=int, default=0,
+                    help="replicate index r: the swaps draw from seed misalign.seed + r (r = 0: the original's)")
     sw.add_argument("--summary", help="optional .tsv/.csv with one row per Cs")
+    sw.add_argument("--train-csv", help="headerless image_path,caption CSV: also write each set's training CSV")
+    sw.add_argument("--out-csv", nargs="*", default=[], help="one training CSV per Cs (with --train-csv)")
     sw.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     sw.add_argument("--log")
     asm = sub.add_parser("assemble", help="training CSV = image paths of --train-csv + caption lines")

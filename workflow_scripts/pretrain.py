@@ -275,6 +275,8 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
         if name not in config["evaluate"]["sets"]:
             raise InputError(f"unknown evaluation set {name!r}; known: {sorted(config['evaluate']['sets'])}")
     settings = dict(config["pretrain"])
+    settings["seed"] = spec.get("pretrain_seed", settings["seed"])   # a pretrain.seeds replica's own seed
+    settings.pop("seeds", None)                                       # the replicas' list: not this run's
     augmented = spec.get("captions", "human") == "augmented"
     device = config_device(config, want_gpu)
     data_files = [config["data"]["train_csv"]] + (list(config["data"]["rewrites"]) if augmented else [])

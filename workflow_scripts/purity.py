@@ -110,6 +110,18 @@ def purity_table(matrices: Mapping[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["projection", "metric", "value"])
 
 
+def random_reference(n_neurons: int, in_dim: int, draws: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Reference level of every scalar purity metric: its mean and sd over `draws` random Gaussian matrices
+    of the projection's shape (i.i.d. N(0, 1) entries), computed by `purity_metrics` itself.
+    Columns: metric, random_mean, random_sd, random_draws."""
+    rng = np.random.default_rng(seed)
+    rows = [{k: v for k, v in purity_metrics(rng.standard_normal((n_neurons, in_dim))).items()
+             if not isinstance(v, np.ndarray)} for _ in range(draws)]
+    table = pd.DataFrame(rows).drop(columns=["n_neurons", "in_dim"], errors="ignore")
+    return pd.DataFrame({"metric": table.columns, "random_mean": table.mean().to_numpy(),
+                         "random_sd": table.std(ddof=1).to_numpy(), "random_draws": draws})
+
+
 def histogram_table(matrices: Mapping[str, np.ndarray], bins: int = HIST_BINS) -> pd.DataFrame:
     """Tidy cosine histograms (projection, bin_left, bin_right, count) of the upper-triangle cosines."""
     frames = []

@@ -1,0 +1,87 @@
+"""Confidence intervals for the study's claims, each answering the question it is attached to.
+
+- `t_interval`: mean over replicates with the two-sided Student t interval (replicates are few).
+- `bootstrap_mean_ci`: percentile interval of the mean of per-image values under resampling of the
+  evaluation images (with replacement): the evaluation-sample noise of an accuracy or of a paired accuracy
+  difference. Paired: both checkpoints are scored on the same resampled images.
+- `cluster_bootstrap_spearman`: Spearman rho over runs with a percentile interval from resampling whole
+  replicates (clusters), so that runs sharing a swap realisation are not counted as independent; no
+  p-value is reported.
+
+Percentile bootstrap intervals stay inside the range of the statistic (an accuracy interval inside [0, 1]).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_DRAWS = 2000
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, float, float, float]:
+    """(n, mean, sd, ci_low, ci_high) of the non-NaN values; the interval is NaN for n < 2."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    n = len(v)
+    if n == 0:
+        return 0, np.nan, np.nan, np.nan, np.nan
+    mean = float(v.mean())
+    if n < 2:
+        return n, mean, np.nan, np.nan, np.nan
+    sd = float(v.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
+    return n, mean, sd, mean - half, mean + half
+
+
+def bootstrap_mean_ci(per_image: np.ndarray, level: float = 0.95, draws: int = DEFAULT_DRAWS,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of mean(per_image) when the images are resampled with replacement.
+
+    `per_image` is one value per evaluation image: a 0/1 correctness, or a paired difference of two
+    checkpoints' correctness (averaged over replicates) on the same image.
+    """
+    d = np.asarray(per_image, dtype=float)
+    n = len(d)
+    if n == 0:
+        return np.nan, np.nan
+    rng = np.random.default_rng(seed)
+    means = np.empty(draws)
+    for start in range(0, draws, 256):            # counts matrix in chunks: memory O(256 n)
+        b = min(256, draws - start)
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
+        means[start:start + b] = counts @ d / n
+    alpha = (1 - level) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(low), float(high)
+
+
+def cluster_bootstrap_spearman(x: np.ndarray, y: np.ndarray, clusters: np.ndarray, level: float = 0.95,
+                               draws: int = 1000, seed: int = 0) -> tuple[float, float, float]:
+    """(rho, ci_low, ci_high): Spearman rho of (x, y) over runs; the interval resamples whole clusters
+    (replicates) with replacement. NaN when fewer than 3 runs or 2 clusters."""
+    from scipy import stats
+
+    x, y, clusters = (np.asarray(a) for a in (x, y, clusters))
+    ok = ~(np.isnan(x.astype(float)) | np.isnan(y.astype(float)))
+    x, y, clusters = x[ok], y[ok], clusters[ok]
+    if len(x) < 3:
+        return np.nan, np.nan, np.nan
+    rho = float(stats.spearmanr(x, y)[0])
+    ids = np.unique(clusters)
+    if len(ids) < 2:
+        return rho, np.nan, np.nan
+    members = [np.flatnonzero(clusters == c) for c in ids]
+    rng = np.random.default_rng(seed)
+    rhos = []
+    for _ in range(draws):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+        rx, ry = stats.rankdata(x[idx]), stats.rankdata(y[idx])   # Spearman = Pearson of the ranks
+        if np.ptp(rx) > 0 and np.ptp(ry) > 0:
+            rhos.append(np.corrcoef(rx, ry)[0, 1])
+    if not rhos:
+        return rho, np.nan, np.nan
+    alpha = (1 - level) / 2
+    low, high = np.quantile(rhos, [alpha, 1 - alpha])
+    return rho, float(low), float(high)
