@@ -40,7 +40,10 @@ def dry_run_jobs(workdir: Path, configfile: Path | None) -> dict[str, list[str]]
     cmd = [sys.executable, "-m", "snakemake", "--forceall", "-n", "--cores", "2"]
     if configfile:
         cmd += ["--configfile", str(configfile)]
-    out = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, check=True).stdout
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dry run failed:\n{proc.stderr[-3000:]}")
+    out = proc.stdout
     jobs: dict[str, list[list[str]]] = {}
     rule = None
     for line in out.splitlines():
@@ -71,14 +74,15 @@ def scratch_copy(dest: Path) -> None:
     shutil.copytree(REPO / "results", dest / "results", copy_function=os.link)
 
 
-def run_job(workdir: Path, target: str, configfile: Path | None, trace: Path) -> float:
-    """Force one job to run again (its rule's shell command, through Snakemake); returns its wall time."""
+def run_job(workdir: Path, rule: str, target: str, configfile: Path | None, trace: Path) -> float:
+    """Force one job to run again (its rule's shell command, through Snakemake); returns its wall time.
+    Only that rule may run: earlier benchmarked jobs rewrote upstream files, which must not cascade."""
     env = {**os.environ, "PYTHONPATH": f"{TRACER}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "JOB_PHASES_OUT": str(trace)}
-    cmd = [sys.executable, "-m", "snakemake", "--cores", "2", "--forcerun", target]
+    # the target first: --forcerun and --configfile take several values and would swallow it
+    cmd = [sys.executable, "-m", "snakemake", target, "--cores", "2", "--allowed-rules", rule, "--forcerun", target]
     if configfile:
         cmd += ["--configfile", str(configfile)]
-    cmd += [target]
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             if rule == "all" or rule in args.skip or (args.rules and rule not in args.rules):
                 continue
             trace = Path(tmp) / f"{rule}.jsonl"
-            snake_wall = run_job(work, outputs[0], configfile, trace)
+            snake_wall = run_job(work, rule, outputs[0], configfile, trace)
             records = [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
             row = {"rule": rule, "target": outputs[0], "snakemake": snake_wall, **split_job(records)}
             rows.append(row)

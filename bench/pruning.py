@@ -79,7 +79,7 @@ def main() -> int:
     print(f"baseline  one feature extraction (decode + image tower): {extraction:8.3f} s")
     print(f"ours      full pruning sweep, {n_variants} variants x {len(SETS)} sets, {len(table)} rows: {sweep:8.3f} s")
     print(f"ratio     sweep / one extraction = {sweep / extraction:.3f}  (target <= 1.1)")
-    print(f"original  reloads the model and re-extracts for every kept size (seed_spec.md section 4): "
+    print(f"original  reloads the model and re-extracts for every kept size (docs/original_code.md, 'Exp 2'): "
           f"{len(sizes)} extractions = {len(sizes) * extraction:.1f} s estimated from the baseline, "
           f"{len(sizes) * extraction / sweep:.0f}x ours, before its random baseline (which it lacks)")
     return 0 if sweep / extraction <= 1.1 else 1

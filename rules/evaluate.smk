@@ -9,7 +9,7 @@ rule eval_features:
         code=code("evaluate", "evalsets", "features", "data", "models", "checkpoints", "zeroshot"),
         checkpoint="results/pretrain/{model}/checkpoint.pt",
         sets=eval_inputs,
-        csv=config["data"]["train_csv"],
+        pairs=config["data"]["heldout_csv"] or config["data"]["train_csv"],
     output:
         features="results/eval/features/{model}.npz",
         projections="results/eval/pretrained/{model}/projections.npz",
@@ -20,6 +20,7 @@ rule eval_features:
     params:
         config=CONFIG,
         settings={k: config["evaluate"][k] for k in ("sets", "templates")},
+        preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["evaluate"],
     threads: 2
     resources:
         gpu=gpus(),

@@ -3,12 +3,13 @@
 
 rule aggregate:
     input:
-        code=code("aggregate", "intervals", "purity"),
+        code=code("aggregate", "intervals", "purity", "evaluate"),
         metrics=eval_tables("metrics.parquet"),
         purity=eval_tables("purity.parquet"),
         histograms=eval_tables("histograms.parquet"),
         predictions=eval_tables("predictions.npz"),
         misalignment=f"{MISALIGN}/summary.parquet",
+        eval_features=expand("results/eval/features/{model}.npz", model=MODELS),
     output:
         exp1=report_table("exp1", "exp1_table", "3. Exp 1: CLIP vs LaCLIP", "CLIP vs LaCLIP"),
         exp3_purity=report_table(
@@ -29,6 +30,12 @@ rule aggregate:
             "3. Exp 1: CLIP vs LaCLIP",
             "accuracy differences",
         ),
+        evaluation_settings=report_table(
+            "evaluation_settings",
+            "evaluation_settings_table",
+            "2. Models",
+            "evaluation settings per set",
+        ),
         exp3_effective=report_table(
             "exp3_effective",
             "exp3_effective_table",
@@ -45,6 +52,7 @@ rule aggregate:
                 "exp3_spearman",
                 "exp3_effective",
                 "exp3_histograms",
+                "evaluation_settings",
             ],
         ),
         histograms=f"{TABLES}/exp3_histograms.csv",
@@ -61,7 +69,8 @@ rule aggregate:
     shell:
         "python -m workflow_scripts.aggregate --metrics {input.metrics} --purity {input.purity}"
         " --histograms {input.histograms} --predictions {input.predictions}"
-        " --misalignment {input.misalignment} --out-dir {params.out_dir} > {log} 2>&1"
+        " --misalignment {input.misalignment} --eval-features {input.eval_features}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule figure:

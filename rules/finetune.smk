@@ -16,6 +16,7 @@ rule extract_features:
     params:
         config=CONFIG,
         settings={k: config["finetune"][k] for k in ("views", "augment")},
+        preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["finetune"],
         launch=launcher,
     threads: 2
     resources:
@@ -48,6 +49,7 @@ rule finetune:
     params:
         config=CONFIG,
         settings=FINETUNE_SETTINGS,
+        preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["finetune"],
         features=lambda wildcards, input: (
             f"--features {input.features[0]}" if input.features else ""
         ),

@@ -1,6 +1,6 @@
 # Stage 1: caption neighbours (TF-IDF + exact top-K cosine), swaps per (strategy, Cs, replicate), training
 # CSVs, and the swap summary with the effective misalignment of every set.
-# seed_spec.md section 1; workflow_scripts/{similarity,misalign,effective}.py.
+# docs/original_code.md, "Exp 3, stage 1"; workflow_scripts/{similarity,misalign,effective}.py.
 
 
 rule caption_neighbours:

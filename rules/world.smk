@@ -12,6 +12,9 @@ if config["world"]["enabled"]:
                 f"{WORLD}/rewrites_k{{k}}.txt", k=range(config["world"]["n_rewrites"])
             ),
             attributes=f"{WORLD}/train_attributes.csv",
+            heldout=(
+                [f"{WORLD}/heldout.csv"] if config["world"]["n_heldout"] else []
+            ),
             info=report(
                 f"{WORLD}/world.json",
                 caption="report/world.rst",

@@ -46,7 +46,7 @@ def test_empty_and_missing_files(tmp_path):
 def test_normalise_matches_the_original_steps():
     import re
 
-    def original(t):  # seed_spec.md section 1, written out step by step
+    def original(t):  # docs/original_code.md, "Exp 3, stage 1", written out step by step
         t = t.lower()
         t = re.sub(r"[^\w\s]", " ", t)
         t = re.sub(r"\s+", " ", t)

@@ -27,7 +27,7 @@ SINGLE = distributed.Dist(0, 1, 0, torch.device("cpu"))
 
 
 def reference_cosine_scheduler(base, final, epochs, niter_per_ep, warmup_epochs, start_warmup_value):
-    """The original utils.cosine_scheduler, transcribed from seed_spec.md section 2.4."""
+    """The original utils.cosine_scheduler, transcribed from docs/original_code.md"""
     warmup_iters = warmup_epochs * niter_per_ep
     warmup = np.linspace(start_warmup_value, base, warmup_iters) if warmup_epochs > 0 else np.array([])
     iters = np.arange(epochs * niter_per_ep - warmup_iters)
@@ -223,7 +223,7 @@ def test_checkpoint_holds_the_projections_and_materializes_bit_identical_towers(
 # ----------------------------------------------------------------------------- the loop against a plain reference
 
 # The original train.py trains exactly the parameters whose name contains "image_projection" or
-# "text_projection" (seed_spec.md 2.2); these are the open_clip names of those two LaCLIP parameters.
+# "text_projection" (docs/original_code.md, "Exp 3, stage 2"); these are the open_clip names of those two LaCLIP parameters.
 LACLIP_NAME = {"visual.proj": "image_projection", "visual.head.proj.weight": "image_projection",
                "text_projection": "text_projection"}
 

@@ -51,7 +51,7 @@ def rows_with_zeros(n, v, seed):
 
 
 def original_swap(X, cs, top_k=10, seed=42, tie_break=False):
-    """seed_spec.md section 1, as written: dense N x N matrix, global legacy RNG, argsort tail.
+    """docs/original_code.md, "Exp 3, stage 1", as written: dense N x N matrix, global legacy RNG, argsort tail.
 
     tie_break: candidates ordered by (-similarity, index) instead of the argsort's unspecified
     order among equal similarities (the documented tie-break of misalign.similarity_swaps)."""

@@ -10,7 +10,7 @@ from workflow_scripts.errors import InputError
 
 
 def reference_purity(P: np.ndarray) -> dict:
-    """analyze_purity.compute_purity_metrics written out with loops over pairs (seed_spec.md section 5)."""
+    """analyze_purity.compute_purity_metrics written out with loops over pairs (docs/original_code.md, "Purity")."""
     n = P.shape[0]
     V = [row / np.sqrt(sum(x * x for x in row)) for row in P]
     C = np.zeros((n, n))

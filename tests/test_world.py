@@ -231,3 +231,22 @@ def test_text_lines_errors(tmp_path):
         read_text_lines(p)
     p.write_bytes(b"one\ntwo")  # missing final newline is fine
     assert read_text_lines(p) == ["one", "two"]
+
+
+def test_heldout_pairs_come_from_their_own_streams(tmp_path):
+    """Held-out pairs (for the representation diagnostics) change nothing else the world writes, and are
+    new images, not copies of training images."""
+    from workflow_scripts.data import read_pairs_csv
+    from workflow_scripts.world import generate_world
+
+    plain, held = tmp_path / "plain", tmp_path / "held"
+    generate_world(plain, seed=5, n_train=30, n_eval=10, image_size=32, n_rewrites=1, max_caption_words=20, sets=[])
+    generate_world(held, seed=5, n_train=30, n_eval=10, image_size=32, n_rewrites=1, max_caption_words=20, sets=[],
+                   n_heldout=12)
+    for name in ("train.csv", "captions.txt", "rewrites_k0.txt", "train_attributes.csv", "images/train/000007.png"):
+        assert (plain / name).read_bytes() == (held / name).read_bytes(), name
+    assert not (plain / "heldout.csv").exists()
+    paths, captions = read_pairs_csv(held / "heldout.csv")
+    assert len(paths) == 12 and all(p.startswith("images/heldout/") for p in paths)
+    train = {(plain / p).read_bytes() for p in read_pairs_csv(plain / "train.csv")[0]}
+    assert not train & {(held / p).read_bytes() for p in paths}

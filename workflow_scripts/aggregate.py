@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--histograms", nargs="*", default=[], help="histogram tables (tags, projection, bin_left, bin_right, count)")
     parser.add_argument("--predictions", nargs="*", default=[], help="predictions.npz of every checkpoint")
     parser.add_argument("--misalignment", help="swap summary with the effective misalignment (.parquet)")
+    parser.add_argument("--eval-features", nargs="*", default=[],
+                        help="evaluation features of every model (results/eval/features/<model>.npz): their "
+                             "per-set settings (templates and their source, class names, preprocessing)")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--level", type=float, default=0.95, help="confidence level of every interval")
     parser.add_argument("--log")
@@ -326,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     tables = exp3_tables(metrics, purity, predictions, misalignment, args.level)
     tables["exp1"] = exp1_table(metrics, purity)
     tables["exp1_differences"] = exp1_differences(predictions, args.level)
+    if args.eval_features:
+        from .evaluate import eval_settings_table
+
+        tables["evaluation_settings"] = pd.concat(
+            [eval_settings_table(load_npz(path)).assign(model=Path(path).stem) for path in args.eval_features],
+            ignore_index=True)
     if args.histograms:
         hist = read_tables(args.histograms, required=("projection", "bin_left", "count"))
         tables["exp3_histograms"] = mean_histograms(_drop_tags(hist))

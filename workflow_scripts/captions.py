@@ -7,7 +7,7 @@ fine. Empty or whitespace-only lines and bytes that are not UTF-8 are errors nam
 them ends each line with exactly one '\\n', so the original's bug (a moved last line without a newline
 merging two captions) cannot happen.
 
-Normalisation (`normalise`, seed_spec.md section 1, used only for TF-IDF): lowercase; every character
+Normalisation (`normalise`, docs/original_code.md, "Exp 3, stage 1", used only for TF-IDF): lowercase; every character
 matching `[^\\w\\s]` becomes a space; whitespace runs collapse to one space; strip.
 """
 

@@ -1,7 +1,7 @@
 """Readers for the on-disk formats shared by synthetic and real data.
 
 - Training pairs: the original CsvDataset format, a headerless CSV `image_path,caption` whose paths are
-  relative to an image root (seed_spec.md section 2.3).
+  relative to an image root (docs/original_code.md, "Exp 3, stage 2").
 - Caption and rewrite files: one caption per line.
 - Downstream sets: ImageFolder directories `<root>/<class_dir>/*.png` with `classnames.txt` (one readable
   class name per class directory, in sorted directory order) and optional `templates.txt`.
@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# OpenAI CLIP normalisation (what the original evaluations used; seed_spec.md section 3).
+# OpenAI CLIP normalisation (what the original evaluations used; docs/original_code.md, "Exp 1").
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -39,7 +39,7 @@ from .io import load_npz, progress, run_cli, save_npz, setup_logging, write_tabl
 
 log = logging.getLogger(__name__)
 SEP = "::"  # key separator in the features file: "<set>::image", "<set>::labels", ...
-PAIRS = "train_pairs"
+PAIR_SETS = ("heldout_pairs", "train_pairs")   # diagnostics' image-caption pairs: held-out, else training
 
 
 # ----------------------------------------------------------------------------- features (torch)
@@ -55,7 +55,8 @@ def set_preprocess(pre: dict, set_spec: dict) -> dict:
 
 def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512,
                           want_gpu: bool = False) -> dict[str, np.ndarray]:
-    """Pre-projection features of every evaluation set, class prompt and the first n_pairs training pairs.
+    """Pre-projection features of every evaluation set, class prompt and the first n_pairs held-out pairs
+    (data.heldout_csv; the training pairs when it is not set).
 
     Images are preprocessed as `models.<model>.preprocess.evaluate` says (a set's `preprocess` overrides it
     key by key). Per set the file also records what was used: `<set>::classnames`, `<set>::templates`,
@@ -107,11 +108,16 @@ def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pair
         data[f"{name}{SEP}raw_classnames"] = np.bool_(evalset.raw_classnames)
         data[f"{name}{SEP}preprocess"] = np.asarray(json.dumps(set_pre, sort_keys=True))
         data[f"{name}{SEP}prompt_text"] = extract_text_features(model, tokenizer, prompts, ev["batch_size"], device)
-    rel_paths, captions = read_pairs_csv(config["data"]["train_csv"])
+    heldout = config["data"].get("heldout_csv")
+    pairs_name = PAIR_SETS[0] if heldout else PAIR_SETS[1]
+    if not heldout:
+        log.warning("data.heldout_csv is not set: the representation diagnostics use the first %d TRAINING "
+                    "pairs (reported as set %s)", n_pairs, pairs_name)
+    rel_paths, captions = read_pairs_csv(heldout or config["data"]["train_csv"])
     n = min(n_pairs, len(rel_paths))
     images = load_preprocessed(rel_paths[:n], config["data"]["image_root"], pre, desc="pairs")
-    data[f"{PAIRS}{SEP}image"] = image_feats([images], n, "pair images", pre)
-    data[f"{PAIRS}{SEP}text"] = extract_text_features(model, tokenizer, captions[:n], ev["batch_size"], device)
+    data[f"{pairs_name}{SEP}image"] = image_feats([images], n, "pair images", pre)
+    data[f"{pairs_name}{SEP}text"] = extract_text_features(model, tokenizer, captions[:n], ev["batch_size"], device)
     return data
 
 
@@ -182,7 +188,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 
 def set_names(features: dict[str, np.ndarray]) -> list[str]:
-    return [k.split(SEP)[0] for k in features if k.endswith(f"{SEP}image") and not k.startswith(PAIRS + SEP)]
+    return [k.split(SEP)[0] for k in features if k.endswith(f"{SEP}image") and k.split(SEP)[0] not in PAIR_SETS]
 
 
 def set_embeddings(features: dict[str, np.ndarray], name: str, image_p: np.ndarray, text_p: np.ndarray) -> dict:
@@ -222,12 +228,13 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
         rows += [{"set": name, "metric": k, "value": float(v)} for k, v in metrics.items()]
         if save_embeddings:
             save_npz(out / "embeddings" / f"{name}.npz", **data)
-    img = normalize(features[f"{PAIRS}{SEP}image"] @ image_p.T)
-    txt = normalize(features[f"{PAIRS}{SEP}text"] @ text_p.T)
+    pairs_name = next(p for p in PAIR_SETS if f"{p}{SEP}image" in features)
+    img = normalize(features[f"{pairs_name}{SEP}image"] @ image_p.T)
+    txt = normalize(features[f"{pairs_name}{SEP}text"] @ text_p.T)
     pairs = {"rsa": pm.rsa_correlation(img, txt)}
     pairs.update({f"text_{k}": v for k, v in pm.representation_diagnostics(txt).items()})
     pairs.update({f"image_{k}": v for k, v in pm.representation_diagnostics(img).items()})
-    rows += [{"set": PAIRS, "metric": k, "value": float(v)} for k, v in pairs.items()]
+    rows += [{"set": pairs_name, "metric": k, "value": float(v)} for k, v in pairs.items()]
     metrics_df = _tag(pd.DataFrame(rows), tags)
 
     matrices = {"text": text_p, "image": image_p}

@@ -1,4 +1,4 @@
-"""Projection-only fine-tuning on (mis)aligned pairs: the study's treatment (seed_spec.md section 2).
+"""Projection-only fine-tuning on (mis)aligned pairs: the study's treatment (docs/original_code.md, "Exp 3, stage 2").
 
 Only the image and text projections train (logit_scale frozen); AdamW with weight decay on both; lr
 linear warmup from lr_start over warmup_epochs then cosine to lr_end, set per step as the original's
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from . import distributed
 from .config import load_config
-from .data import load_image_array, read_pairs_csv, to_model_input
+from .data import read_pairs_csv, to_model_input
 from .errors import InputError
 from .features import load_feature_cache
 from .io import atomic_path, config_hash, derive_seed, progress, run_cli, save_npz, setup_logging, write_lines
@@ -58,7 +58,7 @@ RESUME_FORMAT = 3          # what resume.pt holds (3: torch.optim.AdamW state); 
 
 def lr_schedule(lr: float, lr_start: float, lr_end: float, warmup_epochs: float, epochs: int,
                 iters_per_epoch: int) -> np.ndarray:
-    """Per-step learning rates exactly as the original utils.cosine_scheduler (seed_spec.md 2.4)."""
+    """Per-step learning rates exactly as the original utils.cosine_scheduler (docs/original_code.md, "Exp 3, stage 2")."""
     warmup_iters = int(warmup_epochs * iters_per_epoch)
     warmup = np.linspace(lr_start, lr, warmup_iters) if warmup_iters > 0 else np.array([])
     m = epochs * iters_per_epoch - warmup_iters

@@ -1,6 +1,6 @@
 """Controlled caption misalignment: disjoint caption swaps per Cs, and the training CSVs.
 
-`similarity` strategy = the original `simple_similarity_swap` (seed_spec.md section 1), exactly:
+`similarity` strategy = the original `simple_similarity_swap` (docs/original_code.md, "Exp 3, stage 1"), exactly:
 
     target = int(Cs * N); rng = np.random.RandomState(seed)        # == np.random.seed(seed) per Cs
     order = np.arange(N); rng.shuffle(order)

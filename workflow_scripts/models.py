@@ -3,7 +3,7 @@
 - `build_model(arch)`: any open_clip architecture, including the embedded configs shipped in
   `workflow_scripts/model_configs/` (registered in every process that imports this module). A config may
   carry `vision_cfg.timm_model_kwargs` (the key newer open_clip releases read); open_clip 3.3.0 cannot pass
-  them to timm, so the timm trunk is rebuilt with them after construction (seed_spec.md section 6.1).
+  them to timm, so the timm trunk is rebuilt with them after construction (docs/original_code.md, "LaCLIP checkpoints").
 - `load_model(spec, checkpoint)`: our checkpoint format, raw open_clip state dicts, and LaCLIP/SLIP
   `CLIP_VITB16` checkpoints (`{"state_dict": {"module.…"}}`), the latter converted key by key.
 - Split towers for projection-only fine-tuning: pre-projection pooled features and the projections
@@ -33,7 +33,7 @@ from .errors import InputError
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
-# OpenAI CLIP normalisation: what the original evaluations used (seed_spec.md section 3 / 8.7).
+# OpenAI CLIP normalisation: what the original evaluations used (docs/original_code.md, "Exp 1").
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # ImageNet normalisation: what LaCLIP's train.py (the original fine-tune) and LaCLIP's own evaluation used.
@@ -179,7 +179,7 @@ def is_laclip_state_dict(state_dict: dict[str, torch.Tensor]) -> bool:
 
 
 def convert_laclip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """LaCLIP CLIP_VITB16 state dict -> open_clip CLIP with a timm trunk (seed_spec.md section 6.1).
+    """LaCLIP CLIP_VITB16 state dict -> open_clip CLIP with a timm trunk (docs/original_code.md, "LaCLIP checkpoints").
 
     `visual.<rest>` -> `visual.trunk.<rest>`; `image_projection` (width, embed), used as `x @ P`, ->
     `visual.head.proj.weight` (embed, width), its transpose; everything else keeps its name.

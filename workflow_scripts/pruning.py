@@ -1,6 +1,6 @@
 """Exp 2: keep subsets of embedding neurons chosen by purity and re-evaluate zero-shot on cached embeddings.
 
-As the original run_eval_sam_sweep.py (seed_spec.md section 4):
+As the original run_eval_sam_sweep.py (docs/original_code.md, "Exp 2"):
 - neuron score_j = sum_i |C_image[j, i]| + sum_i |C_text[j, i]| with the zeroed-diagonal cosine matrices
   of the image and text projections (rows = output neurons); the ranking depends only on the checkpoint;
 - 'high_purity' keeps the `size` LOWEST scores (most orthogonal; the original's "Min Sparse"),

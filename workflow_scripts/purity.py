@@ -1,6 +1,6 @@
 """Feature purity of projection matrices and representation diagnostics of embedding sets.
 
-Purity (seed_spec.md section 5): for a projection with one row per output neuron, rows are
+Purity (docs/original_code.md, "Purity"): for a projection with one row per output neuron, rows are
 L2-normalised, C = V Vᵀ, and the diagonal is ZEROED (not removed); `avg_abs_cos_sim` is the mean of
 |C| over all n² entries, i.e. sum_{i≠j} |C_ij| / n². This is the number the original paper, its figures
 and analyze_purity.py report. `avg_abs_cos_sim_offdiag` divides the same sum by n(n−1) instead (the

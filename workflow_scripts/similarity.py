@@ -1,6 +1,6 @@
 """Exact top-K cosine neighbours of the captions' TF-IDF rows, without an N x N matrix.
 
-The original (seed_spec.md section 1) fills a dense N x N similarity matrix (40 GB at 100k
+The original (docs/original_code.md, "Exp 3, stage 1") fills a dense N x N similarity matrix (40 GB at 100k
 captions). Swaps only need, per caption, its most similar captions in a fixed order, so we store the
 top-K neighbours of every caption (memory O(N K)) plus the TF-IDF matrix, from which any row can be
 recomputed exactly when the swap's exclusions exhaust the stored K (workflow_scripts.misalign).

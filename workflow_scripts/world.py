@@ -414,13 +414,18 @@ def _save_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="PNG", optimize=False, compress_level=6)
 
 
+HELDOUT_STREAMS = 10   # first random stream of the held-out pairs (training pairs: 0, 1, 2)
+
+
 def training_examples(seed: int, n_train: int, image_size: int, n_rewrites: int, max_caption_words: int,
-                      rewrite_hallucination_rate: float) -> Iterator[tuple[Scene, np.ndarray, str, list[str]]]:
+                      rewrite_hallucination_rate: float,
+                      first_stream: int = 0) -> Iterator[tuple[Scene, np.ndarray, str, list[str]]]:
     """The training pairs in order: (scene, pixels, human caption, its n_rewrites rewrites).
 
     Independent streams per purpose: scenes and pixels, human captions, rewrites. Rewrite settings
-    therefore change nothing but the rewrites, and the rewrites see only the caption."""
-    train_rng, caption_rng, rewrite_rng = (np.random.default_rng([seed, i]) for i in range(3))
+    therefore change nothing but the rewrites, and the rewrites see only the caption. Held-out pairs are
+    drawn the same way from streams starting at HELDOUT_STREAMS."""
+    train_rng, caption_rng, rewrite_rng = (np.random.default_rng([seed, first_stream + i]) for i in range(3))
     for _ in range(n_train):
         scene = sample_scene(train_rng)
         pixels = render(scene, image_size, train_rng)
@@ -432,7 +437,7 @@ def training_examples(seed: int, n_train: int, image_size: int, n_rewrites: int,
 
 def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
                    max_caption_words: int, sets: list[str] | None = None,
-                   rewrite_hallucination_rate: float = 0.1) -> dict:
+                   rewrite_hallucination_rate: float = 0.1, n_heldout: int = 0) -> dict:
     """Write the whole world under `out`; return its description (also written to world.json)."""
     out = Path(out)
     sets = list(EVAL_SETS) if sets is None else sets
@@ -460,6 +465,14 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
     import pandas as pd
 
     write_table(pd.DataFrame(rows), out / "train_attributes.csv")
+    if n_heldout:
+        held = training_examples(seed, n_heldout, image_size, 0, max_caption_words, 0.0, HELDOUT_STREAMS)
+        held_paths, held_captions = [], []
+        for i, (_, pixels, caption, _) in enumerate(progress(held, total=n_heldout, desc="held-out pairs")):
+            held_paths.append(f"images/heldout/{i:06d}.png")
+            _save_png(out / held_paths[-1], pixels)
+            held_captions.append(caption)
+        write_pairs_csv(out / "heldout.csv", held_paths, held_captions)
 
     for s_index, name in enumerate(sets):
         attribute, template = EVAL_SETS[name]
@@ -474,7 +487,7 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
             _save_png(out / "eval" / name / dirs[label] / f"{i:06d}.png", render(scene, image_size, rng))
         write_lines(out / "eval" / name / "classnames.txt", classes)
         write_lines(out / "eval" / name / "templates.txt", [template])
-    info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "image_size": image_size,
+    info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "n_heldout": n_heldout, "image_size": image_size,
             "n_rewrites": n_rewrites, "rewrite_hallucination_rate": rewrite_hallucination_rate,
             "max_caption_words": max_caption_words, "shapes": SHAPES,
             "colours": list(COLOURS), "sizes": list(SIZES), "positions": QUADRANTS,
@@ -493,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     w = load_config(args.config)["world"]
     info = generate_world(Path(args.out), w["seed"], w["n_train"], w["n_eval"], w["image_size"],
                           w["n_rewrites"], w["max_caption_words"],
-                          rewrite_hallucination_rate=w["rewrite_hallucination_rate"])
+                          rewrite_hallucination_rate=w["rewrite_hallucination_rate"], n_heldout=w["n_heldout"])
     log.info("world written to %s: %d training pairs, %d rewrites each, eval sets %s",
              args.out, info["n_train"], info["n_rewrites"], ", ".join(info["eval_sets"]))
     return 0

@@ -4,7 +4,7 @@ Conventions (peers.md sections 1.3 and 2.1):
 - classifier: for each class, the prompts `template.replace("{c}", name)` are embedded and L2-normalised,
   averaged over templates, and re-normalised; the result is [embed_dim, n_classes] like open_clip's
   `build_zero_shot_classifier`. With the default single template "a photo of a {c}" this is the
-  original's classifier (seed_spec.md section 3).
+  original's classifier (docs/original_code.md, "Exp 1").
 - metrics (CLIP_benchmark names, fractions in [0, 1]): acc1, acc5 (NaN when fewer than 5 classes,
   counted as classifier columns), mean_per_class_recall (= sklearn balanced_accuracy_score).
   Logits are 100 · image @ W; ties go to the lower class index (np.argmax / stable sort).
