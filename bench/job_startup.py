@@ -12,7 +12,10 @@ and the last line the share of all jobs' wall time that is start-up (interpreter
 against the share that is work.
 
     make run                                      # a finished run first (results/)
-    python bench/job_startup.py [--rules finetune evaluate_finetune] [--skip pretrain]
+    python bench/job_startup.py [--rules finetune evaluate_finetune] [--skip pretrain] [--repeat 2]
+
+Each job runs `--repeat` times (default 2) and the fastest counts, so that a cold page cache (the first
+process to read torch's libraries) does not decide the table.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ def scratch_copy(dest: Path) -> None:
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             os.link(src, dest / f)
     shutil.copytree(REPO / "results", dest / "results", copy_function=os.link)
+    # numba's on-disk cache of compiled functions: without it every numba job would compile again
+    cache = REPO / "workflow_scripts" / "__pycache__"
+    if cache.is_dir():
+        shutil.copytree(cache, dest / "workflow_scripts" / "__pycache__", copy_function=os.link, dirs_exist_ok=True)
 
 
 def run_job(workdir: Path, rule: str, target: str, configfile: Path | None, trace: Path) -> float:
@@ -109,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", nargs="*", help="only these rules (default: every rule with a shell command)")
     ap.add_argument("--skip", nargs="*", default=[], help="rules to leave out (e.g. pretrain: 2 min)")
     ap.add_argument("--json", type=Path, help="also write the table as JSON here")
+    ap.add_argument("--repeat", type=int, default=2, help="runs per job; the fastest counts (default 2)")
     args = ap.parse_args(argv)
     if not (REPO / "results").is_dir():
         sys.exit("no results/: run `make run` first (the bench re-runs jobs of a finished run)")
@@ -121,10 +129,15 @@ def main(argv: list[str] | None = None) -> int:
         for rule, outputs in jobs.items():
             if rule == "all" or rule in args.skip or (args.rules and rule not in args.rules):
                 continue
-            trace = Path(tmp) / f"{rule}.jsonl"
-            snake_wall = run_job(work, rule, outputs[0], configfile, trace)
-            records = [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
-            row = {"rule": rule, "target": outputs[0], "snakemake": snake_wall, **split_job(records)}
+            best = None
+            for attempt in range(args.repeat):       # the fastest of `repeat` runs: page cache warm
+                trace = Path(tmp) / f"{rule}.{attempt}.jsonl"
+                snake_wall = run_job(work, rule, outputs[0], configfile, trace)
+                records = [json.loads(line) for line in trace.read_text().splitlines()] if trace.exists() else []
+                row = {"rule": rule, "target": outputs[0], "snakemake": snake_wall, **split_job(records)}
+                if best is None or row.get("wall", 0) < best.get("wall", 0):
+                    best = row
+            row = best
             rows.append(row)
             print(f"{rule}: {row.get('wall', float('nan')):.1f} s", file=sys.stderr, flush=True)
     cols = ("wall", "launcher", "interpreter", "imports", "model", "data", "work", "write")

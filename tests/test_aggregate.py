@@ -237,3 +237,24 @@ def test_cli_writes_every_table(tmp_path):
     with pytest.raises(InputError, match="bad.parquet"):
         aggregate.main(["--metrics", str(tmp_path / "bad.parquet"), "--purity", *paths["purity"],
                         "--out-dir", str(out)])
+
+
+def test_cluster_bootstrap_enumerates_every_ordered_resample_of_few_replicates():
+    """With 3 replicates the interval equals the quantiles over all 27 equally likely ordered resamples of
+    whole replicates, written out here by brute force."""
+    import itertools
+
+    rng = np.random.default_rng(4)
+    clusters = np.repeat([0, 1, 2], 5)
+    x = rng.normal(size=15) + clusters
+    y = -x + rng.normal(size=15)
+    rho, lo, hi = intervals.cluster_bootstrap_spearman(x, y, clusters)
+    rhos = []
+    for pick in itertools.product(range(3), repeat=3):
+        idx = np.concatenate([np.flatnonzero(clusters == c) for c in pick])
+        rhos.append(stats.spearmanr(x[idx], y[idx])[0])
+    rhos = np.sort(rhos)
+    cum = np.arange(1, 28) / 27
+    assert rho == pytest.approx(stats.spearmanr(x, y)[0])
+    assert lo == pytest.approx(rhos[np.searchsorted(cum, 0.025 - 1e-12)])
+    assert hi == pytest.approx(rhos[np.searchsorted(cum, 0.975 - 1e-12)])

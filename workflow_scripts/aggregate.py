@@ -106,19 +106,19 @@ def bootstrap_accuracy(summary: pd.DataFrame, predictions: dict[tuple, dict[str,
     for tags, sets in predictions.items():
         if tags[1] == "finetune":
             by_run.setdefault((tags[0], tags[2], float(tags[3])), {})[int(tags[4])] = sets
+    controls = {m: reps for (m, s, _), reps in by_run.items() if s == CONTROL_STRATEGY}   # model -> replicates
     for i, row in out[out["metric"] == "acc1"].iterrows():
         runs = by_run.get((row["model"], row["strategy"], float(row["cs"])), {})
-        controls = {r: sets for (m, s, _), reps in by_run.items() if m == row["model"] and s == CONTROL_STRATEGY
-                    for r, sets in reps.items()}
+        control = controls.get(row["model"], {})
         reps = sorted(r for r in runs if row["set"] in runs[r])
         if not reps:
             continue
         level_per_image = np.mean([runs[r][row["set"]] for r in reps], axis=0)
         out.loc[i, ["boot_ci_low", "boot_ci_high"]] = bootstrap_mean_ci(level_per_image, level, seed=seed)
         out.loc[i, "n_images"] = len(level_per_image)
-        paired = [r for r in reps if r in controls and row["set"] in controls[r]]
+        paired = [r for r in reps if r in control and row["set"] in control[r]]
         if paired:
-            diff = np.mean([runs[r][row["set"]].astype(float) - controls[r][row["set"]] for r in paired], axis=0)
+            diff = np.mean([runs[r][row["set"]].astype(float) - control[r][row["set"]] for r in paired], axis=0)
             out.loc[i, ["boot_diff_ci_low", "boot_diff_ci_high"]] = bootstrap_mean_ci(diff, level, seed=seed)
     return out
 
@@ -184,11 +184,12 @@ def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict |
         if not df.empty and not (df["strategy"] == CONTROL_STRATEGY).any():
             raise InputError(f"Exp 3: no Cs = 0 control runs (strategy {CONTROL_STRATEGY!r}) among the fine-tunes")
     effective = effective_columns(misalignment)
-    pre_m = _kind(metrics, "pretrained")[["model", "set", "metric", "value"]].rename(columns={"value": "pretrained"}) \
-        if not _kind(metrics, "pretrained").empty else None
     metrics_summary = bootstrap_accuracy(paired_summary(m, "set", level), predictions or {}, level)
-    if pre_m is not None:
-        metrics_summary = metrics_summary.merge(pre_m, on=["model", "set", "metric"], how="left")
+    pretrained = _kind(metrics, "pretrained")
+    if not pretrained.empty:
+        metrics_summary = metrics_summary.merge(
+            pretrained[["model", "set", "metric", "value"]].rename(columns={"value": "pretrained"}),
+            on=["model", "set", "metric"], how="left")
     purity_summary = paired_summary(p, "projection", level).merge(purity_references(purity),
                                                                  on=["model", "projection", "metric"], how="left")
     tables = {"exp3_metrics": metrics_summary, "exp3_purity": purity_summary}

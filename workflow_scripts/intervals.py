@@ -6,12 +6,16 @@
   difference. Paired: both checkpoints are scored on the same resampled images.
 - `cluster_bootstrap_spearman`: Spearman rho over runs with a percentile interval from resampling whole
   replicates (clusters), so that runs sharing a swap realisation are not counted as independent; no
-  p-value is reported.
+  p-value is reported. With few replicates every distinct resample is enumerated with its exact
+  probability (3 replicates: 10 resamples) instead of drawn at random.
 
 Percentile bootstrap intervals stay inside the range of the statistic (an accuracy interval inside [0, 1]).
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 
@@ -48,10 +52,9 @@ def bootstrap_mean_ci(per_image: np.ndarray, level: float = 0.95, draws: int = D
         return np.nan, np.nan
     rng = np.random.default_rng(seed)
     means = np.empty(draws)
-    for start in range(0, draws, 256):            # counts matrix in chunks: memory O(256 n)
+    for start in range(0, draws, 256):            # resampled indices in chunks: memory O(256 n)
         b = min(256, draws - start)
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=b)
-        means[start:start + b] = counts @ d / n
+        means[start:start + b] = d[rng.integers(0, n, size=(b, n))].mean(axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return float(low), float(high)
@@ -73,15 +76,37 @@ def cluster_bootstrap_spearman(x: np.ndarray, y: np.ndarray, clusters: np.ndarra
     if len(ids) < 2:
         return rho, np.nan, np.nan
     members = [np.flatnonzero(clusters == c) for c in ids]
-    rng = np.random.default_rng(seed)
-    rhos = []
-    for _ in range(draws):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+    k = len(ids)
+    if math.comb(2 * k - 1, k) <= draws:
+        # few clusters: every distinct resample (multiset of clusters) with its exact probability
+        resamples = list(itertools.combinations_with_replacement(range(k), k))
+        weights = np.array([_multiset_probability(r, k) for r in resamples])
+    else:
+        rng = np.random.default_rng(seed)
+        resamples = [tuple(rng.integers(0, k, k)) for _ in range(draws)]
+        weights = np.full(draws, 1.0 / draws)
+    rhos, kept = [], []
+    for r, w in zip(resamples, weights):
+        idx = np.concatenate([members[i] for i in r])
         rx, ry = stats.rankdata(x[idx]), stats.rankdata(y[idx])   # Spearman = Pearson of the ranks
         if np.ptp(rx) > 0 and np.ptp(ry) > 0:
             rhos.append(np.corrcoef(rx, ry)[0, 1])
+            kept.append(w)
     if not rhos:
         return rho, np.nan, np.nan
     alpha = (1 - level) / 2
-    low, high = np.quantile(rhos, [alpha, 1 - alpha])
-    return rho, float(low), float(high)
+    low, high = _weighted_quantiles(np.array(rhos), np.array(kept), [alpha, 1 - alpha])
+    return rho, low, high
+
+
+def _multiset_probability(resample: tuple[int, ...], k: int) -> float:
+    """Probability that k uniform draws from k clusters give this multiset: k! / (prod m_i!) / k^k."""
+    counts = np.bincount(resample, minlength=k)
+    return math.factorial(k) / math.prod(math.factorial(int(c)) for c in counts) / k ** k
+
+
+def _weighted_quantiles(values: np.ndarray, weights: np.ndarray, qs: list[float]) -> tuple[float, ...]:
+    """Quantiles of a discrete distribution: the smallest value whose cumulative weight reaches q."""
+    order = np.argsort(values, kind="stable")
+    cum = np.cumsum(weights[order]) / weights.sum()
+    return tuple(float(values[order][min(np.searchsorted(cum, q - 1e-12), len(cum) - 1)]) for q in qs)
