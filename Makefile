@@ -21,13 +21,18 @@ $(VENV)/.installed: envs/requirements-cpu.txt
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
+# The SLURM executor plugin: the tests resolve the cluster profiles with it (and the SLURM test runs it).
+$(VENV)/.installed-slurm: envs/requirements-slurm.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q -r envs/requirements-slurm.txt
+	touch $@
+
 install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	snakemake --profile profiles/default --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS))
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.installed-slurm
 	python -m pytest -n 2 --dist loadfile tests
 
 lint: $(VENV)/.installed
