@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .config import CONTROL_STRATEGY
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -92,8 +93,9 @@ def read_truth(path: str) -> pd.DataFrame:
 def summary_table(original: Sequence[str], sets: dict[tuple[str, float, int], Sequence[str]],
                   nominal: pd.DataFrame | None, truth: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (strategy, Cs, seed) set, its nominal summary columns joined with its effective rates;
-    a first row `none`, Cs 0 holds the original captions' own rates (the reference)."""
-    rows = [{"strategy": "none", "cs": 0.0, "seed": -1, **effective_misalignment(original, original, truth)}]
+    a first row (the control strategy `none`, Cs 0, seed -1) holds the original captions' own rates."""
+    rows = [{"strategy": CONTROL_STRATEGY, "cs": 0.0, "seed": -1,
+             **effective_misalignment(original, original, truth)}]
     for (strategy, cs, seed), swapped in sorted(sets.items()):
         rows.append({"strategy": strategy, "cs": cs, "seed": seed,
                      **effective_misalignment(original, swapped, truth)})
