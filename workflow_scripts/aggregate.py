@@ -285,6 +285,8 @@ def read_predictions(paths: Sequence[str]) -> dict[tuple, dict[str, np.ndarray]]
     """{(model, kind, strategy, cs, seed): {set: per-image top-1 correctness}} from predictions.npz files."""
     import json
 
+    from .evaluate import CORRECT
+
     out = {}
     for path in paths:
         data = load_npz(path)
@@ -292,7 +294,7 @@ def read_predictions(paths: Sequence[str]) -> dict[tuple, dict[str, np.ndarray]]
             raise InputError(f"{path}: predictions without their tags")
         tags = json.loads(str(data["tags"]))
         key = tuple(tags.get(k) for k in TAG_COLUMNS)
-        out[key] = {k.split("::", 1)[1]: v.astype(bool) for k, v in data.items() if k.startswith("correct::")}
+        out[key] = {k[len(CORRECT):]: v.astype(bool) for k, v in data.items() if k.startswith(CORRECT)}
     return out
 
 

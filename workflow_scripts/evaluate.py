@@ -39,6 +39,7 @@ from .io import load_npz, progress, run_cli, save_npz, setup_logging, write_tabl
 
 log = logging.getLogger(__name__)
 SEP = "::"  # key separator in the features file: "<set>::image", "<set>::labels", ...
+CORRECT = f"correct{SEP}"   # predictions.npz: "correct::<set>" = per-image top-1 correctness
 PAIR_SETS = ("heldout_pairs", "train_pairs")   # diagnostics' image-caption pairs: held-out, else training
 
 
@@ -245,7 +246,7 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
     save_npz(out / "neurons.npz", **{f"{p}_per_neuron": pm.purity_metrics(P)["per_neuron"] for p, P in matrices.items()})
     # per-image top-1 correctness: paired bootstrap intervals over evaluation images (workflow_scripts.aggregate)
     save_npz(out / "predictions.npz", tags=np.asarray(json.dumps({k: _parse_tag(v) for k, v in tags.items()})),
-             **{f"correct{SEP}{name}": c for name, c in correct.items()})
+             **{f"{CORRECT}{name}": c for name, c in correct.items()})
     return metrics_df, purity_df
 
 

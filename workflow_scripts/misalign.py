@@ -488,15 +488,23 @@ def log_examples(lines: Sequence[str], pairs: np.ndarray, sims: np.ndarray, how_
 def assemble_csv(train_csv: str, captions: str, out: str) -> int:
     """Zip column 0 of the headerless train CSV with the caption lines into `out` (same format)."""
     from .captions import read_captions
-    from .data import read_pairs_csv, write_pairs_csv
+    from .data import write_pairs_csv
 
-    paths, _ = read_pairs_csv(train_csv)
     lines = read_captions(captions)
-    if len(paths) != len(lines):
-        raise InputError(f"{train_csv} has {len(paths)} rows but {captions} has {len(lines)} captions; "
-                         "line i of the caption file must belong to row i of the CSV")
+    paths = training_paths(train_csv, len(lines), captions)
     write_pairs_csv(out, paths, lines)
     return len(paths)
+
+
+def training_paths(train_csv: str, n_captions: int, captions: str) -> list[str]:
+    """Column 0 of the headerless train CSV, checked to have one row per caption line."""
+    from .data import read_pairs_csv
+
+    paths, _ = read_pairs_csv(train_csv)
+    if len(paths) != n_captions:
+        raise InputError(f"{train_csv} has {len(paths)} rows but {captions} has {n_captions} captions; "
+                         "line i of the caption file must belong to row i of the CSV")
+    return paths
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -504,6 +512,7 @@ def assemble_csv(train_csv: str, captions: str, out: str) -> int:
 def _swap(args: argparse.Namespace) -> int:
     from .captions import read_captions
     from .config import format_cs, load_config
+    from .data import write_pairs_csv
     from .io import write_table
     from .similarity import load_neighbours
 
@@ -515,6 +524,7 @@ def _swap(args: argparse.Namespace) -> int:
     if bool(args.train_csv) != bool(args.out_csv) or (args.out_csv and len(args.out_csv) != len(cs_values)):
         raise InputError("--train-csv and --out-csv go together, with one --out-csv per Cs")
     lines = read_captions(args.captions)
+    paths = training_paths(args.train_csv, len(lines), args.captions) if args.train_csv else None
     ids, scores, X, _ = load_neighbours(args.neighbours)
     n = len(lines)
     if ids.shape[0] != n:
@@ -542,10 +552,11 @@ def _swap(args: argparse.Namespace) -> int:
         log.info("Cs=%s: target %d lines (%.1f%%), %d pairs = %d lines, realised %.1f%%", format_cs(cs),
                  target_lines(cs, n), 100 * cs, count, 2 * count, 100 * 2 * count / n)
         log_examples(lines, sub, sub_sims)
-        buffer.write(out_captions, swap_sources(n, sub))
+        source = swap_sources(n, sub)
+        buffer.write(out_captions, source)
         write_table(manifest(sub, sub_sims), out_manifest)
-        if args.train_csv:
-            assemble_csv(args.train_csv, out_captions, args.out_csv[cs_values.index(cs)])
+        if args.train_csv:   # the same lines, zipped with the image paths (no re-read of the caption file)
+            write_pairs_csv(args.out_csv[cs_values.index(cs)], paths, [lines[i] for i in source])
         summary.append({"strategy": args.strategy, "cs": cs, "seed": args.replicate, "swap_seed": seed, "n": n,
                         "target_lines": target_lines(cs, n),
                         "pairs": count, "misaligned_lines": 2 * count, "realised_fraction": 2 * count / n,
