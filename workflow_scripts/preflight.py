@@ -163,21 +163,16 @@ def _main_process_lines(text: str):
 # --------------------------------------------------------------------------- what sbatch is asked for
 
 
+# resource -> sbatch option, in the plugin's order, for the resources passed through as they are
+SIMPLE_OPTIONS = (("slurm_account", "-A "), ("slurm_partition", "-p "), ("runtime", "-t "),
+                  ("constraint", "-C "), ("qos", "--qos="))
+
+
 def sbatch_options(job: Job, requeue: bool = False) -> list[str]:
     """The sbatch options snakemake-executor-plugin-slurm 2.8.0 derives from a job's resources
     (the fixed ones, --job-name, --output, --comment, are left out)."""
     res = job.resources
-    opts = []
-    if res.get("slurm_account"):
-        opts.append(f"-A {res['slurm_account']}")
-    if res.get("slurm_partition"):
-        opts.append(f"-p {res['slurm_partition']}")
-    if res.get("runtime"):
-        opts.append(f"-t {res['runtime']}")
-    if res.get("constraint"):
-        opts.append(f"-C {res['constraint']}")
-    if res.get("qos"):
-        opts.append(f"--qos={res['qos']}")
+    opts = [f"{flag}{res[key]}" for key, flag in SIMPLE_OPTIONS if res.get(key)]
     if res.get("mem_mb_per_cpu"):
         opts.append(f"--mem-per-cpu {res['mem_mb_per_cpu']}")
     elif res.get("mem_mb"):
