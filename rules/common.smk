@@ -83,8 +83,10 @@ def mem_mb(base):
 
 # --------------------------------------------------------------------------- paths
 
-WORLD = "results/world"
-MISALIGN = "results/misalign"
+# The results tree of this study (every output path starts with it; see config key `run`).
+RESULTS = "results"
+WORLD = f"{RESULTS}/world"
+MISALIGN = f"{RESULTS}/misalign"
 MISALIGN_CODE = code("misalign", "similarity", "tfidf", "captions", "data")
 # The neighbour search asks for a GPU only when the config says it must run on CuPy.
 MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
@@ -136,10 +138,14 @@ def finetune_dirs(template, models=None):
 
 
 FINETUNE_SUBDIR = "finetune/{model}/{strategy}/Cs{cs}/seed{seed}"
-FINETUNE_DIR = f"results/{FINETUNE_SUBDIR}"
+FINETUNE_DIR = f"{RESULTS}/{FINETUNE_SUBDIR}"
 EVAL_OUTPUTS = ("metrics.parquet", "purity.parquet", "histograms.parquet", "neurons.npz", "predictions.npz")
-TABLES = "results/tables"
-FIGURES = "results/figures"
+TABLES = f"{RESULTS}/tables"
+FIGURES = f"{RESULTS}/figures"
+# A model's pretrained (or imported) checkpoint, in our checkpoint format.
+PRETRAINED = f"{RESULTS}/pretrain/{{model}}/checkpoint.pt"
+# The frozen towers' features of every evaluation set, class prompt and held-out pair (once per model).
+EVAL_FEATURES = f"{RESULTS}/eval/features/{{model}}.npz"
 
 
 # --------------------------------------------------------------------------- models
@@ -189,9 +195,9 @@ def eval_inputs(wildcards):
 
 # The feature cache of a model: an index (image paths, captions, projection head) and two memory-mapped arrays.
 FEATURE_CACHE = {
-    "index": "results/features/{model}/train.npz",
-    "image": "results/features/{model}/train.image.npy",
-    "text": "results/features/{model}/train.text.npy",
+    "index": f"{RESULTS}/features/{{model}}/train.npz",
+    "image": f"{RESULTS}/features/{{model}}/train.image.npy",
+    "text": f"{RESULTS}/features/{{model}}/train.text.npy",
 }
 
 
@@ -217,8 +223,8 @@ def launcher(wildcards, resources):
 def eval_tables(kind):
     """Per-checkpoint outputs of one kind (metrics.parquet, predictions.npz...): pretrained models +
     fine-tunes."""
-    pretrained = expand(f"results/eval/pretrained/{{model}}/{kind}", model=MODELS)
-    return pretrained + finetune_dirs(f"results/eval/{FINETUNE_SUBDIR}/{kind}")
+    pretrained = expand(f"{RESULTS}/eval/pretrained/{{model}}/{kind}", model=MODELS)
+    return pretrained + finetune_dirs(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{kind}")
 
 
 def report_table(name, caption, category, label):
@@ -279,7 +285,7 @@ FIGURE_SPECS.update(
     {
         f"exp2_pruning_{model}": (
             "pruning",
-            f"results/eval/pruning/{model}.parquet",
+            f"{RESULTS}/eval/pruning/{model}.parquet",
             "--metric acc1",
             "fig_pruning",
             "4. Exp 2: pruning by purity",
@@ -296,5 +302,9 @@ def all_targets():
     targets += [f"{TABLES}/exp1.csv", f"{TABLES}/exp3_spearman.csv"]
     if config["world"]["enabled"]:
         targets.append(f"{WORLD}/world.json")
-    targets += expand("results/pretrain/{model}/checkpoint.pt", model=MODELS)
-    return targets
+    targets += expand(PRETRAINED, model=MODELS)
+    return targets + SYSTEM_TARGETS
+
+
+# The seed systems (rules/<system>.smk) append their final outputs here; `rule all` and the report take them.
+SYSTEM_TARGETS = []

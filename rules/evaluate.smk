@@ -7,12 +7,12 @@
 rule eval_features:
     input:
         code=code("evaluate", "evalsets", "features", "data", "models", "checkpoints", "zeroshot"),
-        checkpoint="results/pretrain/{model}/checkpoint.pt",
+        checkpoint=PRETRAINED,
         sets=eval_inputs,
         pairs=config["data"]["heldout_csv"] or config["data"]["train_csv"],
     output:
-        features="results/eval/features/{model}.npz",
-        projections="results/eval/pretrained/{model}/projections.npz",
+        features=EVAL_FEATURES,
+        projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
     log:
         "logs/eval_features/{model}.log",
     benchmark:
@@ -38,12 +38,12 @@ rule eval_features:
 rule evaluate_pretrained:
     input:
         code=code("evaluate", "zeroshot", "purity"),
-        features="results/eval/features/{model}.npz",
-        projections="results/eval/pretrained/{model}/projections.npz",
+        features=EVAL_FEATURES,
+        projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
     output:
-        expand("results/eval/pretrained/{{model}}/{name}", name=EVAL_OUTPUTS),
+        expand(f"{RESULTS}/eval/pretrained/{{{{model}}}}/{{name}}", name=EVAL_OUTPUTS),
         embeddings=expand(
-            "results/eval/pretrained/{{model}}/embeddings/{evalset}.npz", evalset=EVAL_SETS
+            f"{RESULTS}/eval/pretrained/{{{{model}}}}/embeddings/{{evalset}}.npz", evalset=EVAL_SETS
         ),
     log:
         "logs/evaluate/pretrained/{model}.log",
@@ -69,10 +69,10 @@ rule evaluate_pretrained:
 rule evaluate_finetune:
     input:
         code=code("evaluate", "zeroshot", "purity"),
-        features="results/eval/features/{model}.npz",
+        features=EVAL_FEATURES,
         projections=f"{FINETUNE_DIR}/projections.npz",
     output:
-        expand(f"results/eval/{FINETUNE_SUBDIR}/{{name}}", name=EVAL_OUTPUTS, allow_missing=True),
+        expand(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{{name}}", name=EVAL_OUTPUTS, allow_missing=True),
     log:
         "logs/evaluate/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
     params:
@@ -93,17 +93,17 @@ rule evaluate_finetune:
 rule pruning_sweep:
     input:
         code=code("pruning", "zeroshot", "purity", "evaluate", "evalsets", "data"),
-        projections="results/eval/pretrained/{model}/projections.npz",
+        projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
         embeddings=lambda wildcards: expand(
-            "results/eval/pretrained/{model}/embeddings/{evalset}.npz",
+            f"{RESULTS}/eval/pretrained/{{model}}/embeddings/{{evalset}}.npz",
             model=wildcards.model,
             evalset=PRUNING_SETS,
         ),
     output:
-        table="results/eval/pruning/{model}.parquet",
-        summary="results/eval/pruning/{model}_summary.parquet",
+        table=f"{RESULTS}/eval/pruning/{{model}}.parquet",
+        summary=f"{RESULTS}/eval/pruning/{{model}}_summary.parquet",
         csv=report(
-            "results/tables/exp2_pruning_{model}.csv",
+            f"{RESULTS}/tables/exp2_pruning_{{model}}.csv",
             caption="report/exp2_table.rst",
             category="4. Exp 2: pruning by purity",
             labels={"model": "{model}", "table": "pruning sweep (mean ± sd)"},

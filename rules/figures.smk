@@ -9,7 +9,7 @@ rule aggregate:
         histograms=eval_tables("histograms.parquet"),
         predictions=eval_tables("predictions.npz"),
         misalignment=f"{MISALIGN}/summary.parquet",
-        eval_features=expand("results/eval/features/{model}.npz", model=MODELS),
+        eval_features=expand(EVAL_FEATURES, model=MODELS),
     output:
         exp1=report_table("exp1", "exp1_table", "3. Exp 1: CLIP vs LaCLIP", "CLIP vs LaCLIP"),
         exp3_purity=report_table(

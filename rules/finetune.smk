@@ -4,7 +4,7 @@
 rule extract_features:
     input:
         code=code("features", "distributed", "data", "models", "checkpoints"),
-        checkpoint="results/pretrain/{model}/checkpoint.pt",
+        checkpoint=PRETRAINED,
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
     output:
@@ -35,7 +35,7 @@ rule extract_features:
 rule finetune:
     input:
         code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
-        pretrained="results/pretrain/{model}/checkpoint.pt",
+        pretrained=PRETRAINED,
         csv=training_csv,
         features=feature_cache_input,
     output:

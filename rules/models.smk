@@ -11,10 +11,10 @@ if PRETRAIN_MODELS:
             unpack(pretrain_inputs),
             code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate"),
         output:
-            checkpoint="results/pretrain/{model}/checkpoint.pt",
-            train_log="results/pretrain/{model}/log.jsonl",
+            checkpoint=PRETRAINED,
+            train_log=f"{RESULTS}/pretrain/{{model}}/log.jsonl",
             plot=report(
-                "results/pretrain/{model}/training.png",
+                f"{RESULTS}/pretrain/{{model}}/training.png",
                 caption="report/pretrain.rst",
                 category="2. Models",
                 labels={"model": "{model}", "figure": "pretraining curve"},
@@ -57,7 +57,7 @@ if IMPORT_MODELS:
             arch=lambda wildcards: model_config_file(config["models"][wildcards.model]["arch"]),
             checkpoint=lambda wildcards: source_checkpoint(wildcards.model),
         output:
-            "results/pretrain/{model}/checkpoint.pt",
+            PRETRAINED,
         log:
             "logs/import_checkpoint/{model}.log",
         benchmark:
