@@ -5,34 +5,52 @@ import os
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 # Rules run `python -m workflow_scripts.<stage>`: the package is installed into the environment
 # (`pip install -e .`, done by `make install`); the workflow's own imports below use its source tree.
 sys.path.insert(0, workflow.basedir)
-# ... and so do the jobs: `python -m workflow_scripts.<stage>` imports this checkout's code, whatever the
-# working directory and whatever checkout the environment's editable install points at.
-shell.prefix(f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
 from workflow_scripts.config import (
     CONTROL_STRATEGY as CONTROL,
     base_model,
-    check_config,
+    claim_run,
     pretrain_replicas,
     format_cs,
-    write_effective_config,
+    run_paths,
+    validate_config,
+    write_settings,
 )
 
-# JSON Schema (2020-12) validation with defaults, then cross-key checks (unknown model names...).
-validate(config, "../workflow_scripts/config.schema.yaml")
-check_config(config, source="config")
+# JSON Schema (2020-12) validation with defaults, then cross-key checks (unknown model names...); errors
+# name the key (`finetune.epochs: ...`). The same function validates the config the stage CLIs read.
+_CONFIG_SOURCE = " + ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config"
+_validated = validate_config(config, source=_CONFIG_SOURCE)
+config.clear()
+config.update(_validated)
 # pretrain.seeds: each pretrained model again per extra seed, as <name>-p<seed> (Exp 1 replicates)
 config["models"].update(pretrain_replicas(config))
 
-# The stage CLIs read this file (`--config {CONFIG}`): config files plus command-line overrides,
-# validated, defaults filled. Rules also pass their config section as params, so that a changed
-# setting re-runs exactly the jobs that depend on it.
-CONFIG = str(write_effective_config(config, "results/config.effective.yaml"))
+# Where this run writes (config key `run`): results/, logs/, benchmarks/ for the embedded default,
+# results/runs/<run>/ for any other study. run.json there records the data and models the name stands for.
+_PATHS = run_paths(config)
+RESULTS = _PATHS["results"]
+LOGS = _PATHS["logs"]
+BENCHMARKS = _PATHS["benchmarks"]
+RESOURCES = _PATHS["resources"]
+claim_run(config, RESULTS, source=_CONFIG_SOURCE)
+
+# The stage CLIs read their settings (`--config {params.config}`) from a file named by the hash of this
+# process's validated config (files + command-line overrides): written once, never changed, so a job
+# keeps the settings of the Snakemake process that started it even while another process (a dry run with
+# another config, a report) parses the workflow. Its path reaches the jobs through the environment rather
+# than a param: a param holding the hash would re-run every job whenever any setting changed, whereas each
+# rule passes the config sections it depends on as params, so a changed setting re-runs exactly its jobs.
+SETTINGS = str(write_settings(config, f"{RESULTS}/settings"))
+CONFIG = '"$WORKFLOW_SETTINGS"'
+# Jobs import this checkout's code (`python -m workflow_scripts.<stage>`, whatever the working directory
+# and whatever checkout the environment's editable install points at) and read SETTINGS.
+shell.prefix(
+    f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}" WORKFLOW_SETTINGS="{SETTINGS}"; '
+)
 
 CS_LABELS = [format_cs(c) for c in config["misalign"]["cs_values"]]
 STRATEGIES = list(config["misalign"]["strategies"])
@@ -50,11 +68,23 @@ FINETUNE_SETTINGS = {
 }
 
 
+def source_file(*parts):
+    """A file of this checkout, as an input path: relative to the working directory when the checkout is
+    the working directory (the normal case), so that a moved or copied checkout, with its results/ and
+    .snakemake/, replans nothing; absolute otherwise (snakemake -s elsewhere/Snakefile)."""
+    path = os.path.join(workflow.basedir, *parts)
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
 def code(*modules):
-    """The Python files a rule runs (listed as inputs so that editing them triggers reruns)."""
+    """The Python files a rule runs (listed as inputs so that editing them triggers reruns). Modules of
+    a subpackage as "pkg.module" or "pkg/module"; a subpackage's __init__ comes with its modules."""
     shared = ("__init__", "io", "config", "errors")
-    names = dict.fromkeys(list(modules) + list(shared))
-    return [os.path.join(workflow.basedir, "workflow_scripts", f"{m}.py") for m in names]
+    names = [m.replace(".", "/") for m in modules]
+    packages = [f"{os.path.dirname(m)}/__init__" for m in names if "/" in m]
+    names = dict.fromkeys(names + packages + list(shared))
+    return [source_file("workflow_scripts", f"{m}.py") for m in names]
 
 
 def model_spec(wildcards):
@@ -83,8 +113,6 @@ def mem_mb(base):
 
 # --------------------------------------------------------------------------- paths
 
-# The results tree of this study (every output path starts with it; see config key `run`).
-RESULTS = "results"
 WORLD = f"{RESULTS}/world"
 MISALIGN = f"{RESULTS}/misalign"
 MISALIGN_CODE = code("misalign", "similarity", "tfidf", "captions", "data")
@@ -159,14 +187,14 @@ PRETRAIN_EVAL_SETS = WORLD_SETS if config["world"]["enabled"] else []
 
 def model_config_file(arch):
     """The embedded JSON config of an architecture (an input, so editing it retrains), or nothing."""
-    path = os.path.join(workflow.basedir, "workflow_scripts", "model_configs", f"{arch}.json")
+    path = source_file("workflow_scripts", "model_configs", f"{arch}.json")
     return [path] if os.path.exists(path) else []
 
 
 def source_checkpoint(name):
     """Where a checkpoint/laclip model's file is: the configured path, else resources/checkpoints/<name>.pt."""
     spec = config["models"][name]
-    return spec.get("checkpoint") or f"resources/checkpoints/{name}.pt"
+    return spec.get("checkpoint") or f"{RESOURCES}/checkpoints/{name}.pt"
 
 
 def pretrain_inputs(wildcards):

@@ -14,9 +14,9 @@ rule eval_features:
         features=EVAL_FEATURES,
         projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
     log:
-        "logs/eval_features/{model}.log",
+        f"{LOGS}/eval_features/{{model}}.log",
     benchmark:
-        "benchmarks/eval_features/{model}.tsv"
+        f"{BENCHMARKS}/eval_features/{{model}}.tsv"
     params:
         config=CONFIG,
         settings={k: config["evaluate"][k] for k in ("sets", "templates")},
@@ -46,7 +46,7 @@ rule evaluate_pretrained:
             f"{RESULTS}/eval/pretrained/{{{{model}}}}/embeddings/{{evalset}}.npz", evalset=EVAL_SETS
         ),
     log:
-        "logs/evaluate/pretrained/{model}.log",
+        f"{LOGS}/evaluate/pretrained/{{model}}.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
         # Exp 1 groups pretraining replicas (<name>-p<seed>) with their model
@@ -74,7 +74,7 @@ rule evaluate_finetune:
     output:
         expand(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{{name}}", name=EVAL_OUTPUTS, allow_missing=True),
     log:
-        "logs/evaluate/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
+        f"{LOGS}/evaluate/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     threads: 1
@@ -109,9 +109,9 @@ rule pruning_sweep:
             labels={"model": "{model}", "table": "pruning sweep (mean ± sd)"},
         ),
     log:
-        "logs/pruning/{model}.log",
+        f"{LOGS}/pruning/{{model}}.log",
     benchmark:
-        "benchmarks/pruning/{model}.tsv"
+        f"{BENCHMARKS}/pruning/{{model}}.tsv"
     params:
         config=CONFIG,
         settings=config["evaluate"]["pruning"],

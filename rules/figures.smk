@@ -57,7 +57,7 @@ rule aggregate:
         ),
         histograms=f"{TABLES}/exp3_histograms.csv",
     log:
-        "logs/aggregate.log",
+        f"{LOGS}/aggregate.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.histograms),
     threads: 1
@@ -86,7 +86,7 @@ rule figure:
             labels=lambda wildcards: {"figure": wildcards.figure.replace("_", " ")},
         ),
     log:
-        "logs/figure/{figure}.log",
+        f"{LOGS}/figure/{{figure}}.log",
     params:
         kind=lambda wildcards: FIGURE_SPECS[wildcards.figure][0],
         options=lambda wildcards: FIGURE_SPECS[wildcards.figure][2],

@@ -10,9 +10,9 @@ rule extract_features:
     output:
         **FEATURE_CACHE,
     log:
-        "logs/extract_features/{model}.log",
+        f"{LOGS}/extract_features/{{model}}.log",
     benchmark:
-        "benchmarks/extract_features/{model}.tsv"
+        f"{BENCHMARKS}/extract_features/{{model}}.tsv"
     params:
         config=CONFIG,
         settings={k: config["finetune"][k] for k in ("views", "augment")},
@@ -43,9 +43,9 @@ rule finetune:
         log=f"{FINETUNE_DIR}/log.jsonl",
         projections=f"{FINETUNE_DIR}/projections.npz",
     log:
-        "logs/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.log",
+        f"{LOGS}/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.log",
     benchmark:
-        "benchmarks/finetune/{model}/{strategy}/Cs{cs}/seed{seed}.tsv"
+        f"{BENCHMARKS}/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.tsv"
     params:
         config=CONFIG,
         settings=FINETUNE_SETTINGS,

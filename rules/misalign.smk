@@ -10,9 +10,9 @@ rule caption_neighbours:
     output:
         f"{MISALIGN}/tfidf_neighbours.npz",
     log:
-        "logs/caption_neighbours.log",
+        f"{LOGS}/caption_neighbours.log",
     benchmark:
-        "benchmarks/caption_neighbours.tsv"
+        f"{BENCHMARKS}/caption_neighbours.tsv"
     params:
         config=CONFIG,
         settings={
@@ -45,9 +45,9 @@ rule misalign_swaps:
         summary=f"{SWAPS_DIR}/summary.tsv",
         csv=f"{SWAPS_DIR}/train.csv",
     log:
-        "logs/misalign_swaps/{strategy}/Cs{cs}/seed{seed}.log",
+        f"{LOGS}/misalign_swaps/{{strategy}}/Cs{{cs}}/seed{{seed}}.log",
     benchmark:
-        "benchmarks/misalign_swaps/{strategy}/Cs{cs}/seed{seed}.tsv"
+        f"{BENCHMARKS}/misalign_swaps/{{strategy}}/Cs{{cs}}/seed{{seed}}.tsv"
     wildcard_constraints:
         strategy="|".join(STRATEGIES),
     params:
@@ -85,7 +85,7 @@ rule misalign_summary:
             labels={"table": "nominal and effective misalignment"},
         ),
     log:
-        "logs/misalign_summary.log",
+        f"{LOGS}/misalign_summary.log",
     params:
         swapped=lambda wildcards, input: " ".join(
             f"{strategy}:{cs}:{seed}:{path}"

@@ -20,9 +20,9 @@ if PRETRAIN_MODELS:
                 labels={"model": "{model}", "figure": "pretraining curve"},
             ),
         log:
-            "logs/pretrain/{model}.log",
+            f"{LOGS}/pretrain/{{model}}.log",
         benchmark:
-            "benchmarks/pretrain/{model}.tsv"
+            f"{BENCHMARKS}/pretrain/{{model}}.tsv"
         wildcard_constraints:
             model="|".join(PRETRAIN_MODELS),
         params:
@@ -59,9 +59,9 @@ if IMPORT_MODELS:
         output:
             PRETRAINED,
         log:
-            "logs/import_checkpoint/{model}.log",
+            f"{LOGS}/import_checkpoint/{{model}}.log",
         benchmark:
-            "benchmarks/import_checkpoint/{model}.tsv"
+            f"{BENCHMARKS}/import_checkpoint/{{model}}.tsv"
         wildcard_constraints:
             model="|".join(IMPORT_MODELS),
         params:
@@ -88,7 +88,7 @@ for _name in [m for m in IMPORT_MODELS if config["models"][m].get("url")]:
         output:
             source_checkpoint(_name),
         log:
-            f"logs/fetch/{_name}.log",
+            f"{LOGS}/fetch/{_name}.log",
         params:
             url=config["models"][_name]["url"],
             sha256=config["models"][_name]["sha256"],

@@ -22,9 +22,9 @@ if config["world"]["enabled"]:
             ),
             classnames=expand(f"{WORLD}/eval/{{name}}/classnames.txt", name=WORLD_SETS),
         log:
-            "logs/make_world.log",
+            f"{LOGS}/make_world.log",
         benchmark:
-            "benchmarks/make_world.tsv"
+            f"{BENCHMARKS}/make_world.tsv"
         params:
             settings=config["world"],
             out=lambda wildcards, output: os.path.dirname(output.csv),

@@ -75,6 +75,37 @@ def test_t_interval_matches_scipy():
     assert np.isnan(intervals.t_interval(np.array([0.3, np.nan]))[3])         # one value: no interval
 
 
+def test_t_interval_respects_the_range_and_the_minimum_n():
+    # two replicates: the t interval (±12.7 sd/√2) would leave [0, 1] — none is given
+    n, mean, sd, lo, hi = intervals.t_interval(np.array([0.02, 0.10]), bounds=(0.0, 1.0))
+    assert n == 2 and mean == pytest.approx(0.06) and sd > 0 and np.isnan(lo) and np.isnan(hi)
+    # three replicates near 0: the plain interval goes below 0, the bounded one stops at 0
+    v = np.array([0.01, 0.02, 0.09])
+    plain = stats.t.interval(0.95, 2, loc=v.mean(), scale=stats.sem(v))
+    assert plain[0] < 0
+    _, _, _, lo, hi = intervals.t_interval(v, bounds=(0.0, 1.0))
+    assert lo == 0.0 and hi == pytest.approx(plain[1])
+
+
+def test_accuracy_intervals_stay_inside_their_range():
+    """Issue: with 2 seeds, accuracy CIs went below 0. Accuracies near 0 and 1 over 2 and 3 replicates."""
+    rows = []
+    for seed, (low_acc, high_acc) in enumerate([(0.00, 0.97), (0.06, 1.00), (0.01, 0.92)]):
+        for strategy, acc in ((aggregate.CONTROL_STRATEGY, high_acc), ("random", low_acc)):
+            rows.append({"model": "clip", "strategy": strategy, "cs": 0.0 if strategy != "random" else 0.8,
+                         "seed": seed, "set": "shape", "metric": "acc1", "value": acc})
+    runs = pd.DataFrame(rows)
+    for n_seeds in (2, 3):
+        out = aggregate.paired_summary(runs[runs.seed < n_seeds], "set")
+        assert (out["n"] == n_seeds).all()
+        for col in ("ci_low", "ci_high"):
+            v = out[col].dropna()
+            assert ((v >= 0) & (v <= 1)).all(), out
+            assert len(v) == (len(out) if n_seeds >= intervals.MIN_REPLICATES else 0)
+        d = out[["diff_ci_low", "diff_ci_high"]].dropna().to_numpy()
+        assert ((d >= -1) & (d <= 1)).all()
+
+
 def test_paired_summary_differences_against_the_same_replicate_control():
     metrics, _ = finetune_tables()
     ft = _ft(metrics)

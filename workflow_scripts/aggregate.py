@@ -7,7 +7,8 @@ checkpoint (predictions.npz); and the swap summary with the effective misalignme
 Exp 3 (fine-tunes; `seed` is the replicate index r, which draws the swaps, the batch order and nothing
 else): one row per (model, strategy, Cs, scope, metric), where the Cs = 0 control is its own strategy
 (`none`), one run per replicate shared by every swap strategy, never counted twice.
-- n, mean, sd, ci_low, ci_high: over replicates, two-sided t interval (`intervals.t_interval`).
+- n, mean, sd, ci_low, ci_high: over replicates, two-sided t interval (`intervals.t_interval`), given
+  from MIN_REPLICATES (3) replicates on and cut to the metric's range (METRIC_RANGES).
 - diff, diff_ci_low, diff_ci_high, rel_change: the paired difference against the control of the SAME
   replicate (and model, scope, metric), t interval over replicates; rel_change = diff / |control mean|.
 - acc1 only: boot_ci_low/high of the level and boot_diff_ci_low/high of the paired difference, percentile
@@ -69,6 +70,24 @@ def read_tables(paths: Sequence[str | Path], required: Sequence[str] = ("metric"
     return pd.concat(frames, ignore_index=True)
 
 
+# The possible range of the bounded metrics (accuracies, recalls, mean |cos|); t intervals of their means
+# are cut to it, and those of paired differences to its span around 0.
+METRIC_RANGES = {
+    "acc1": (0.0, 1.0), "acc5": (0.0, 1.0), "mean_per_class_recall": (0.0, 1.0), "silhouette": (-1.0, 1.0),
+    "avg_abs_cos_sim": (0.0, 1.0), "avg_abs_cos_sim_offdiag": (0.0, 1.0), "median_abs_cos_sim": (0.0, 1.0),
+    "max_abs_cos_sim": (0.0, 1.0), "avg_cos_sim": (-1.0, 1.0),
+}
+
+
+def metric_bounds(metric: str, difference: bool = False) -> tuple[float, float] | None:
+    """The range of `metric` (or of a difference of two of its values), None when unbounded/unknown."""
+    bounds = METRIC_RANGES.get(metric)
+    if bounds is None or not difference:
+        return bounds
+    span = bounds[1] - bounds[0]
+    return -span, span
+
+
 def group_keys(df: pd.DataFrame, over: Sequence[str] = ("seed",), value: str = "value") -> list[str]:
     """Every column except the value and those averaged over."""
     return [c for c in df.columns if c != value and c not in over]
@@ -86,8 +105,10 @@ def paired_summary(runs: pd.DataFrame, scope: str, level: float = 0.95) -> pd.Da
                         how="left")
     rows = []
     for key, g in paired.groupby(keys, sort=True, dropna=False):
-        n, mean, sd, lo, hi = t_interval(g["value"].to_numpy(), level)
-        _, diff, _, dlo, dhi = t_interval((g["value"] - g["control"]).to_numpy(), level)
+        metric = key[-1]
+        n, mean, sd, lo, hi = t_interval(g["value"].to_numpy(), level, bounds=metric_bounds(metric))
+        _, diff, _, dlo, dhi = t_interval((g["value"] - g["control"]).to_numpy(), level,
+                                          bounds=metric_bounds(metric, difference=True))
         _, base, *_ = t_interval(g["control"].to_numpy(), level)
         rows.append({**dict(zip(keys, key)), "n": n, "mean": mean, "sd": sd, "ci_low": lo, "ci_high": hi,
                      "diff": diff, "diff_ci_low": dlo, "diff_ci_high": dhi,
@@ -246,8 +267,8 @@ def exp1_differences(predictions: dict[tuple, dict[str, np.ndarray]], level: flo
                      seed: int = 0) -> pd.DataFrame:
     """acc1(a) − acc1(b) for every pair of pretrained models per set: the mean over their common pretraining
     seeds, with a paired bootstrap interval over the evaluation images (both models scored on the same
-    resampled images; per image, the difference averaged over seeds) and, with >= 2 seeds, a t interval over
-    the seeds' differences."""
+    resampled images; per image, the difference averaged over seeds) and, with >= MIN_REPLICATES seeds, a t
+    interval over the seeds' differences."""
     pre: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for tags, sets in predictions.items():
         if tags[1] == "pretrained":
@@ -266,7 +287,8 @@ def exp1_differences(predictions: dict[tuple, dict[str, np.ndarray]], level: flo
                 per_seed = np.stack([pre[a][s][name].astype(float) - pre[b][s][name] for s in seeds])
                 d = per_seed.mean(axis=0)
                 lo, hi = bootstrap_mean_ci(d, level, seed=seed)
-                _, _, _, slo, shi = t_interval(per_seed.mean(axis=1), level)
+                _, _, _, slo, shi = t_interval(per_seed.mean(axis=1), level,
+                                               bounds=metric_bounds("acc1", difference=True))
                 rows.append({"set": name, "model_a": a, "model_b": b,
                              "acc1_a": float(np.mean([pre[a][s][name].mean() for s in seeds])),
                              "acc1_b": float(np.mean([pre[b][s][name].mean() for s in seeds])),

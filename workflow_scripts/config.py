@@ -50,10 +50,17 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         lines = []
         for err in errors[:10]:
             key = ".".join(str(p) for p in err.absolute_path) or "<top level>"
-            lines.append(f"{source}: key '{key}': {err.message}")
-        raise InputError("invalid configuration:\n  " + "\n  ".join(lines))
+            lines.append(f"{key}: {_short(err.message)}")
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise InputError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines) + more)
     check_config(config, source)
     return config
+
+
+def _short(message: str, limit: int = 300) -> str:
+    """A schema error message cut to one readable line (an enum's or a long instance's text can run on)."""
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
 
 
 def check_config(config: dict[str, Any], source: str) -> None:
@@ -82,6 +89,9 @@ def check_config(config: dict[str, Any], source: str) -> None:
         if spec["source"] == "pretrain" and spec.get("captions") == "augmented" \
                 and not config.get("data", {}).get("rewrites"):
             raise InputError(f"{source}: key 'models.{name}.captions': 'augmented' needs data.rewrites")
+    if not config.get("world", {}).get("enabled", True) and config.get("run", DEFAULT_RUN) == DEFAULT_RUN:
+        raise InputError(f"{source}: key 'run': a config with world.enabled: false must name its own run "
+                         f"(e.g. run: cc3m); {DEFAULT_RUN!r} is the embedded default's results tree")
     cs = config.get("misalign", {}).get("cs_values", [])
     if len(set(format_cs(c) for c in cs)) != len(cs):
         raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
@@ -137,16 +147,80 @@ def format_cs(cs: float) -> str:
     return text
 
 
-def write_effective_config(config: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write the validated config (files + command-line overrides) for the stage CLIs to read.
+# The run name of the embedded default; its results tree is results/ (any other run: results/runs/<run>/).
+DEFAULT_RUN = "embedded"
 
-    Written only when the content changes, atomically, so that concurrent Snakemake processes (cluster
-    job steps re-parse the workflow) never see a partial file and mtimes stay stable.
+
+def run_paths(config: dict[str, Any]) -> dict[str, str]:
+    """Where a run writes: results, logs, benchmarks and downloaded checkpoints. The embedded default keeps
+    the top-level results/, logs/, benchmarks/ and resources/; every other run gets results/runs/<run>/ for
+    all four, so two configs with different run names never write the same path."""
+    run = config.get("run", DEFAULT_RUN)
+    if run == DEFAULT_RUN:
+        return {"results": "results", "logs": "logs", "benchmarks": "benchmarks", "resources": "resources"}
+    root = f"results/runs/{run}"
+    return {"results": root, "logs": f"{root}/logs", "benchmarks": f"{root}/benchmarks",
+            "resources": f"{root}/resources"}
+
+
+def run_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two configs the same study: the data they read and where each named model comes from
+    (not the sweep sizes or training settings, which a study may change between runs; pretraining replicas
+    are derived from their base model and left out)."""
+    models = {
+        name: {k: spec.get(k) for k in ("source", "arch", "checkpoint", "url", "sha256", "captions")}
+        for name, spec in config.get("models", {}).items()
+        if "pretrain_seed" not in spec
+    }
+    return {"run": config.get("run", DEFAULT_RUN), "world": bool(config.get("world", {}).get("enabled")),
+            "data": config.get("data", {}), "models": models}
+
+
+def claim_run(config: dict[str, Any], results: str | os.PathLike, source: str = "config") -> Path:
+    """Record in <results>/run.json which data and models this run name stands for, and refuse a config
+    that uses the same run name for other data, or for another model under a name already used (it would
+    overwrite that run's results). New model names are added to the record."""
+    import json
+
+    from .io import write_json
+
+    path = Path(results) / "run.json"
+    identity = json.loads(json.dumps(run_identity(config)))
+    if not path.exists():
+        write_json(path, identity)
+        return path
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc}); delete it if that results tree is disposable") from None
+    differs = [k for k in ("run", "world", "data") if recorded.get(k) != identity[k]]
+    old_models = recorded.get("models", {})
+    differs += [f"models.{name}" for name, spec in identity["models"].items()
+                if name in old_models and old_models[name] != spec]
+    if differs:
+        raise InputError(
+            f"{source}: key 'run': {identity['run']!r} names the results tree {results}/, which was made with "
+            f"other {', '.join(differs)} (recorded in {path}); give this config its own `run:` name"
+        )
+    if set(identity["models"]) - set(old_models):
+        write_json(path, {**recorded, "models": {**old_models, **identity["models"]}})
+    return path
+
+
+def write_settings(config: dict[str, Any], directory: str | os.PathLike) -> Path:
+    """Write the validated config (files + command-line overrides) for the stage CLIs to read, to a file
+    named by the hash of its content: <directory>/<sha256[:16]>.yaml.
+
+    A file is written once (atomically) and never changed, so a job reads exactly the settings of the
+    Snakemake process that started it, whatever other Snakemake processes (a dry run with another config,
+    a report) do meanwhile; cluster job steps re-parse the workflow with the same config, hence the same file.
     """
+    import hashlib
+
     from .io import write_text
 
-    path = Path(path)
     text = yaml.safe_dump(config, sort_keys=True)
-    if not path.exists() or path.read_text(encoding="utf-8") != text:
+    path = Path(directory) / f"{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.exists():
         write_text(path, text)
     return path

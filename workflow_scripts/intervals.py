@@ -20,10 +20,19 @@ import math
 import numpy as np
 
 DEFAULT_DRAWS = 2000
+# Fewest replicates for which a t interval is given: with 2 the interval is mean ± 12.7·sd/√2 (t(0.975, 1)),
+# wider than an accuracy's whole range whenever the two replicates differ by more than ~8 % of it.
+MIN_REPLICATES = 3
 
 
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, float, float, float]:
-    """(n, mean, sd, ci_low, ci_high) of the non-NaN values; the interval is NaN for n < 2."""
+def t_interval(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None,
+               min_n: int = MIN_REPLICATES) -> tuple[int, float, float, float, float]:
+    """(n, mean, sd, ci_low, ci_high) of the non-NaN values: the two-sided Student t interval of the mean.
+
+    NaN interval for n < min_n (default MIN_REPLICATES); sd is NaN for n < 2. `bounds` is the statistic's
+    possible range (an accuracy's [0, 1], a difference of accuracies' [-1, 1]): the interval is cut to it,
+    as the mean of values inside the range cannot leave it.
+    """
     from scipy import stats
 
     v = np.asarray(values, dtype=float)
@@ -32,11 +41,14 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[int, float, flo
     if n == 0:
         return 0, np.nan, np.nan, np.nan, np.nan
     mean = float(v.mean())
-    if n < 2:
-        return n, mean, np.nan, np.nan, np.nan
-    sd = float(v.std(ddof=1))
+    sd = float(v.std(ddof=1)) if n >= 2 else np.nan
+    if n < max(min_n, 2):
+        return n, mean, sd, np.nan, np.nan
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
-    return n, mean, sd, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return n, mean, sd, low, high
 
 
 def bootstrap_mean_ci(per_image: np.ndarray, level: float = 0.95, draws: int = DEFAULT_DRAWS,
