@@ -1,0 +1,14 @@
+"""CLIP4DM: dense (word-level) misalignment detection from gradient attributions (seed 004).
+
+Modules, one concept each:
+- `attention`: the last text blocks' attention computed explicitly, exposing the probability tensor that
+  multiplies V (open_clip's blocks call nn.MultiheadAttention with need_weights=False).
+- `attributions`: batched grad x attention-probability attributions of the image-text cosine (EOT row).
+- `words`: BPE tokens -> words (the original's space tokenisation, template words dropped).
+- `scores`: CLIPScore, F-CLIPScore, epsilon calibration, most-negative word, threshold spans.
+- `foils`: FOIL-style one-word foils on the embedded world's held-out images.
+- `readers`: the FOIL / nocaps-FOIL / HAT JSON formats (local files only).
+- `metrics`: AP / AUROC, localisation accuracy, span matching, misalignment-rate estimation.
+- `pipeline`: loading a model and image embeddings, scoring caption lists (shared by the CLIs).
+- CLIs: `calibrate`, `detect`, `localise`, `realdata`, `summarise`, `render`.
+"""

@@ -1,0 +1,148 @@
+"""Tables of the CLIP4DM results over replicates, and the CLI that writes them with the figures.
+
+- detection: per (model, strategy, Cs), truth and score, AP and AUROC as the mean over replicates with a
+  t interval (intervals.t_interval, n = replicates), next to the truth's base rate (the AP of a random
+  ranking) and 0.5 (AUROC of a random ranking).
+- rate: the misaligned fraction estimated from F-CLIPScore and from CLIPScore against the nominal rate
+  (swapped lines), the text-changed rate and the contradiction rate (results/misalign/summary.parquet).
+- localisation: per (model, checkpoint group, attribute), LA with its chance level and AP; the pretrained
+  model's row carries the Wilson interval over foils, fine-tunes a t interval over replicates.
+
+    python -m workflow_scripts.clip4dm.summarise --detect M1.json ... --localisation L1.parquet ...
+        --foils F1.parquet ... --misalign results/misalign/summary.parquet --calibration C1.json ...
+        --tables-dir results/tables --figures-dir results/figures --examples 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+GROUP = ["model", "strategy", "cs"]
+
+
+def _interval(values, bounds=(0.0, 1.0)) -> dict[str, float]:
+    from ..intervals import t_interval
+
+    n, mean, sd, low, high = t_interval(np.asarray(values, float), bounds=bounds)
+    return {"n": n, "mean": mean, "sd": sd, "low": low, "high": high}
+
+
+def detection_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long table: one row per (model, strategy, cs, truth, score, metric) with replicate statistics."""
+    rows = []
+    for key, g in runs.groupby(GROUP, sort=True):
+        for col in runs.columns:
+            if not (col.startswith("ap_") or col.startswith("auroc_")):
+                continue
+            metric, rest = col.split("_", 1)
+            score, truth = rest.rsplit("_", 1)
+            stats = _interval(g[col])
+            rows.append({**dict(zip(GROUP, key)), "truth": truth, "score": score, "metric": metric, **stats,
+                         "reference": float(g[f"rate_{truth}"].mean()) if metric == "ap" else 0.5,
+                         "pairs_scored": int(g["n"].iloc[0])})
+    return pd.DataFrame(rows)
+
+
+def rate_table(runs: pd.DataFrame, misalign: pd.DataFrame | None) -> pd.DataFrame:
+    """Estimated against true misaligned fractions per (model, strategy, cs), replicate means and intervals."""
+    truths = {"nominal": "rate_swapped", "text_changed": "rate_changed", "contradicts": "rate_contradicts"}
+    cols = [c for c in ("estimated_rate_fclipscore", "estimated_rate_clipscore", "flagged_fclipscore",
+                        "flagged_clipscore", *truths.values()) if c in runs.columns]
+    rows = []
+    for key, g in runs.groupby(GROUP, sort=True):
+        row = dict(zip(GROUP, key))
+        row["n_replicates"] = len(g)
+        for col in cols:
+            stats = _interval(g[col])
+            name = next((k for k, v in truths.items() if v == col), col)
+            row.update({name: stats["mean"], f"{name}_low": stats["low"], f"{name}_high": stats["high"]})
+        if misalign is not None:
+            m = misalign[(misalign["strategy"] == key[1]) & np.isclose(misalign["cs"], key[2])]
+            if len(m):
+                row["summary_text_changed"] = float(m["text_changed"].mean())
+                if "contradicts_any" in m:
+                    row["summary_contradicts_any"] = float(m["contradicts_any"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
+    """Pretrained rows as they are; fine-tunes averaged over replicates per (strategy, cs)."""
+    pre = loc[loc["checkpoint"] == "pretrained"].copy()
+    pre["n_checkpoints"] = 1
+    rows = [pre]
+    ft = loc[loc["checkpoint"] == "finetuned"]
+    out = []
+    for key, g in ft.groupby(["model", "strategy", "cs", "attribute"], sort=True):
+        la = _interval(g["la"])
+        row = dict(zip(["model", "strategy", "cs", "attribute"], key))
+        row.update({"checkpoint": "finetuned", "seed": -1, "n_checkpoints": len(g), "n_foils": int(g["n_foils"].iloc[0]),
+                    "n_originals": int(g["n_originals"].iloc[0]), "la": la["mean"], "la_low": la["low"],
+                    "la_high": la["high"], "la_chance": float(g["la_chance"].mean())})
+        for col in ("ap_fclipscore", "auroc_fclipscore", "ap_clipscore", "auroc_clipscore", "ap_chance", "epsilon"):
+            row[col] = float(g[col].mean())
+        out.append(row)
+    if out:
+        rows.append(pd.DataFrame(out))
+    return pd.concat(rows, ignore_index=True)
+
+
+def read_runs(paths: list[str]) -> pd.DataFrame:
+    rows = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                rows.append(json.load(fh))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{path}: not a readable detection result ({exc})") from None
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..io import setup_logging, write_table
+    from . import render
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--detect", nargs="*", default=[], help="detection metrics .json files")
+    ap.add_argument("--localisation", nargs="*", default=[], help="localisation metrics .parquet files")
+    ap.add_argument("--foils", nargs="*", default=[], help="scored foil tables .parquet (examples)")
+    ap.add_argument("--calibration", nargs="*", default=[], help="calibration .json files")
+    ap.add_argument("--misalign", help="results/misalign/summary.parquet")
+    ap.add_argument("--tables-dir", required=True)
+    ap.add_argument("--figures-dir", required=True)
+    ap.add_argument("--examples", type=int, default=6)
+    ap.add_argument("--log")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    tables, figures = Path(args.tables_dir), Path(args.figures_dir)
+    runs = read_runs(args.detect)
+    misalign = pd.read_parquet(args.misalign) if args.misalign else None
+    det = detection_table(runs) if len(runs) else pd.DataFrame()
+    rate = rate_table(runs, misalign) if len(runs) else pd.DataFrame()
+    loc = localisation_table(pd.concat([pd.read_parquet(p) for p in args.localisation], ignore_index=True)) \
+        if args.localisation else pd.DataFrame()
+    calib = pd.DataFrame([{k: v for k, v in json.load(open(p, encoding="utf-8")).items() if not isinstance(v, dict)}
+                          for p in args.calibration])
+    for name, table in (("clip4dm_detection", det), ("clip4dm_rate", rate), ("clip4dm_localisation", loc),
+                        ("clip4dm_calibration", calib)):
+        for suffix in (".csv", ".parquet"):
+            write_table(table, tables / f"{name}{suffix}")
+    foils = pd.concat([pd.read_parquet(p) for p in args.foils], ignore_index=True) if args.foils else pd.DataFrame()
+    render.write_all(det, rate, loc, foils, figures, args.examples)
+    log.info("detection:\n%s", det.to_string(index=False) if len(det) else "(none)")
+    return 0
+
+
+if __name__ == "__main__":
+    from ..io import run_cli
+
+    run_cli(main)
