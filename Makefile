@@ -12,7 +12,7 @@ PROFILE ?= slurm
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint bench clean slurm-profile preflight gpu-check
+.PHONY: run test install lint bench clean slurm-profile preflight gpu-check multilingual
 
 $(VENV)/.installed: envs/requirements-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	snakemake --profile profiles/default --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS))
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html
+
+# Seed 003, multilingual alignment through the image pivot (off in `make run`: multilingual.enabled), then
+# the report with its category 8.
+multilingual: $(VENV)/.installed
+	snakemake --profile profiles/default --cores $(CORES) multilingual
+	snakemake --profile profiles/default --cores $(CORES) --report results/report.html multilingual
 
 test: $(VENV)/.installed $(VENV)/.installed-slurm
 	python -m pytest -n 2 --dist loadfile tests

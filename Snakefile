@@ -34,12 +34,14 @@ wildcard_constraints:
     evalset="|".join(EVAL_SETS),
 
 
+include: "rules/validate.smk"
 include: "rules/world.smk"
 include: "rules/misalign.smk"
 include: "rules/models.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
+include: "rules/multilingual.smk"
 
 
 rule all:

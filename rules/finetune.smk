@@ -1,5 +1,7 @@
 # Stage 2: frozen-tower feature cache and projection-only fine-tunes per (model, strategy, Cs, seed).
 
+from types import SimpleNamespace
+
 
 rule extract_features:
     input:
@@ -7,6 +9,7 @@ rule extract_features:
         checkpoint=PRETRAINED,
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
+        validated=validated_images(),
     output:
         **FEATURE_CACHE,
     log:
@@ -32,12 +35,30 @@ rule extract_features:
         " --out {output.index} --gpus {resources.gpu} >> {log} 2>&1"
 
 
+def finetune_source(wildcards):
+    """The model a fine-tune starts from: itself, or for an Exp 3 orthogonality arm <model>-ortho
+    (finetune.orthogonality.arm) its base model, whose checkpoint and feature cache it reuses."""
+    return config["models"][wildcards.model].get("finetune_of", wildcards.model)
+
+
+def finetune_settings(wildcards):
+    """The settings that change a fine-tune: finetune.* (the arm's switch and λo left out, so that turning
+    the arm on re-runs no existing fine-tune) plus, for an arm's pseudo-model, its λo."""
+    settings = {k: v for k, v in FINETUNE_SETTINGS.items() if k != "orthogonality"}
+    spec = config["models"][wildcards.model]
+    if "finetune_of" in spec:
+        settings["orthogonality"] = spec["finetune_orthogonality"]
+    return settings
+
+
 rule finetune:
     input:
         code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
-        pretrained=PRETRAINED,
+        pretrained=lambda wildcards: PRETRAINED.format(model=finetune_source(wildcards)),
         csv=training_csv,
-        features=feature_cache_input,
+        features=lambda wildcards: feature_cache_input(SimpleNamespace(model=finetune_source(wildcards))),
+        # end-to-end fine-tunes read the images themselves (cached ones through the feature cache)
+        validated=validated_images() if config["finetune"]["mode"] == "end2end" else [],
     output:
         checkpoint=f"{FINETUNE_DIR}/checkpoint.pt",
         log=f"{FINETUNE_DIR}/log.jsonl",
@@ -48,7 +69,7 @@ rule finetune:
         f"{BENCHMARKS}/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.tsv"
     params:
         config=CONFIG,
-        settings=FINETUNE_SETTINGS,
+        settings=finetune_settings,
         preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["finetune"],
         features=lambda wildcards, input: (
             f"--features {input.features[0]}" if input.features else ""

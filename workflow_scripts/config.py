@@ -54,7 +54,39 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise InputError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines) + more)
     check_config(config, source)
+    config["models"].update(orthogonality_arms(config, source))
+    if config["finetune"]["orthogonality"]["arm"]:
+        config["finetune"]["models"] = list(dict.fromkeys(config["finetune"]["models"] + list(orthogonality_arms_of(config))))
     return config
+
+
+ARM_SUFFIX = "-ortho"
+
+
+def orthogonality_arms_of(config: dict[str, Any]) -> dict[str, str]:
+    """{<model>-ortho: <model>} for every fine-tuned model when finetune.orthogonality.arm is on."""
+    ft = config["finetune"]
+    if not ft["orthogonality"]["arm"]:
+        return {}
+    return {f"{m}{ARM_SUFFIX}": m for m in ft["models"] if "finetune_of" not in config["models"][m]}
+
+
+def orthogonality_arms(config: dict[str, Any], source: str = "config") -> dict[str, dict[str, Any]]:
+    """The Exp 3 orthogonality arm's pseudo-models: <model>-ortho = the model's spec imported from its own
+    checkpoint (source checkpoint), fine-tuned from its checkpoint and feature cache with the penalty
+    λo = finetune.orthogonality.lambda (`finetune_of`, `finetune_orthogonality`). Idempotent."""
+    out = {}
+    for arm, base in orthogonality_arms_of(config).items():
+        existing = config["models"].get(arm)
+        if existing is not None and existing.get("finetune_of") != base:
+            raise InputError(f"{source}: key 'models.{arm}': clashes with the orthogonality arm that "
+                             "finetune.orthogonality.arm adds")
+        spec = {k: v for k, v in config["models"][base].items() if k not in ("url", "sha256", "pretrain_seed")}
+        out[arm] = {**spec, "source": "checkpoint",
+                    "checkpoint": f"{run_paths(config)['results']}/pretrain/{base}/checkpoint.pt",
+                    "finetune_of": base,
+                    "finetune_orthogonality": float(config["finetune"]["orthogonality"]["lambda"])}
+    return out
 
 
 def _short(message: str, limit: int = 300) -> str:

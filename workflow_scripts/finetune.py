@@ -91,6 +91,19 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: floa
     return loss, acc
 
 
+def orthogonality_penalty(rows: torch.Tensor) -> torch.Tensor:
+    """‖PPᵀ − I‖²_F / n² of a projection P given as rows = its n output neurons (the Exp 3 orthogonality
+    arm's penalty, seed 003's soft orthogonality in the neurons' orientation); gradients from autograd."""
+    n = rows.shape[0]
+    gram = rows @ rows.t() - torch.eye(n, dtype=rows.dtype, device=rows.device)
+    return gram.pow(2).sum() / n ** 2
+
+
+def _neuron_rows(projection) -> torch.Tensor:
+    """A `models.Projection`'s weight as [out, in] (row = output neuron), differentiable."""
+    return projection.weight if projection.transposed else projection.weight.t()
+
+
 # ----------------------------------------------------------------------------- feature sources
 
 
@@ -215,7 +228,8 @@ def train(head, features: Callable, n: int, settings: dict, seed: int, d: distri
         for step in bar:
             img_f, txt_f = features(order[step, d.rank * batch:(d.rank + 1) * batch], epoch, step)
             lr = float(lrs[epoch * iters + step])
-            loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, lr, d)
+            loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, lr, d,
+                              settings.get("orthogonality", 0.0))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch} step {step}")
             sums[0] += loss
@@ -238,19 +252,26 @@ def train(head, features: Callable, n: int, settings: dict, seed: int, d: distri
 
 
 def _step(projections, optimizer: torch.optim.Optimizer, img_f: torch.Tensor, txt_f: torch.Tensor,
-          logit_scale: float, lr: float, d: distributed.Dist) -> tuple[float, float]:
+          logit_scale: float, lr: float, d: distributed.Dist, orthogonality: float = 0.0) -> tuple[float, float]:
     """One optimizer step on one global batch, given this rank's features; returns its (loss, clip_acc %).
 
     Every rank projects its own rows and computes the CLIP loss of the whole global batch, with the other
     ranks' embeddings gathered without gradient: its gradients are those of its own rows, and their sum
     over ranks (all-reduced) is exactly the gradient of the global-batch loss, as the original's all_gather
-    with gradient + DDP mean gives.
+    with gradient + DDP mean gives. With `orthogonality` = λo > 0 (the Exp 3 arm) the objective adds
+    λo·orthogonality_penalty of each projection, each rank adding 1/world_size of it so that the summed
+    gradient is the penalty's once; λo = 0 adds nothing (the original recipe, bit for bit). The returned
+    loss is the CLIP loss alone.
     """
     image, text = projections
     img_e, txt_e = image(img_f), text(txt_f)
     loss, acc = clip_loss(distributed.gather_rows(img_e, d), distributed.gather_rows(txt_e, d), logit_scale)
+    objective = loss
+    if orthogonality:
+        penalty = orthogonality_penalty(_neuron_rows(image)) + orthogonality_penalty(_neuron_rows(text))
+        objective = loss + (orthogonality / d.world_size) * penalty
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    objective.backward()
     params = [p for group in optimizer.param_groups for p in group["params"]]
     distributed.all_reduce_sum_([p.grad for p in params], d)
     for group in optimizer.param_groups:
@@ -301,6 +322,8 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
         head, pretrained_sha256 = Head.from_model(model), sha256_file(pretrained)
     settings = {k: ft[k] for k in ("mode", "epochs", "batch_size", "lr", "lr_start", "lr_end", "warmup_epochs",
                                    "weight_decay", "betas", "eps", "views", "augment")}
+    if spec.get("finetune_orthogonality"):      # the Exp 3 orthogonality arm (absent: the run hash is unchanged)
+        settings["orthogonality"] = float(spec["finetune_orthogonality"])
     run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name,
                             "strategy": strategy, "cs": cs, "seed": seed, "world_size": d.world_size,
                             "checkpoint": pretrained_sha256})

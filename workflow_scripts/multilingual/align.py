@@ -1,0 +1,199 @@
+"""Train the alignment heads of one multilingual model on its cached embeddings: a sweep over
+(head, λp, λo) × seeds, each run with the seed's recipe (peers.md §4.3).
+
+A run: the training images are split into train / validation (multilingual.align.validation_fraction,
+drawn per seed); each step takes `batch_per_lang` training images with one caption per language and
+minimises head_loss; Adam (weight_decay as Adam's L2 term), linear warm-up over `warmup_steps`, then
+cosine to `lr_floor`·lr; after every epoch the macro text→image R@1 over languages on the validation
+images picks the best epoch (early stopping after `patience` epochs without improvement, 0 = never).
+The held-out images are never seen here. Seeds change the validation split and the batch order.
+
+    python -m workflow_scripts.multilingual.align --config C --model mclip \\
+        --embeddings results/multilingual/embeddings/mclip.npz --out-dir results/multilingual/align/mclip
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..io import derive_seed, load_npz, progress, run_cli, save_npz, setup_logging, write_lines, write_table
+from .head import head_loss, make_head
+from .images import SEP
+from .metrics import recall_at_1
+
+log = logging.getLogger(__name__)
+
+SPLIT_STREAM, ORDER_STREAM = 7, 8
+
+
+def lr_at(step: int, total: int, warmup: int, base: float, floor: float) -> float:
+    """Linear warm-up to `base` over `warmup` steps, then cosine from base to floor·base at `total`."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def sweep_grid(settings: dict) -> list[dict]:
+    """Every (head, prox_id, ortho) of the sweep; the orthogonality term exists for the linear head only,
+    so MLP runs with ortho > 0 are left out."""
+    for key in ("prox_id", "ortho"):
+        bad = [v for v in settings[key] if v < 0]
+        if bad:
+            raise InputError(f"multilingual.align.{key}: {bad[0]} < 0; the penalty weights must be ≥ 0")
+    return [{"head": h, "prox_id": float(p), "ortho": float(o)}
+            for h, p, o in itertools.product(settings["heads"], settings["prox_id"], settings["ortho"])
+            if not (h == "mlp" and o > 0)]
+
+
+def paired_rows(data: dict, split: str, languages: Sequence[str]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Image rows that have a caption in every language, and per language the caption row of each."""
+    n = len(data[f"{split}{SEP}image"])
+    rows = []
+    for lang in languages:
+        key = f"{split}{SEP}{lang}{SEP}ids"
+        if key not in data or len(data[key]) == 0:
+            raise InputError(f"embeddings: language {lang!r} has no captions in split {split!r}")
+        lookup = np.full(n, -1, dtype=np.int64)
+        lookup[data[key]] = np.arange(len(data[key]))
+        rows.append(lookup)
+    complete = np.flatnonzero(np.all([r >= 0 for r in rows], axis=0))
+    if len(complete) == 0:
+        raise InputError(f"embeddings: no {split} image has a caption in every language {list(languages)}")
+    return complete, [r[complete] for r in rows]
+
+
+def macro_r1(head: torch.nn.Module | None, image: torch.Tensor, texts: list[torch.Tensor]) -> float:
+    """Mean over languages of text→image R@1 (captions query the images; row i of each pairs with image i)."""
+    values = []
+    with torch.no_grad():
+        for t in texts:
+            t = torch.nn.functional.normalize(head(t) if head is not None else t, dim=-1)
+            values.append(recall_at_1((t @ image.T).numpy(), np.arange(len(image))))
+    return float(np.mean(values))
+
+
+def train_run(data: dict, languages: Sequence[str], run: dict, settings: dict, seed: int, base_seed: int) -> tuple[dict, list[dict], dict]:
+    """One sweep run; returns (summary row, per-epoch history, best head's state dict as arrays)."""
+    images, caption_rows = paired_rows(data, "train", languages)
+    rng = np.random.default_rng(derive_seed(base_seed, SPLIT_STREAM, seed))
+    perm = rng.permutation(len(images))
+    n_val = int(round(settings["validation_fraction"] * len(images)))
+    if n_val < 2 or len(images) - n_val < settings["batch_per_lang"]:
+        raise InputError(f"multilingual.align: {len(images)} training images cannot give a validation split of "
+                         f"{n_val} and a batch of {settings['batch_per_lang']}")
+    val, train = perm[:n_val][: settings["validation_max"]], perm[n_val:]
+    V = torch.from_numpy(data["train::image"][images])
+    T = [torch.from_numpy(data[f"train{SEP}{lang}{SEP}text"][rows]) for lang, rows in zip(languages, caption_rows)]
+    val_img, val_txt = V[val], [t[val] for t in T]
+    torch.manual_seed(derive_seed(base_seed, seed))
+    head = make_head(run["head"], T[0].shape[1], V.shape[1], settings["mlp_hidden"])
+    optimizer = torch.optim.Adam(head.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
+    epochs, steps, bs = settings["epochs"], settings["steps_per_epoch"], settings["batch_per_lang"]
+    total = epochs * steps
+    frozen = macro_r1(None, val_img, val_txt)
+    best, best_epoch, best_state, history, stale = -1.0, 0, None, [], 0
+    for epoch in range(epochs):
+        order = np.random.default_rng(derive_seed(base_seed, ORDER_STREAM, seed, epoch)).permutation(len(train))
+        sums = {}
+        for step in range(steps):
+            idx = train[np.resize(order, (step + 1) * bs)[step * bs:(step + 1) * bs]]
+            lr = lr_at(epoch * steps + step, total, settings["warmup_steps"], settings["lr"], settings["lr_floor"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, parts = head_loss(head, [t[idx] for t in T], V[idx], settings["temperature"], run["prox_id"],
+                                    run["ortho"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings["max_grad_norm"] > 0:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), settings["max_grad_norm"])
+            optimizer.step()
+            for k, v in {"loss": float(loss.detach()), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + v / steps
+        score = macro_r1(head, val_img, val_txt)
+        history.append({"epoch": epoch + 1, "lr": lr, "val_macro_r1": score, **sums})
+        if score > best:
+            best, best_epoch, stale = score, epoch + 1, 0
+            best_state = {k: v.detach().clone().numpy() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if settings["patience"] and stale >= settings["patience"]:
+                break
+    summary = {**run, "seed": seed, "best_epoch": best_epoch, "epochs_run": len(history),
+               "val_macro_r1": best, "val_macro_r1_frozen": frozen, "n_train": len(train), "n_val": len(val)}
+    return summary, history, best_state
+
+
+def run_key(run: dict, seed: int) -> str:
+    """The name of a run's head in heads.npz: head|prox_id|ortho|seed."""
+    return f"{run['head']}|{run['prox_id']!r}|{run['ortho']!r}|{seed}"
+
+
+def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> "pd.DataFrame":
+    """Every run of the sweep; writes sweep.parquet, heads.npz and log.jsonl under out_dir."""
+    import pandas as pd
+
+    ml = config["multilingual"]
+    settings = ml["align"]
+    data = load_npz(embeddings)
+    runs = sweep_grid(settings)
+    rows, logs, heads = [], [], {}
+    for run, seed in progress(list(itertools.product(runs, settings["seeds"])), desc="alignment sweep"):
+        summary, history, state = train_run(data, ml["languages"], run, settings, int(seed), ml["seed"])
+        key = run_key(run, seed)
+        rows.append({"model": name, "key": key, **summary})
+        logs += [json.dumps({"key": key, **h}, sort_keys=True) for h in history]
+        heads.update({f"{key}{SEP}{param}": value for param, value in state.items()})
+        log.info("%s: best epoch %d, validation macro R@1 %.4f (frozen %.4f)", key, summary["best_epoch"],
+                 summary["val_macro_r1"], summary["val_macro_r1_frozen"])
+    out = Path(out_dir)
+    table = pd.DataFrame(rows)
+    write_table(table, out / "sweep.parquet")
+    save_npz(out / "heads.npz", **heads)
+    write_lines(out / "log.jsonl", logs)
+    return table
+
+
+def load_heads(path: str, keys: Sequence[str], d_text: int, d_img: int, hidden: int) -> dict[str, torch.nn.Module]:
+    """Rebuild the heads of heads.npz (one per sweep key) as modules."""
+    arrays = load_npz(path)
+    heads = {}
+    for key in keys:
+        state = {k.split(SEP, 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.split(SEP, 1)[0] == key}
+        if not state:
+            raise InputError(f"{path}: no head {key!r}")
+        head = make_head(key.split("|")[0], d_text, d_img, hidden)
+        head.load_state_dict(state)
+        heads[key] = head.eval()
+    return heads
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import load_config
+
+    ap = argparse.ArgumentParser(description="Alignment-head sweep of one multilingual model.")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--embeddings", required=True)
+    ap.add_argument("--out-dir", required=True)
+    ap.add_argument("--log")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    torch.set_num_threads(1)
+    config = load_config(args.config)
+    sweep(config, args.model, args.embeddings, args.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
