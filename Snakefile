@@ -42,6 +42,7 @@ include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
 include: "rules/multilingual.smk"
+include: "rules/clip4dm.smk"
 
 
 rule all:

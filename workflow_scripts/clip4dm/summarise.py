@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--localisation", nargs="*", default=[], help="localisation metrics .parquet files")
     ap.add_argument("--foils", nargs="*", default=[], help="scored foil tables .parquet (examples)")
     ap.add_argument("--calibration", nargs="*", default=[], help="calibration .json files")
+    ap.add_argument("--real", nargs="*", default=[], help="real-benchmark metrics .json files")
     ap.add_argument("--misalign", help="results/misalign/summary.parquet")
     ap.add_argument("--tables-dir", required=True)
     ap.add_argument("--figures-dir", required=True)
@@ -132,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.localisation else pd.DataFrame()
     calib = pd.DataFrame([{k: v for k, v in json.load(open(p, encoding="utf-8")).items() if not isinstance(v, dict)}
                           for p in args.calibration])
+    real = read_runs(args.real)
+    if "by_group" in real:
+        real = real.drop(columns="by_group")
     for name, table in (("clip4dm_detection", det), ("clip4dm_rate", rate), ("clip4dm_localisation", loc),
-                        ("clip4dm_calibration", calib)):
+                        ("clip4dm_calibration", calib), ("clip4dm_real", real)):
         for suffix in (".csv", ".parquet"):
             write_table(table, tables / f"{name}{suffix}")
     foils = pd.concat([pd.read_parquet(p) for p in args.foils], ignore_index=True) if args.foils else pd.DataFrame()

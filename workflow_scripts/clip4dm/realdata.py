@@ -1,0 +1,133 @@
+"""A real dense-misalignment benchmark (FOIL, nocaps-FOIL or HAT) from local files, scored with one model.
+
+Images come from the set's image root (never downloaded) through the model's evaluation preprocessing; the
+model is built with open_clip (models.load_model). Metrics as the original reports them:
+- foil / nocaps_foil (most-negative mode): LA over the foil captions (the most-negative word equals the
+  foil word, lower-case), AP and AUROC with the original captions as the positive class for F-CLIPScore and
+  CLIPScore; nocaps also per domain.
+- hat (threshold mode): flagged words merged into spans, the most negative span is correct when it is a
+  substring of the ground-truth hallucinated words; LA = correct / misaligned captions; AP with the
+  misaligned captions as the positive class, scored by -F-CLIPScore (and -CLIPScore).
+
+    python -m workflow_scripts.clip4dm.realdata --config CONFIG --set foil_coco --model clip \\
+        --checkpoint results/pretrain/clip/checkpoint.pt --pack results/clip4dm/clip/pack.npz \\
+        --out-metrics M.json --out-samples S.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def benchmark_metrics(fmt: str, samples: pd.DataFrame) -> dict:
+    """LA and AP as the original computes them for the format (see the module docstring)."""
+    from .metrics import ap_auroc, localisation_accuracy
+
+    foil = samples["is_foil"].to_numpy(bool)
+    out = {"n": int(len(samples)), "n_foil": int(foil.sum())}
+    if fmt == "hat":
+        out["la"] = float(samples.loc[foil, "span_correct"].mean()) if foil.any() else float("nan")
+        sign, positive = -1.0, foil
+    else:
+        f = samples[foil]
+        out["la"] = localisation_accuracy(list(f["worst_word"]), list(f["truth"]))
+        sign, positive = 1.0, ~foil
+    for score in ("fclipscore", "clipscore"):
+        out[f"ap_{score}"], out[f"auroc_{score}"] = ap_auroc(positive, sign * samples[score].to_numpy())
+    return out
+
+
+def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: str, pack_path: str):
+    import torch
+
+    from ..data import load_preprocessed, to_model_input
+    from ..distributed import config_device
+    from ..models import Head, image_features, load_model, preprocess_config
+    from .pipeline import Pack, TokenTable, embed_images, score_pairs
+    from .readers import read_items
+    from .scores import score_table, spans
+    from .tower import TextTower
+
+    spec_set = config["clip4dm"]["real_data"][set_name]
+    items = read_items(spec_set["format"], spec_set["json"])
+    if spec_set.get("limit"):
+        items = items[:spec_set["limit"]]
+    settings = config["clip4dm"]
+    device = config_device(config, want_gpu=False)
+    model = load_model(config["models"][model_name], checkpoint, name=model_name).to(device).eval()
+    pre = preprocess_config(model, config["models"][model_name], "evaluate")
+    paths = sorted({it.image for it in items})
+    feats = []
+    with torch.no_grad():
+        for s in range(0, len(paths), 256):
+            x = load_preprocessed(paths[s:s + 256], spec_set["image_root"], pre, desc="images")
+            feats.append(image_features(model, to_model_input(x, pre["mean"], pre["std"]).to(device)).float().cpu().numpy())
+    feats = np.concatenate(feats)
+    row_of = {p: i for i, p in enumerate(paths)}
+    tower, head = TextTower.from_model(model).to(device), Head.from_model(model)
+    table = TokenTable(settings["template"], tower.context_length, config["models"][model_name]["arch"],
+                       settings["long_captions"] == "truncate")
+    emb = embed_images(head, feats)[[row_of[it.image] for it in items]]
+    tok, cos, attr = score_pairs(tower, table, [it.caption for it in items], emb, settings,
+                                 [it.record for it in items], "pairs")
+    epsilon = float(Pack.load(pack_path).arrays["epsilon"])
+    words = [t.words for t in tok]
+    scored = score_table(words, attr, cos, epsilon)
+    best = [spans(w, a, epsilon) for w, a in zip(words, attr)]
+    samples = pd.DataFrame({"image": [it.image for it in items], "caption": [it.caption for it in items],
+                            "is_foil": [it.is_foil for it in items], "truth": [it.truth for it in items],
+                            "group": [it.group for it in items],
+                            **{k: scored[k] for k in ("cos", "clipscore", "fclipscore", "worst_word", "worst_score")},
+                            "span": [b[0].text if b else "" for b in best]})
+    from .metrics import span_correct
+
+    samples["worst_word"] = samples["worst_word"].astype(str)
+    samples["span_correct"] = [span_correct(s, t) for s, t in zip(samples["span"], samples["truth"])]
+    metrics = {"set": set_name, "format": spec_set["format"], "model": model_name, "epsilon": epsilon,
+               **benchmark_metrics(spec_set["format"], samples)}
+    groups = sorted(g for g in samples["group"].unique() if g)
+    if groups:
+        metrics["by_group"] = {g: benchmark_metrics(spec_set["format"], samples[samples["group"] == g]) for g in groups}
+    return metrics, samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..config import load_config
+    from ..io import setup_logging, write_json, write_table
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", required=True, help="a key of clip4dm.real_data")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--pack", required=True, help="the model's pack (its epsilon)")
+    ap.add_argument("--out-metrics", required=True)
+    ap.add_argument("--out-samples", required=True)
+    ap.add_argument("--log")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    config = load_config(args.config)
+    if args.set not in config["clip4dm"]["real_data"]:
+        raise InputError(f"{args.config}: unknown clip4dm.real_data set {args.set!r}; known: "
+                         f"{sorted(config['clip4dm']['real_data'])}")
+    if args.model not in config["models"]:
+        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    metrics, samples = score_benchmark(config, args.set, args.model, args.checkpoint, args.pack)
+    write_table(samples, args.out_samples)
+    write_json(args.out_metrics, metrics)
+    log.info("%s", metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    from ..io import run_cli
+
+    run_cli(main)
