@@ -255,6 +255,32 @@ def eval_tables(kind):
     return pretrained + finetune_dirs(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{kind}")
 
 
+# Report sections in order; each is numbered among the sections this config's report has (a run without
+# pretrained models has no "Models" section, and the next one is 2., not 3.). The seed systems add theirs
+# with report_section() in their rules file before using category().
+REPORT_SECTIONS = {}
+
+
+def report_section(name, present=True):
+    """Declare a report section (in report order) and whether this config's report has it."""
+    REPORT_SECTIONS.setdefault(name, bool(present))
+
+
+def category(name):
+    """The numbered report category of a declared section: "<k>. <name>", k counting present sections."""
+    present = [s for s, on in REPORT_SECTIONS.items() if on]
+    if name not in present:
+        raise ValueError(f"report section {name!r} is not declared or not present: {present}")
+    return f"{present.index(name) + 1}. {name}"
+
+
+report_section("Data")
+report_section("Models")  # pretraining curves, and the evaluation settings of every run
+report_section("Exp 1: CLIP vs LaCLIP")
+report_section("Exp 2: pruning by purity", bool(PRUNING_MODELS))
+report_section("Exp 3: misalignment")
+
+
 def report_table(name, caption, category, label):
     return report(
         f"{TABLES}/{name}.csv",
@@ -271,42 +297,42 @@ FIGURE_SPECS = {
         f"{TABLES}/exp3_purity.parquet",
         "--projection text",
         "fig_purity_vs_cs",
-        "5. Exp 3: misalignment",
+        category("Exp 3: misalignment"),
     ),
     "exp3_image_purity_vs_cs": (
         "purity-vs-cs",
         f"{TABLES}/exp3_purity.parquet",
         "--projection image",
         "fig_purity_vs_cs",
-        "5. Exp 3: misalignment",
+        category("Exp 3: misalignment"),
     ),
     "exp3_accuracy_vs_cs": (
         "accuracy-vs-cs",
         f"{TABLES}/exp3_metrics.parquet",
         "--metric acc1",
         "fig_accuracy_vs_cs",
-        "5. Exp 3: misalignment",
+        category("Exp 3: misalignment"),
     ),
     "exp3_vs_effective_misalignment": (
         "effective",
         f"{TABLES}/exp3_effective.parquet",
         "",
         "fig_effective",
-        "5. Exp 3: misalignment",
+        category("Exp 3: misalignment"),
     ),
     "exp3_cosine_histograms": (
         "cosine-hist",
         f"{TABLES}/exp3_histograms.parquet",
         "--projection text",
         "fig_cosine_histograms",
-        "5. Exp 3: misalignment",
+        category("Exp 3: misalignment"),
     ),
     "exp1_clip_vs_laclip": (
         "exp1",
         f"{TABLES}/exp1.parquet",
         "",
         "fig_exp1",
-        "3. Exp 1: CLIP vs LaCLIP",
+        category("Exp 1: CLIP vs LaCLIP"),
     ),
 }
 FIGURE_SPECS.update(
@@ -316,7 +342,7 @@ FIGURE_SPECS.update(
             f"{RESULTS}/eval/pruning/{model}.parquet",
             "--metric acc1",
             "fig_pruning",
-            "4. Exp 2: pruning by purity",
+            category("Exp 2: pruning by purity"),
         )
         for model in PRUNING_MODELS
     }

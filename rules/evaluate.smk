@@ -105,7 +105,7 @@ rule pruning_sweep:
         csv=report(
             f"{RESULTS}/tables/exp2_pruning_{{model}}.csv",
             caption="report/exp2_table.rst",
-            category="4. Exp 2: pruning by purity",
+            category=category("Exp 2: pruning by purity"),
             labels={"model": "{model}", "table": "pruning sweep (mean ± sd)"},
         ),
     log:

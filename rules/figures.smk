@@ -11,35 +11,35 @@ rule aggregate:
         misalignment=f"{MISALIGN}/summary.parquet",
         eval_features=expand(EVAL_FEATURES, model=MODELS),
     output:
-        exp1=report_table("exp1", "exp1_table", "3. Exp 1: CLIP vs LaCLIP", "CLIP vs LaCLIP"),
+        exp1=report_table("exp1", "exp1_table", category("Exp 1: CLIP vs LaCLIP"), "CLIP vs LaCLIP"),
         exp3_purity=report_table(
-            "exp3_purity", "exp3_purity_table", "5. Exp 3: misalignment", "purity vs Cs"
+            "exp3_purity", "exp3_purity_table", category("Exp 3: misalignment"), "purity vs Cs"
         ),
         exp3_metrics=report_table(
-            "exp3_metrics", "exp3_metrics_table", "5. Exp 3: misalignment", "accuracy vs Cs"
+            "exp3_metrics", "exp3_metrics_table", category("Exp 3: misalignment"), "accuracy vs Cs"
         ),
         exp3_spearman=report_table(
             "exp3_spearman",
             "exp3_spearman_table",
-            "5. Exp 3: misalignment",
+            category("Exp 3: misalignment"),
             "purity-accuracy correlation",
         ),
         exp1_differences=report_table(
             "exp1_differences",
             "exp1_differences_table",
-            "3. Exp 1: CLIP vs LaCLIP",
+            category("Exp 1: CLIP vs LaCLIP"),
             "accuracy differences",
         ),
         evaluation_settings=report_table(
             "evaluation_settings",
             "evaluation_settings_table",
-            "2. Models",
+            category("Models"),
             "evaluation settings per set",
         ),
         exp3_effective=report_table(
             "exp3_effective",
             "exp3_effective_table",
-            "5. Exp 3: misalignment",
+            category("Exp 3: misalignment"),
             "against effective misalignment",
         ),
         parquet=expand(

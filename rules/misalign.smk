@@ -80,7 +80,7 @@ rule misalign_summary:
         tsv=report(
             f"{MISALIGN}/summary.tsv",
             caption="report/swaps.rst",
-            category="1. Data",
+            category=category("Data"),
             subcategory="Misalignment",
             labels={"table": "nominal and effective misalignment"},
         ),

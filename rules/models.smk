@@ -16,7 +16,7 @@ if PRETRAIN_MODELS:
             plot=report(
                 f"{RESULTS}/pretrain/{{model}}/training.png",
                 caption="report/pretrain.rst",
-                category="2. Models",
+                category=category("Models"),
                 labels={"model": "{model}", "figure": "pretraining curve"},
             ),
         log:

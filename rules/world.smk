@@ -18,7 +18,7 @@ if config["world"]["enabled"]:
             info=report(
                 f"{WORLD}/world.json",
                 caption="report/world.rst",
-                category="1. Data",
+                category=category("Data"),
             ),
             classnames=expand(f"{WORLD}/eval/{{name}}/classnames.txt", name=WORLD_SETS),
         log:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,8 +22,25 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
 
 
+# What a checkout needs to run the workflow (copied for the full run, so that a test can move it).
+CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow_scripts", "profiles", "envs")
+
+
+def copy_checkout(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CHECKOUT:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest
+
+
 def snakemake(*args, cwd, check=True, timeout=900):
-    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), *args], cwd=cwd,
+    """Snakemake in `cwd`, with the checkout there when cwd is one (the full run), else this repository's."""
+    snakefile = Path(cwd) / "Snakefile" if (Path(cwd) / "Snakefile").exists() else REPO / "Snakefile"
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(snakefile), *args], cwd=cwd,
                           env=local_env(OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
@@ -43,6 +61,7 @@ def test_dry_run_default_config(tmp_path):
     ("finetune={'epochs': 0}", "epochs"),
     ("misalign={'cs_values': [0.2, 1.7]}", "cs_values"),
     ("finetune={'models': ['nonexistent']}", "nonexistent"),
+    ("finetun={'epochs': 2}", "'finetun' was unexpected"),     # a misspelt key: one line, not the schema
 ])
 def test_bad_config_stops_before_the_dag(tmp_path, override, key):
     proc = snakemake("-n", "--cores", "1", "--configfile", str(TEST_CONFIG), "--config", override, cwd=tmp_path,
@@ -50,6 +69,8 @@ def test_bad_config_stops_before_the_dag(tmp_path, override, key):
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert key in text and "Job stats" not in text
+    # the key path as the README shows it (`finetune.epochs: ...`), without Snakemake's schema dump
+    assert "On instance" not in text and len(text.splitlines()) < 15, text
 
 
 def test_lint_is_clean(tmp_path):
@@ -68,8 +89,8 @@ class _Collector(HTMLParser):
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
-    """Run the whole DAG on the test config in a fresh directory, then build the report."""
-    work = tmp_path_factory.mktemp("run")
+    """Run the whole DAG on the test config in a fresh copy of the checkout, then build the report."""
+    work = copy_checkout(tmp_path_factory.mktemp("run") / "checkout")
     snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=work, timeout=1200)
     snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), "--report", "results/report.html", cwd=work)
     return work
@@ -106,8 +127,10 @@ def test_tables_are_sane_with_one_control_per_replicate(full_run):
         assert purity[purity.metric == "avg_abs_cos_sim"][col].notna().all(), col
     metrics = pd.read_parquet(tables / "exp3_metrics.parquet")
     acc = metrics[metrics.metric == "acc1"]
-    for col in ("mean", "ci_low", "diff_ci_low", "boot_ci_low", "boot_diff_ci_high", "pretrained"):
+    for col in ("mean", "sd", "boot_ci_low", "boot_diff_ci_high", "pretrained"):
         assert acc[col].notna().all(), col
+    # 2 replicates: below intervals.MIN_REPLICATES no t interval (it would leave [0, 1]); the bootstrap is there
+    assert (acc["n"] == 2).all() and acc["ci_low"].isna().all() and acc["diff_ci_high"].isna().all()
     assert ((acc["boot_ci_low"] >= 0) & (acc["boot_ci_high"] <= 1)).all()
     spearman = pd.read_parquet(tables / "exp3_spearman.parquet")
     runs = 1 + len(cfg["misalign"]["strategies"])          # per replicate: the control and Cs 0.5 of each strategy
@@ -149,3 +172,70 @@ def test_rerun_is_a_no_op_and_forcerun_reruns_only_downstream_identically(full_r
     assert jobs.get("finetune") == "1" and jobs.get("evaluate_finetune") == "1", out
     assert set(jobs) <= {"finetune", "evaluate_finetune", "total"}, out
     pd.testing.assert_frame_equal(before, pd.read_parquet(full_run / target))
+
+
+def _job_counts(proc) -> dict[str, int]:
+    out = proc.stdout + proc.stderr
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M) if rule != "total"}
+
+
+def _variant(tmp_path: Path, name: str, **sections) -> Path:
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    for section, values in sections.items():
+        cfg[section].update(values)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_adding_a_cs_a_seed_or_a_strategy_plans_only_the_new_jobs(full_run, tmp_path):
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    more = _variant(tmp_path, "more", misalign={"cs_values": [0.0, 0.3, 0.5]}, finetune={"seeds": [0, 1, 2]})
+    jobs = _job_counts(snakemake("-n", "--cores", "2", "--configfile", str(more), cwd=full_run))
+    n_strategies = len(cfg["misalign"]["strategies"])
+    # Cs 0.3 for replicates 0, 1, 2, and replicate 2 for Cs 0.5 (+ its control); nothing that exists
+    new_finetunes = n_strategies * 3 + (1 + n_strategies)
+    assert jobs.get("finetune") == new_finetunes and jobs.get("evaluate_finetune") == new_finetunes, jobs
+    assert jobs.get("misalign_swaps") == n_strategies * (3 + 1), jobs
+    assert not {"make_world", "caption_neighbours", "pretrain", "extract_features", "eval_features",
+                "evaluate_pretrained", "pruning_sweep"} & set(jobs), jobs
+    # a run with one strategy is the same as the run of both with the other one removed: when the second
+    # strategy is added, its jobs are the only new ones iff no job of the first depends on the list
+    one = _variant(tmp_path, "one", misalign={"strategies": cfg["misalign"]["strategies"][:1]})
+    jobs = _job_counts(snakemake("-n", "--cores", "2", "--configfile", str(one), cwd=full_run))
+    assert not {"finetune", "evaluate_finetune", "misalign_swaps"} & set(jobs), jobs
+
+
+def test_a_dry_run_with_another_config_does_not_change_a_running_job(full_run, tmp_path):
+    """Issue: every Snakemake start rewrote one shared settings file that jobs read when they start, so a
+    dry run with other settings during a run changed that run's later jobs. Two forced fine-tunes run one
+    after the other; while the first runs, a dry run with finetune.epochs changed parses the workflow."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    targets = [f"results/finetune/clip/random/Cs0.5/seed{r}/checkpoint.pt" for r in (0, 1)]
+    logs = [full_run / t.replace("checkpoint.pt", "log.jsonl") for t in targets]
+    first_log = full_run / "logs/finetune/clip/random/Cs0.5/seed0.log"
+    started = first_log.stat().st_mtime
+    run = subprocess.Popen([*SNAKEMAKE, "--snakefile", str(full_run / "Snakefile"), *targets, "--cores", "1",
+                            "--configfile", str(TEST_CONFIG), "--forcerun", "finetune"], cwd=full_run,
+                           env=local_env(OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+    try:
+        deadline = time.time() + 300
+        while first_log.stat().st_mtime == started and run.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        other = _variant(tmp_path, "other", finetune={"epochs": cfg["finetune"]["epochs"] + 3})
+        dry = snakemake("-n", "--cores", "1", "--configfile", str(other), cwd=full_run)
+        assert "finetune" in _job_counts(dry)             # the other config would retrain: its settings differ
+        out, _ = run.communicate(timeout=600)
+    finally:
+        run.kill()
+    assert run.returncode == 0, out[-3000:]
+    epochs = [len([line for line in p.read_text().splitlines() if '"epoch"' in line]) for p in logs]
+    assert epochs == [cfg["finetune"]["epochs"]] * 2, epochs   # both trained with the run's own settings
+
+
+def test_a_moved_checkout_replans_nothing(full_run, tmp_path):
+    moved = tmp_path / "moved-checkout"
+    shutil.copytree(full_run, moved, symlinks=True)
+    out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), cwd=moved)
+    assert "Nothing to be done" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]

@@ -153,12 +153,15 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run a stage's main(); bad input exits 2 with a one-line message instead of a traceback."""
+    """Run a stage's main(); bad input exits 2 with its message, once, instead of a traceback: through the
+    stage's logging when it has set it up (stderr and the rule's log), else on stderr."""
     try:
         code = main(argv)
     except InputError as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
+        if logging.getLogger().handlers:
+            log.error("%s", exc)
+        else:
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
 
