@@ -191,14 +191,15 @@ def _variant(tmp_path: Path, name: str, **sections) -> Path:
 def test_adding_a_cs_a_seed_or_a_strategy_plans_only_the_new_jobs(full_run, tmp_path):
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
     more = _variant(tmp_path, "more", misalign={"cs_values": [0.0, 0.3, 0.5]}, finetune={"seeds": [0, 1, 2]})
-    jobs = _job_counts(snakemake("-n", "--cores", "2", "--configfile", str(more), cwd=full_run))
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(more), cwd=full_run)
+    jobs, why = _job_counts(proc), (proc.stdout + proc.stderr)[-3000:]
     n_strategies = len(cfg["misalign"]["strategies"])
     # Cs 0.3 for replicates 0, 1, 2, and replicate 2 for Cs 0.5 (+ its control); nothing that exists
     new_finetunes = n_strategies * 3 + (1 + n_strategies)
-    assert jobs.get("finetune") == new_finetunes and jobs.get("evaluate_finetune") == new_finetunes, jobs
-    assert jobs.get("misalign_swaps") == n_strategies * (3 + 1), jobs
+    assert jobs.get("finetune") == new_finetunes and jobs.get("evaluate_finetune") == new_finetunes, why
+    assert jobs.get("misalign_swaps") == n_strategies * (3 + 1), why
     assert not {"make_world", "caption_neighbours", "pretrain", "extract_features", "eval_features",
-                "evaluate_pretrained", "pruning_sweep"} & set(jobs), jobs
+                "evaluate_pretrained", "pruning_sweep"} & set(jobs), why
     # a run with one strategy is the same as the run of both with the other one removed: when the second
     # strategy is added, its jobs are the only new ones iff no job of the first depends on the list
     one = _variant(tmp_path, "one", misalign={"strategies": cfg["misalign"]["strategies"][:1]})
