@@ -1,0 +1,105 @@
+"""Exp 3's orthogonality arm: the penalty against numpy and its gradient against the closed form, λo = 0
+bit-identical to the fine-tune without the penalty, λo > 0 makes the neurons more orthogonal, and the
+config switch adds <model>-ortho pseudo-models (off by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from workflow_scripts import distributed, finetune
+from workflow_scripts.config import load_config, validate_config
+from workflow_scripts.errors import InputError
+from workflow_scripts.models import Head, Projection
+
+SINGLE = distributed.Dist(0, 1, 0, torch.device("cpu"))
+
+
+def test_penalty_and_gradient_against_references():
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(5, 7))
+    want = ((P @ P.T - np.eye(5)) ** 2).sum() / 25
+    rows = torch.tensor(P, requires_grad=True)
+    got = finetune.orthogonality_penalty(rows)
+    assert float(got.detach()) == pytest.approx(want, rel=1e-12)
+    got.backward()
+    closed = 4 * (P @ P.T - np.eye(5)) @ P / 25
+    np.testing.assert_allclose(rows.grad.numpy(), closed, rtol=1e-10)
+
+
+def _head(seed: int) -> Head:
+    g = torch.Generator().manual_seed(seed)
+    image_w = torch.randn(6, 4, generator=g) * 0.5          # x @ W (open_clip ViT layout)
+    text_w = torch.randn(4, 5, generator=g) * 0.5            # nn.Linear layout: [out, in]
+    names = {"visual.proj": image_w, "text_projection.weight": text_w}
+    return Head(Projection(image_w, False), Projection(text_w, True), names, 10.0)
+
+
+class Features:
+    def __init__(self, n: int = 64):
+        g = torch.Generator().manual_seed(3)
+        self.image, self.text = torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g)
+
+    def __call__(self, idx, epoch, step):
+        i = torch.as_tensor(idx)
+        return self.image[i], self.text[i]
+
+
+SETTINGS = {"epochs": 3, "batch_size": 16, "lr": 1e-2, "lr_start": 1e-4, "lr_end": 1e-4, "warmup_epochs": 1,
+            "weight_decay": 0.1, "betas": [0.9, 0.98], "eps": 1e-8, "checkpoint_every": 100}
+
+
+def _train(extra: dict) -> tuple[Head, list[dict]]:
+    head = _head(1)
+    history = finetune.train(head, Features(), 64, {**SETTINGS, **extra}, 0, SINGLE)
+    return head, history
+
+
+def test_lambda_zero_is_bit_identical_to_the_original_recipe():
+    base, base_log = _train({})
+    zero, zero_log = _train({"orthogonality": 0.0})
+    for a, b in zip(base.parameters, zero.parameters):
+        assert torch.equal(a, b)
+    assert base_log == zero_log
+    assert not torch.equal(base.parameters[0], _head(1).parameters[0])        # it did train
+
+
+def test_positive_lambda_makes_the_neurons_more_orthogonal():
+    base, _ = _train({})
+    arm, arm_log = _train({"orthogonality": 5.0})
+
+    def penalty(head):
+        return sum(float(finetune.orthogonality_penalty(r)) for r in head.matrices())
+
+    assert penalty(arm) < penalty(base)
+    assert all(np.isfinite(r["loss"]) for r in arm_log)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _config(**orthogonality):
+    return load_config(REPO / "config.yaml", {"finetune": {"models": ["clip"], "orthogonality": orthogonality}})
+
+
+def test_arm_is_off_by_default_and_adds_pseudo_models_when_on():
+    off = _config()
+    assert off["finetune"]["models"] == ["clip"] and not [m for m in off["models"] if "finetune_of" in m]
+    assert not any("finetune_of" in spec for spec in off["models"].values())
+    on = _config(arm=True, **{"lambda": 0.5})
+    assert on["finetune"]["models"] == ["clip", "clip-ortho"]
+    arm = on["models"]["clip-ortho"]
+    assert arm["finetune_of"] == "clip" and arm["finetune_orthogonality"] == 0.5
+    assert arm["source"] == "checkpoint" and arm["checkpoint"].endswith("pretrain/clip/checkpoint.pt")
+    assert arm["arch"] == on["models"]["clip"]["arch"]
+    assert validate_config(on) == on                                          # idempotent
+
+
+def test_a_model_named_like_the_arm_is_refused():
+    models = {name: {"source": "pretrain", "arch": "fp-tiny-vit"} for name in ("clip", "laclip", "clip-ortho")}
+    with pytest.raises(InputError, match=r"models\.clip-ortho"):
+        load_config(REPO / "config.yaml", {"finetune": {"models": ["clip"], "orthogonality": {"arm": True}},
+                                           "models": models})
