@@ -4,12 +4,28 @@
 # pretrained model's cached normalised image embeddings.
 
 
+# The models whose evaluation features take the training pairs' features from their feature cache: no
+# data.heldout_csv (the diagnostics' pairs are then the first training pairs, which the cache holds), a
+# cached fine-tune of the model, no augmentation, and the same `finetune` and `evaluate` preprocessing. The
+# job checks again (checkpoint hash, float32 towers) and encodes the pairs itself otherwise.
+REUSED_FEATURE_CACHE = {
+    m: expand(FEATURE_CACHE["index"], model=m)
+    for m in FT_MODELS
+    if not config["data"]["heldout_csv"]
+    and config["finetune"]["mode"] == "cached"
+    and not config["finetune"]["augment"]
+    and config["models"][m]["preprocess"]["finetune"] == config["models"][m]["preprocess"]["evaluate"]
+}
+
+
 rule eval_features:
     input:
         code=code("evaluate", "evalsets", "features", "data", "models", "checkpoints", "zeroshot"),
         checkpoint=PRETRAINED,
         sets=eval_inputs,
         pairs=config["data"]["heldout_csv"] or config["data"]["train_csv"],
+        validated=EVAL_IMAGES_CHECKED,
+        cache=lambda wildcards: REUSED_FEATURE_CACHE.get(wildcards.model, []),
     output:
         features=EVAL_FEATURES,
         projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
@@ -21,6 +37,7 @@ rule eval_features:
         config=CONFIG,
         settings={k: config["evaluate"][k] for k in ("sets", "templates")},
         preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["evaluate"],
+        cache=lambda wildcards, input: f"--feature-cache {input.cache}" if input.cache else "",
     threads: 2
     resources:
         gpu=gpus(),
@@ -32,7 +49,7 @@ rule eval_features:
         LOG_VISIBLE_GPUS
         + "python -m workflow_scripts.evaluate features --config {params.config}"
         " --model {wildcards.model} --checkpoint {input.checkpoint} --out {output.features}"
-        " --projections {output.projections} --gpus {resources.gpu} >> {log} 2>&1"
+        " --projections {output.projections} {params.cache} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 rule evaluate_pretrained:

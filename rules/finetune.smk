@@ -9,7 +9,7 @@ rule extract_features:
         checkpoint=PRETRAINED,
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
-        validated=validated_images(),
+        validated=TRAIN_IMAGES_CHECKED,
     output:
         **FEATURE_CACHE,
     log:
@@ -58,7 +58,7 @@ rule finetune:
         csv=training_csv,
         features=lambda wildcards: feature_cache_input(SimpleNamespace(model=finetune_source(wildcards))),
         # end-to-end fine-tunes read the images themselves (cached ones through the feature cache)
-        validated=validated_images() if config["finetune"]["mode"] == "end2end" else [],
+        validated=TRAIN_IMAGES_CHECKED if config["finetune"]["mode"] == "end2end" else [],
     output:
         checkpoint=f"{FINETUNE_DIR}/checkpoint.pt",
         log=f"{FINETUNE_DIR}/log.jsonl",

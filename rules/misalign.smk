@@ -7,6 +7,7 @@ rule caption_neighbours:
     input:
         code=MISALIGN_CODE,
         captions=config["data"]["captions"],
+        validated=VALIDATED["text"],
     output:
         f"{MISALIGN}/tfidf_neighbours.npz",
     log:
@@ -39,6 +40,7 @@ rule misalign_swaps:
         captions=config["data"]["captions"],
         neighbours=f"{MISALIGN}/tfidf_neighbours.npz",
         csv=config["data"]["train_csv"],
+        validated=VALIDATED["text"],
     output:
         captions=f"{SWAPS_DIR}/captions.txt",
         manifest=f"{SWAPS_DIR}/swaps.parquet",

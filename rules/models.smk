@@ -10,6 +10,7 @@ if PRETRAIN_MODELS:
         input:
             unpack(pretrain_inputs),
             code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate"),
+            validated=TRAIN_IMAGES_CHECKED,
         output:
             checkpoint=PRETRAINED,
             train_log=f"{RESULTS}/pretrain/{{model}}/log.jsonl",

@@ -54,10 +54,57 @@ def set_preprocess(pre: dict, set_spec: dict) -> dict:
     return out
 
 
+def cache_reuse_problem(cache: dict, checkpoint: str, pre: dict) -> str | None:
+    """Why a feature cache (features.load_feature_cache) cannot stand in for encoding training pairs here,
+    or None when it can: its features must come from the same checkpoint (sha256), the same preprocessing
+    (the cache's `finetune` stage against this `evaluate` stage: mean, std, interpolation, resize, size),
+    no augmentation (augmented views are random crops), and float32 towers (evaluation encodes images in
+    float32; a GPU-made cache is float16 autocast)."""
+    from .io import sha256_file
+
+    precision = str(cache.get("precision", "unrecorded"))
+    if precision != "float32":
+        return f"its towers ran in {precision} precision (evaluation: float32)"
+    if bool(cache.get("augment", True)):
+        return "it holds augmented crops (finetune.augment)"
+    cached_pre = json.loads(str(cache.get("preprocess", "{}")))
+    if cached_pre != json.loads(json.dumps(pre, sort_keys=True)):
+        return f"its preprocessing {cached_pre} is not the evaluation's {dict(pre)}"
+    if str(cache.get("checkpoint_sha256", "")) != sha256_file(checkpoint):
+        return f"it was made from another checkpoint than {checkpoint}"
+    return None
+
+
+def cached_pair_features(feature_cache: str | None, checkpoint: str, pre: dict, rel_paths: Sequence[str],
+                         captions: Sequence[str]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    """Training pairs' features the feature cache already holds: (image features (n, width), or None unless
+    the cache has every image; {caption: text features} of the captions it has), empty when it cannot be
+    reused (cache_reuse_problem, logged)."""
+    from .features import load_feature_cache
+
+    if not feature_cache:
+        return None, {}
+    cache = load_feature_cache(feature_cache)
+    problem = cache_reuse_problem(cache, checkpoint, pre)
+    if problem:
+        log.info("feature cache %s not reused for the training pairs: %s", feature_cache, problem)
+        return None, {}
+    rows = {p: i for i, p in reversed(list(enumerate(cache["image_paths"].tolist())))}
+    image = None
+    if all(p in rows for p in rel_paths):
+        image = np.asarray(cache["image"][0, [rows[p] for p in rel_paths]], dtype=np.float32)
+    text_rows = {t: i for i, t in enumerate(cache["texts"].tolist())}
+    texts = {c: np.asarray(cache["text"][text_rows[c]], dtype=np.float32) for c in set(captions) if c in text_rows}
+    log.info("feature cache %s reused for the training pairs: %s images, %d of %d distinct captions",
+             feature_cache, len(rel_paths) if image is not None else 0, len(texts), len(set(captions)))
+    return image, texts
+
+
 def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pairs: int = 512,
-                          want_gpu: bool = False) -> dict[str, np.ndarray]:
+                          want_gpu: bool = False, feature_cache: str | None = None) -> dict[str, np.ndarray]:
     """Pre-projection features of every evaluation set, class prompt and the first n_pairs held-out pairs
-    (data.heldout_csv; the training pairs when it is not set).
+    (data.heldout_csv; the training pairs when it is not set). The training pairs' features are taken from
+    the model's feature cache when one is given and reusable (cached_pair_features), else encoded.
 
     Images are preprocessed as `models.<model>.preprocess.evaluate` says (a set's `preprocess` overrides it
     key by key). Per set the file also records what was used: `<set>::classnames`, `<set>::templates`,
@@ -116,9 +163,19 @@ def extract_eval_features(config: dict, model_name: str, checkpoint: str, n_pair
                     "pairs (reported as set %s)", n_pairs, pairs_name)
     rel_paths, captions = read_pairs_csv(heldout or config["data"]["train_csv"])
     n = min(n_pairs, len(rel_paths))
-    images = load_preprocessed(rel_paths[:n], config["data"]["image_root"], pre, desc="pairs")
-    data[f"{pairs_name}{SEP}image"] = image_feats([images], n, "pair images", pre)
-    data[f"{pairs_name}{SEP}text"] = extract_text_features(model, tokenizer, captions[:n], ev["batch_size"], device)
+    rel_paths, captions = rel_paths[:n], captions[:n]
+    image, texts = cached_pair_features(None if heldout else feature_cache, checkpoint, pre, rel_paths, captions)
+    if image is None:
+        images = load_preprocessed(rel_paths, config["data"]["image_root"], pre, desc="pairs")
+        image = image_feats([images], n, "pair images", pre)
+    data[f"{pairs_name}{SEP}image"] = image
+    if texts:   # the cache's captions, and only the others encoded
+        missing = list(dict.fromkeys(c for c in captions if c not in texts))
+        if missing:
+            texts.update(zip(missing, extract_text_features(model, tokenizer, missing, ev["batch_size"], device)))
+        data[f"{pairs_name}{SEP}text"] = np.stack([texts[c] for c in captions])
+    else:
+        data[f"{pairs_name}{SEP}text"] = extract_text_features(model, tokenizer, captions, ev["batch_size"], device)
     return data
 
 
@@ -292,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--out", required=True, help="features .npz")
     f.add_argument("--projections", help="also write this checkpoint's projections (.npz)")
     f.add_argument("--gpus", type=int, default=0, help="GPUs this job was given (0 = CPU)")
+    f.add_argument("--feature-cache", help="the model's feature cache index (features.py): training pairs' "
+                                           "features are taken from it when reusable")
     p = sub.add_parser("projections", help="evaluate one checkpoint's projections over cached features")
     p.add_argument("--features", required=True)
     p.add_argument("--projections", required=True)
@@ -308,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.model not in config["models"]:
             raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-        save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint, want_gpu=args.gpus > 0))
+        save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint, want_gpu=args.gpus > 0,
+                                                   feature_cache=args.feature_cache))
         if args.projections:
             write_projections(config["models"][args.model], args.checkpoint, args.projections)
         return 0

@@ -100,6 +100,12 @@ def extract_text_features(model, tokenizer, texts: Sequence[str], batch_size: in
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
+def tower_precision(device: torch.device) -> str:
+    """How the towers ran (models.tower_autocast): recorded in the cache, so that evaluation, which encodes
+    in float32, reuses only float32 features."""
+    return "float16-autocast" if device.type == "cuda" else "float32"
+
+
 def shard_bounds(n: int, world_size: int, rank: int, align: int) -> tuple[int, int]:
     """Contiguous shard [lo, hi) of n items for `rank`, starting on multiples of `align`."""
     blocks = -(-n // align)
@@ -185,6 +191,7 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
         save_npz(out, image_paths=np.asarray(rel_paths), texts=np.asarray(texts), views=np.int64(ft["views"]),
                  augment=np.bool_(ft["augment"]), preprocess=np.asarray(json.dumps(pre, sort_keys=True)),
                  checkpoint_sha256=np.asarray(sha256_file(checkpoint)),
+                 precision=np.asarray(tower_precision(d.device)),
                  **Head.from_model(model).to_arrays())
         log.info("feature cache %s: image %s, text %s", out, img.shape, txt.shape)
     distributed.shutdown()

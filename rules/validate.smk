@@ -1,0 +1,123 @@
+# Data validation at the head of the DAG: cheap checks of the files the config points at (on the embedded
+# default, what make_world wrote), so that no expensive job starts on data that would fail it later.
+#   validate_text          pair CSVs (fields, strict quoting, one record per line), caption and rewrite files
+#                          (UTF-8, no empty lines, line count = CSV rows), naming the file and line
+#   validate_train_images  every training image present and decodable (header level, parallel) + manifest
+#   validate_eval_images   the same for the held-out pairs and the ImageFolder evaluation sets
+# The expensive rules take these outputs as inputs. The manifests record each image's size and mtime;
+# every time Snakemake starts, the files they list are stat-ed again (workflow_scripts/validation/manifest.py,
+# mark_changes): a replaced or missing image makes its validation job, and what reads those images, run
+# again. torchvision evaluation sets are read through torchvision and are not checked here.
+
+from workflow_scripts.validation.manifest import mark_changes
+
+VALIDATE = f"{RESULTS}/validate"
+VALIDATED = {
+    "text": f"{VALIDATE}/text.json",
+    "train": f"{VALIDATE}/train_images.parquet",
+    "eval": f"{VALIDATE}/eval_images.parquet",
+}
+VALIDATE_CODE = code(
+    "validation/__init__", "validation/cli", "validation/text", "validation/images",
+    "validation/manifest", "validation/problems", "data",
+)
+# ImageFolder evaluation sets, checked image by image (torchvision sets are not)
+VALIDATE_FOLDERS = [
+    s for s, spec in config["evaluate"]["sets"].items() if spec["kind"] == "imagefolder"
+]
+VALIDATE_THREADS = max(2, int(config["compute"]["num_workers"]))
+# What the jobs reading images take as input: the training images' manifest; for the evaluation features
+# the evaluation images' (and the training images' when the diagnostics' pairs are training pairs).
+TRAIN_IMAGES_CHECKED = [VALIDATED["train"]]
+EVAL_IMAGES_CHECKED = [VALIDATED["eval"]] + ([] if config["data"]["heldout_csv"] else TRAIN_IMAGES_CHECKED)
+# A stamp per manifest, an input of its job: updated now (at every start of Snakemake, dry runs too) when
+# images changed since that manifest, so that the job runs again.
+CHANGED_IMAGES = {kind: f"{VALIDATE}/{kind}_images.changed" for kind in ("train", "eval")}
+for _kind, _stamp in CHANGED_IMAGES.items():
+    mark_changes(VALIDATED[_kind], _stamp)
+
+
+rule validate_text:
+    input:
+        code=VALIDATE_CODE,
+        csv=config["data"]["train_csv"],
+        captions=config["data"]["captions"],
+        rewrites=config["data"]["rewrites"],
+        heldout=[config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else [],
+    output:
+        VALIDATED["text"],
+    log:
+        f"{LOGS}/validate/text.log",
+    benchmark:
+        f"{BENCHMARKS}/validate/text.tsv"
+    params:
+        heldout=lambda wildcards, input: (
+            f"--heldout-csv {input.heldout}" if input.heldout else ""
+        ),
+    threads: 1
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=30,
+    conda:
+        "../envs/workflow.yaml"
+    shell:
+        "python -m workflow_scripts.validation.cli text --train-csv {input.csv}"
+        " --captions {input.captions} --rewrites {input.rewrites} {params.heldout}"
+        " --out {output} > {log} 2>&1"
+
+
+rule validate_train_images:
+    input:
+        code=VALIDATE_CODE,
+        text=VALIDATED["text"],
+        csv=config["data"]["train_csv"],
+        changed=CHANGED_IMAGES["train"],
+    output:
+        VALIDATED["train"],
+    log:
+        f"{LOGS}/validate/train_images.log",
+    benchmark:
+        f"{BENCHMARKS}/validate/train_images.tsv"
+    params:
+        root=lambda wildcards: config["data"]["image_root"],
+    threads: VALIDATE_THREADS
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=120,
+    conda:
+        "../envs/workflow.yaml"
+    shell:
+        "python -m workflow_scripts.validation.cli images --image-root {params.root} --csv train={input.csv}"
+        " --workers {threads} --changed {input.changed} --out {output} > {log} 2>&1"
+
+
+rule validate_eval_images:
+    input:
+        code=VALIDATE_CODE,
+        text=VALIDATED["text"],
+        heldout=[config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else [],
+        sets=[eval_set_input(s) for s in VALIDATE_FOLDERS],
+        changed=CHANGED_IMAGES["eval"],
+    output:
+        VALIDATED["eval"],
+    log:
+        f"{LOGS}/validate/eval_images.log",
+    benchmark:
+        f"{BENCHMARKS}/validate/eval_images.tsv"
+    params:
+        root=lambda wildcards: config["data"]["image_root"],
+        heldout=lambda wildcards, input: (
+            f"--csv heldout={input.heldout}" if input.heldout else ""
+        ),
+        folders=" ".join(
+            f"--imagefolder {s}={config['evaluate']['sets'][s]['root']}" for s in VALIDATE_FOLDERS
+        ),
+    threads: VALIDATE_THREADS
+    resources:
+        mem_mb=mem_mb(2000),
+        runtime=60,
+    conda:
+        "../envs/workflow.yaml"
+    shell:
+        "python -m workflow_scripts.validation.cli images --image-root {params.root} {params.heldout}"
+        " {params.folders} --workers {threads} --changed {input.changed} --out {output} > {log} 2>&1"

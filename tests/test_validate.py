@@ -1,0 +1,228 @@
+"""Data validation (workflow_scripts/validation, rules/validate.smk) on the real-format data set
+(tests/realdata.py): problems are found before any expensive job, named by the user's file and line, and a
+replaced image makes the validation and what reads the images run again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from realdata import build
+from workflow_scripts.errors import InputError
+from workflow_scripts.validation.cli import validate_images, validate_text
+from workflow_scripts.validation.images import check_image
+from workflow_scripts.validation.manifest import changed_files, mark_changes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def realdata(tmp_path_factory) -> dict:
+    """A dozen real-format training pairs (JPEG, PNG, greyscale, progressive; commas, quotes, non-ASCII)."""
+    return build(tmp_path_factory.mktemp("realdata"), n_train=12, n_heldout=4, n_eval=2, checkpoints=False)
+
+
+@pytest.fixture
+def data(realdata, tmp_path) -> dict:
+    """A private copy that a test may damage."""
+    root = Path(realdata["train_csv"]).parent
+    shutil.copytree(root, tmp_path / "d")
+    return {k: (v.replace(str(root), str(tmp_path / "d")) if isinstance(v, str) else v) for k, v in realdata.items()} \
+        | {"rewrites": [r.replace(str(root), str(tmp_path / "d")) for r in realdata["rewrites"]],
+           "eval_roots": {k: v.replace(str(root), str(tmp_path / "d")) for k, v in realdata["eval_roots"].items()}}
+
+
+def _text(d):
+    return validate_text(d["train_csv"], d["captions"], d["rewrites"], d["heldout_csv"])
+
+
+def _images(d, workers=1):
+    return validate_images(d["image_root"], [("train", d["train_csv"]), ("heldout", d["heldout_csv"])],
+                           list(d["eval_roots"].items()), workers=workers)
+
+
+def _lines(path):
+    return Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def test_real_format_data_pass_and_the_manifest_lists_every_image(data):
+    summary = _text(data)
+    assert summary["train_csv"]["rows"] == 12
+    for key in ("non_ascii_captions", "captions_with_commas", "captions_with_quotes"):
+        assert summary["train_csv"][key] > 0, key
+    assert summary["train_csv"]["distinct_captions"] < 12          # duplicates
+    table = _images(data, workers=2)
+    n_eval = sum(len(list(Path(r).glob("*/*.*g"))) for r in data["eval_roots"].values())
+    assert len(table) == 12 + 4 + n_eval
+    assert set(table["format"]) == {"JPEG", "PNG"} and set(table["mode"]) == {"RGB", "L"}
+    first = table.iloc[0]
+    assert first["file"] == str(Path(data["image_root"]) / first["path"])
+    assert first["bytes"] == os.stat(first["file"]).st_size and first["mtime_ns"] == os.stat(first["file"]).st_mtime_ns
+
+
+def test_caption_file_one_line_short_names_the_file_and_the_missing_line(data):
+    lines = _lines(data["captions"])
+    Path(data["captions"]).write_text("".join(lines[:4] + lines[5:]), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        _text(data)
+    msg = str(err.value)
+    assert f"{data['captions']}:12: 11 lines but {data['train_csv']} has 12 rows" in msg
+    assert f"missing at {data['captions']}:5" in msg
+
+
+def test_rewrite_file_with_an_extra_or_empty_line(data):
+    lines = _lines(data["rewrites"][1])
+    Path(data["rewrites"][1]).write_text("".join(lines[:3] + ["\n"] + lines[3:]), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        _text(data)
+    assert f"{data['rewrites'][1]}:4: empty line" in str(err.value)
+    assert f"{data['rewrites'][1]}:13: 13 lines" in str(err.value)
+
+
+@pytest.mark.parametrize("bad,expect", [
+    ('"x.jpg"y,caption\n', "malformed CSV quoting"),
+    ("x.jpg,a caption, with an unquoted comma\n", "expected 2 fields (image_path,caption), got 3: a caption "
+                                                 "with commas must be quoted"),
+    ('x.jpg,"a caption\nover two lines"\n', "the record spans lines 3-4"),
+    ("x.txt,caption\n", "is not an image path"),
+    ("x.jpg,  \n", "empty caption"),
+])
+def test_csv_problems_name_the_line(data, bad, expect):
+    lines = _lines(data["train_csv"])
+    Path(data["train_csv"]).write_text("".join(lines[:2] + [bad] + lines[3:]), encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        _text(data)
+    assert f"{data['train_csv']}:3: " in str(err.value) and expect in str(err.value)
+
+
+def test_all_problems_are_listed_at_once(data):
+    Path(data["train_csv"]).write_bytes(Path(data["train_csv"]).read_bytes() + b"y.jpg,\xff\xfe\n")
+    Path(data["captions"]).write_text("", encoding="utf-8")
+    with pytest.raises(InputError) as err:
+        _text(data)
+    msg = str(err.value)
+    assert f"{data['train_csv']}:13: not valid UTF-8" in msg and f"{data['captions']}:1: 0 lines" in msg
+
+
+def _truncate(path: Path, keep: float) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+def test_missing_and_damaged_images_name_the_csv_line(data):
+    train = [line.split(",")[0] for line in _lines(data["train_csv"])]
+    root = Path(data["image_root"])
+    (root / train[2]).unlink()
+    _truncate(root / train[4], 0.6)
+    (root / train[5]).write_bytes(b"<html>not an image</html>")
+    with pytest.raises(InputError) as err:
+        _images(data)
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    assert f"{data['train_csv']}:3: {root / train[2]}: image not found" in msg
+    assert f"{data['train_csv']}:5: {root / train[4]}: corrupt or unreadable image" in msg
+    assert f"{data['train_csv']}:6: {root / train[5]}: corrupt or unreadable image" in msg
+
+
+def test_image_checks_against_a_full_decode(data, tmp_path):
+    """check_image agrees with decoding every pixel (PIL's load), on whole, truncated and padded files of
+    every kind in the set: baseline and progressive JPEG, greyscale, PNG."""
+    from PIL import Image
+
+    def decodes(path):
+        try:
+            with Image.open(path) as img:
+                img.load()
+            return True
+        except Exception:
+            return False
+
+    sources = sorted(Path(data["image_root"]).rglob("*.*g"))
+    assert any(Image.open(p).info.get("progressive") for p in sources)
+    cases = []
+    for k, src in enumerate(sources):
+        whole, cut, padded = (tmp_path / f"{k}_{kind}{src.suffix}" for kind in ("whole", "cut", "padded"))
+        shutil.copy(src, whole)
+        shutil.copy(src, cut)
+        _truncate(cut, 0.7)
+        padded.write_bytes(src.read_bytes() + b"\x00" * 3000)
+        cases += [whole, cut, padded]
+    for path in cases:
+        assert (check_image(str(path)).problem == "") == decodes(path), path
+
+
+def test_replaced_image_is_noticed_through_the_manifest(data, tmp_path):
+    table = _images(data)
+    manifest, stamp = tmp_path / "m.parquet", tmp_path / "m.changed"
+    table.to_parquet(manifest)
+    assert mark_changes(manifest, stamp) == [] and stamp.stat().st_mtime_ns == 0
+    target = Path(table["file"].iloc[3])
+    target.write_bytes(Path(table["file"].iloc[7]).read_bytes())      # replaced by another image
+    assert changed_files(manifest) == [str(target)]
+    assert mark_changes(manifest, stamp) == [str(target)]
+    assert stamp.stat().st_mtime_ns > manifest.stat().st_mtime_ns     # so Snakemake reruns the manifest's job
+    assert stamp.read_text() == f"{target}\n"
+    target.unlink()
+    assert changed_files(manifest) == [str(target)]
+
+
+# ----------------------------------------------------------------------------- through Snakemake
+
+
+def _config(data, tmp_path) -> Path:
+    """config/real_format.example.yaml pointed at `data` (and at checkpoints written now)."""
+    from realdata import write_checkpoints
+
+    cfg = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
+    cfg["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
+    checkpoints = write_checkpoints(tmp_path / "checkpoints")
+    cfg["models"] = {m: {**spec, "checkpoint": checkpoints[m]} for m, spec in cfg["models"].items()}
+    for name, root in data["eval_roots"].items():
+        cfg["evaluate"]["sets"][name]["root"] = root
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _snakemake(cfg, cwd, *args, check=True):
+    from local_env import local_env
+
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                           "--configfile", str(cfg), "--cores", "2", *args], cwd=cwd, capture_output=True,
+                          text=True, env=local_env(OMP_NUM_THREADS="1"), timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    return proc
+
+
+def test_workflow_stops_at_validation_and_reruns_when_an_image_is_replaced(data, tmp_path):
+    cfg = _config(data, tmp_path)
+    results = tmp_path / "results" / "runs" / "real_format"
+    cache = results / "features" / "clip" / "train.npz"
+    lines = _lines(data["captions"])
+    Path(data["captions"]).write_text("".join(lines[:-1]), encoding="utf-8")
+    proc = _snakemake(cfg, tmp_path, str(cache), check=False)
+    assert proc.returncode != 0
+    log = (results / "logs" / "validate" / "text.log").read_text()
+    assert f"{data['captions']}:12: 11 lines but {data['train_csv']} has 12 rows" in log
+    assert not (results / "logs" / "extract_features").exists()
+    assert not (results / "logs" / "caption_neighbours.log").exists()
+
+    Path(data["captions"]).write_text("".join(lines), encoding="utf-8")
+    manifest = results / "validate" / "train_images.parquet"
+    _snakemake(cfg, tmp_path, str(manifest))
+    assert "Nothing to be done" in _snakemake(cfg, tmp_path, "-n", str(manifest)).stdout
+    assert "rule validate_train_images" not in _snakemake(cfg, tmp_path, "-n", str(cache)).stdout
+    first = Path(data["image_root"]) / _lines(data["train_csv"])[0].split(",")[0]
+    first.write_bytes(first.read_bytes())                                 # rewritten in place: new mtime
+    dry = _snakemake(cfg, tmp_path, "-n", str(cache)).stdout
+    assert "rule validate_train_images" in dry
+    extract = dry[dry.index("rule extract_features"):]
+    assert str(manifest.relative_to(tmp_path)) in extract[:extract.index("output:")]   # reads the manifest
+    assert str(first) in (results / "validate" / "train_images.changed").read_text()
