@@ -240,3 +240,58 @@ def test_a_moved_checkout_replans_nothing(full_run, tmp_path):
     shutil.copytree(full_run, moved, symlinks=True)
     out = snakemake("-n", "--cores", "2", "--configfile", str(TEST_CONFIG), cwd=moved)
     assert "Nothing to be done" in out.stdout + out.stderr, (out.stdout + out.stderr)[-3000:]
+
+
+def _real_style_config(tmp_path: Path, world: Path, run: str | None, captions: str = "captions.txt") -> Path:
+    """The test config turned into a real-data one: the tiny world's files as user data, imported models."""
+    cfg = yaml.safe_load(TEST_CONFIG.read_text())
+    cfg["world"] = {"enabled": False}
+    cfg["data"] = {"train_csv": str(world / "train.csv"), "image_root": str(world),
+                   "captions": str(world / captions), "heldout_csv": None,
+                   "rewrites": [str(world / f"rewrites_k{k}.txt") for k in range(2)]}
+    for name in ("clip", "laclip"):
+        ckpt = tmp_path / f"{name}.pt"
+        ckpt.write_bytes(b"not read by a dry run")
+        cfg["models"][name] = {"source": "checkpoint", "arch": "fp-tiny-vit", "checkpoint": str(ckpt)}
+    cfg["evaluate"]["sets"] = {s: {"kind": "imagefolder", "root": str(world / "eval" / s)} for s in ("shape", "colour")}
+    if run:
+        cfg["run"] = run
+    path = tmp_path / f"{run or 'unnamed'}-{captions}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _planned_paths(out: str) -> list[str]:
+    paths = []
+    for key in ("output", "log", "benchmark"):
+        for line in re.findall(rf"^\s+{key}: (.*)$", out, re.M):
+            paths += [p.strip() for p in line.split(",")]
+    return paths
+
+
+def test_each_study_has_its_own_results_tree(tiny_world, tmp_path):
+    """Issue: one results tree for every config (a real-data run and the embedded default wrote the same
+    results/pretrain/clip/checkpoint.pt). A study other than the embedded default must be named, writes only
+    under results/runs/<run>/, and a second config cannot reuse the name for other data."""
+    work = tmp_path / "work"
+    work.mkdir()
+    unnamed = snakemake("-n", "--cores", "1", "--configfile", str(_real_style_config(tmp_path, tiny_world, None)),
+                        cwd=work, check=False)
+    text = unnamed.stdout + unnamed.stderr
+    assert unnamed.returncode != 0 and "key 'run'" in text and "Job stats" not in text, text[-2000:]
+
+    out = snakemake("-n", "--cores", "1", "--configfile", str(_real_style_config(tmp_path, tiny_world, "study-a")),
+                    cwd=work).stdout
+    paths = _planned_paths(out)
+    assert len(paths) > 50 and all(p.startswith("results/runs/study-a/") for p in paths), \
+        [p for p in paths if not p.startswith("results/runs/study-a/")][:10]
+
+    other = tiny_world / "other_captions.txt"
+    other.write_text((tiny_world / "captions.txt").read_text())
+    clash = snakemake("-n", "--cores", "1", "--configfile",
+                      str(_real_style_config(tmp_path, tiny_world, "study-a", other.name)), cwd=work, check=False)
+    text = clash.stdout + clash.stderr
+    assert clash.returncode != 0 and "results/runs/study-a/run.json" in text, text[-2000:]
+    out_b = snakemake("-n", "--cores", "1", "--configfile",
+                      str(_real_style_config(tmp_path, tiny_world, "study-b", other.name)), cwd=work).stdout
+    assert not set(_planned_paths(out_b)) & set(paths)
