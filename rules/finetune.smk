@@ -22,6 +22,7 @@ rule extract_features:
         preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["finetune"],
         launch=launcher,
     threads: 2
+    priority: 40  # on the chain pretrain -> features -> fine-tunes, the longest of the DAG
     resources:
         gpu=gpus(),
         mem_mb=mem_mb(4000),
@@ -77,6 +78,7 @@ rule finetune:
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
         launch=launcher,
     threads: 1
+    priority: 20  # the widest stage of the longest chain
     resources:
         gpu=gpus(),
         mem_mb=mem_mb(3000),

@@ -36,6 +36,8 @@ if PRETRAIN_MODELS:
             spec=model_spec,
             sets=" ".join(PRETRAIN_EVAL_SETS),
         threads: 1  # the embedded default runs clip and laclip side by side on 2 cores
+        # pretraining heads the longest chain of the DAG: start it before jobs that can fill gaps later
+        priority: 50
         resources:
             gpu=min(1, gpus()),
             mem_mb=mem_mb(3000),
