@@ -88,25 +88,31 @@ def test_the_pairs_come_from_the_cache(setup, tmp_path):
     np.testing.assert_array_equal(out[PAIRS + "text"], cache["text"][[texts.index(c) for c in captions]])
 
 
-@pytest.mark.parametrize("change", ["preprocess", "checkpoint", "heldout"])
-def test_cache_not_reused_unless_same_checkpoint_and_preprocessing(setup, tmp_path, change):
-    from workflow_scripts.evaluate import extract_eval_features
+@pytest.mark.parametrize("change", ["preprocess", "checkpoint", "precision", "augment"])
+def test_cache_not_reused_unless_same_checkpoint_preprocessing_and_precision(setup, tmp_path, change):
+    from workflow_scripts.evaluate import cached_pair_features
+    from workflow_scripts.io import load_npz, save_npz
+    from workflow_scripts.models import build_model, preprocess_config
 
-    index = _tampered_cache(setup, tmp_path)
-    config, checkpoint = dict(setup["config"]), setup["checkpoints"]["clip"]
+    spec = setup["config"]["models"]["clip"]
+    pre = preprocess_config(build_model(spec["arch"]), spec, "evaluate")
+    index, checkpoint = _tampered_cache(setup, tmp_path), setup["checkpoints"]["clip"]
+    paths = load_npz(index)["image_paths"].tolist()[:5]
+    captions = Path(setup["data"]["captions"]).read_text(encoding="utf-8").splitlines()[:5]
+    image, texts = cached_pair_features(str(index), checkpoint, pre, paths, captions)
+    assert image is not None and len(texts) == len(set(captions))          # reusable as it is
     if change == "preprocess":
-        spec = dict(config["models"]["clip"])
-        spec["preprocess"] = {**spec["preprocess"], "evaluate": {**spec["preprocess"]["evaluate"],
-                                                                 "interpolation": "bilinear"}}
-        config["models"] = {**config["models"], "clip": spec}
+        pre = {**pre, "interpolation": "bilinear"}
     elif change == "checkpoint":
         checkpoint = setup["checkpoints"]["laclip"]
     else:
-        config["data"] = {**config["data"], "heldout_csv": setup["data"]["heldout_csv"]}
-    out = extract_eval_features(config, "clip", checkpoint, feature_cache=str(index))
-    reference = extract_eval_features(config, "clip", checkpoint)
-    for key in [k for k in out if k.endswith("pairs::image") or k.endswith("pairs::text")]:
-        np.testing.assert_array_equal(out[key], reference[key])
+        arrays = load_npz(index)
+        if change == "precision":
+            arrays["precision"] = np.asarray("float16-autocast")
+        else:
+            arrays["augment"] = np.bool_(True)
+        save_npz(index, **arrays)
+    assert cached_pair_features(str(index), checkpoint, pre, paths, captions) == (None, {})
 
 
 def test_rule_passes_the_cache_only_when_it_can_be_reused(setup):
