@@ -27,11 +27,11 @@ from .images import SEP
 log = logging.getLogger(__name__)
 
 CONFIG_COLUMNS = ["model", "head", "prox_id", "ortho"]
-RANGE = {"erank_sv": None, "erank_var": None, "pca90_components": None}
 
 
 def _bounds(metric: str) -> tuple[float, float] | None:
-    return None if metric in RANGE or metric.startswith("diag") else (0.0, 1.0)
+    """[0, 1] for the rates (R@K, mAP, MRR, accuracies), whose intervals are cut to it; None otherwise."""
+    return (0.0, 1.0) if metric.startswith("R@") or metric in ("mAP", "MRR") or metric.endswith("acc1") else None
 
 
 def summarise(metrics: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
