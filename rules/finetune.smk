@@ -2,6 +2,8 @@
 
 from types import SimpleNamespace
 
+from workflow_scripts.config import arm_finetune_settings, finetune_source
+
 
 rule extract_features:
     input:
@@ -36,28 +38,13 @@ rule extract_features:
         " --out {output.index} --gpus {resources.gpu} >> {log} 2>&1"
 
 
-def finetune_source(wildcards):
-    """The model a fine-tune starts from: itself, or for an Exp 3 orthogonality arm <model>-ortho
-    (finetune.orthogonality.arm) its base model, whose checkpoint and feature cache it reuses."""
-    return config["models"][wildcards.model].get("finetune_of", wildcards.model)
-
-
-def finetune_settings(wildcards):
-    """The settings that change a fine-tune: finetune.* (the arm's switch and λo left out, so that turning
-    the arm on re-runs no existing fine-tune) plus, for an arm's pseudo-model, its λo."""
-    settings = {k: v for k, v in FINETUNE_SETTINGS.items() if k != "orthogonality"}
-    spec = config["models"][wildcards.model]
-    if "finetune_of" in spec:
-        settings["orthogonality"] = spec["finetune_orthogonality"]
-    return settings
-
-
 rule finetune:
     input:
         code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
-        pretrained=lambda wildcards: PRETRAINED.format(model=finetune_source(wildcards)),
+        # an Exp 3 orthogonality arm <model>-ortho starts from its base model's checkpoint and feature cache
+        pretrained=lambda w: PRETRAINED.format(model=finetune_source(config, w.model)),
         csv=training_csv,
-        features=lambda wildcards: feature_cache_input(SimpleNamespace(model=finetune_source(wildcards))),
+        features=lambda w: feature_cache_input(SimpleNamespace(model=finetune_source(config, w.model))),
         # end-to-end fine-tunes read the images themselves (cached ones through the feature cache)
         validated=TRAIN_IMAGES_CHECKED if config["finetune"]["mode"] == "end2end" else [],
     output:
@@ -70,7 +57,7 @@ rule finetune:
         f"{BENCHMARKS}/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.tsv"
     params:
         config=CONFIG,
-        settings=finetune_settings,
+        settings=lambda w: arm_finetune_settings(FINETUNE_SETTINGS, config["models"][w.model]),
         preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["finetune"],
         features=lambda wildcards, input: (
             f"--features {input.features[0]}" if input.features else ""

@@ -4,43 +4,13 @@
 # The image side is always the base model's (models.<base>): its feature cache and evaluation features.
 # Off in rule all unless multilingual.enabled; `make multilingual` builds the outputs either way.
 
+from workflow_scripts.multilingual import paths as ml_paths
+
 ML = f"{RESULTS}/multilingual"
 ML_MODELS = list(config["multilingual"]["models"])
 ML_CATEGORY = "8. Multilingual alignment (image pivot)"
 ML_TABLES = ["retrieval", "headline", "pivot", "zero_shot", "diagnostics", "gram"]
 ML_FIGURES = ["retrieval", "gram"]
-
-
-def ml_spec(wildcards):
-    return config["multilingual"]["models"][wildcards.mlmodel]
-
-
-def ml_base_inputs(wildcards):
-    """The base model's caches that give the image embeddings."""
-    base = ml_spec(wildcards)["base"]
-    return {
-        "features": expand(list(FEATURE_CACHE.values()), model=base),
-        "eval_features": EVAL_FEATURES.format(model=base),
-        "projections": f"{RESULTS}/eval/pretrained/{base}/projections.npz",
-    }
-
-
-def ml_embed_inputs(wildcards):
-    spec = ml_spec(wildcards)
-    inputs = ml_base_inputs(wildcards)
-    if spec["source"] == "embedded":
-        inputs["captions"] = [f"{ML}/captions/train.parquet", f"{ML}/captions/heldout.parquet"]
-        inputs["checkpoint"] = f"{ML}/encoder/{wildcards.mlmodel}/checkpoint.pt"
-    else:
-        inputs["files"] = [p for split in spec.get("files", {}).values() for p in split.values()]
-    return inputs
-
-
-def ml_embed_args(wildcards, input):
-    if ml_spec(wildcards)["source"] != "embedded":
-        return ""
-    return (f"--train-captions {input.captions[0]} --heldout-captions {input.captions[1]}"
-            f" --checkpoint {input.checkpoint}")
 
 
 ML_OUTPUTS = [f"{TABLES}/multilingual_{t}.csv" for t in ML_TABLES] + [
@@ -73,7 +43,7 @@ if config["world"]["enabled"]:
         params:
             config=CONFIG,
             settings={k: config["multilingual"][k] for k in ("languages", "seed")},
-            world=WORLD,
+            world=lambda wildcards, input: os.path.dirname(input.info),
         threads: 1
         resources:
             mem_mb=mem_mb(2000),
@@ -87,10 +57,10 @@ if config["world"]["enabled"]:
 
 rule multilingual_encoder:
     input:
-        unpack(ml_base_inputs),
+        unpack(lambda w: ml_paths.base_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
         code=code("multilingual.encoder", "multilingual.images", "pretrain", "models", "checkpoints",
                   "evaluate", "features"),
-        checkpoint=lambda wildcards: PRETRAINED.format(model=ml_spec(wildcards)["base"]),
+        checkpoint=lambda w: PRETRAINED.format(model=config["multilingual"]["models"][w.mlmodel]["base"]),
         captions=f"{ML}/captions/train.parquet",
     output:
         checkpoint=f"{ML}/encoder/{{mlmodel}}/checkpoint.pt",
@@ -101,7 +71,7 @@ rule multilingual_encoder:
         f"{BENCHMARKS}/multilingual/encoder/{{mlmodel}}.tsv"
     params:
         config=CONFIG,
-        settings=lambda wildcards: {**ml_spec(wildcards), "seed": config["multilingual"]["seed"],
+        settings=lambda w: {**config["multilingual"]["models"][w.mlmodel], "seed": config["multilingual"]["seed"],
                                     "languages": config["multilingual"]["languages"]},
     threads: 1
     resources:
@@ -118,8 +88,8 @@ rule multilingual_encoder:
 
 rule multilingual_embed:
     input:
-        unpack(ml_embed_inputs),
-        code=code("multilingual.embed", "multilingual.images", "multilingual.lexicon", "models",
+        unpack(lambda w: ml_paths.embed_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
+        code=code("multilingual.embed", "multilingual.paths", "multilingual.images", "multilingual.lexicon", "models",
                   "checkpoints", "evaluate", "features", "zeroshot", "world", "data"),
     output:
         f"{ML}/embeddings/{{mlmodel}}.npz",
@@ -129,9 +99,9 @@ rule multilingual_embed:
         f"{BENCHMARKS}/multilingual/embed/{{mlmodel}}.tsv"
     params:
         config=CONFIG,
-        settings=lambda wildcards: {**ml_spec(wildcards), "languages": config["multilingual"]["languages"],
+        settings=lambda w: {**config["multilingual"]["models"][w.mlmodel], "languages": config["multilingual"]["languages"],
                                     "evaluate": config["multilingual"]["evaluate"]},
-        args=ml_embed_args,
+        args=lambda w, input: ml_paths.embed_args(config, w.mlmodel, input),
     threads: 1
     resources:
         mem_mb=mem_mb(3000),

@@ -103,3 +103,14 @@ def test_a_model_named_like_the_arm_is_refused():
     with pytest.raises(InputError, match=r"models\.clip-ortho"):
         load_config(REPO / "config.yaml", {"finetune": {"models": ["clip"], "orthogonality": {"arm": True}},
                                            "models": models})
+
+
+def test_rule_settings_are_unchanged_for_models_that_are_not_arms():
+    from workflow_scripts.config import arm_finetune_settings, finetune_source
+
+    on = _config(arm=True, **{"lambda": 0.5})
+    settings = {"epochs": 10, "lr": 1e-3, "orthogonality": on["finetune"]["orthogonality"]}
+    assert arm_finetune_settings(settings, on["models"]["clip"]) == {"epochs": 10, "lr": 1e-3}
+    assert arm_finetune_settings(settings, on["models"]["clip-ortho"]) == {"epochs": 10, "lr": 1e-3,
+                                                                           "orthogonality": 0.5}
+    assert finetune_source(on, "clip-ortho") == "clip" and finetune_source(on, "clip") == "clip"

@@ -89,6 +89,20 @@ def orthogonality_arms(config: dict[str, Any], source: str = "config") -> dict[s
     return out
 
 
+def finetune_source(config: dict[str, Any], model: str) -> str:
+    """The model a fine-tune starts from: itself, or for an orthogonality arm <model>-ortho its base model."""
+    return config["models"][model].get("finetune_of", model)
+
+
+def arm_finetune_settings(settings: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """The fine-tune settings that change a run (a rule param): finetune.* without the arm's switch and λo,
+    so that turning the arm on re-runs no existing fine-tune, plus λo for an arm's pseudo-model."""
+    out = {k: v for k, v in settings.items() if k != "orthogonality"}
+    if "finetune_of" in spec:
+        out["orthogonality"] = spec["finetune_orthogonality"]
+    return out
+
+
 def _short(message: str, limit: int = 300) -> str:
     """A schema error message cut to one readable line (an enum's or a long instance's text can run on)."""
     message = " ".join(message.split())
