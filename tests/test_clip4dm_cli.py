@@ -1,0 +1,74 @@
+"""CLIP4DM CLIs: bad input (unknown model or set, missing pack, missing image) is a clear error naming the
+item, and no output is left behind."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workflow_scripts.errors import InputError
+
+CONFIG = "tests/config/test.yaml"
+
+
+def test_detect_missing_pack_names_it(tmp_path, repo, monkeypatch):
+    from workflow_scripts.clip4dm import detect
+
+    monkeypatch.chdir(repo)
+    (tmp_path / "c.txt").write_text("a\nb\n")
+    out = [tmp_path / "m.json", tmp_path / "s.parquet"]
+    with pytest.raises(InputError, match="nope.npz: file not found"):
+        detect.main(["--config", CONFIG, "--pack", str(tmp_path / "nope.npz"), "--captions", str(tmp_path / "c.txt"),
+                     "--original", str(tmp_path / "c.txt"), "--manifest", str(tmp_path / "x.parquet"),
+                     "--model", "clip", "--strategy", "random", "--cs", "0.5", "--replicate", "0",
+                     "--out-metrics", str(out[0]), "--out-scores", str(out[1])])
+    assert not any(p.exists() for p in out) and sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "nomodel", "--set", "foil"], "unknown model 'nomodel'"),
+    (["--model", "clip", "--set", "nosuch"], "unknown clip4dm.real_data set 'nosuch'"),
+])
+def test_realdata_unknown_names(tmp_path, repo, monkeypatch, args, message):
+    import yaml
+
+    from workflow_scripts.clip4dm import realdata
+
+    monkeypatch.chdir(repo)
+    config = yaml.safe_load(open(CONFIG))
+    config.setdefault("clip4dm", {})["real_data"] = {
+        "foil": {"format": "foil", "json": str(tmp_path / "f.json"), "image_root": str(tmp_path)}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(InputError, match=message):
+        realdata.main(["--config", str(path), *args, "--checkpoint", "x.pt", "--pack", "x.npz",
+                       "--out-metrics", str(tmp_path / "m.json"), "--out-samples", str(tmp_path / "s.parquet")])
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_realdata_missing_image_is_named(tmp_path, repo, monkeypatch):
+    """A FOIL record whose image is not under the image root: the error names the image file."""
+    import torch
+    import yaml
+
+    from workflow_scripts.checkpoints import save_checkpoint
+    from workflow_scripts.clip4dm import realdata
+    from workflow_scripts.models import build_model
+
+    monkeypatch.chdir(repo)
+    (tmp_path / "f.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "missing.jpg"}],
+        "annotations": [{"id": 1, "image_id": 1, "caption": "a red circle", "foil_word": "ORIG"}]}))
+    config = yaml.safe_load(open(CONFIG))
+    config.setdefault("clip4dm", {})["real_data"] = {
+        "foil": {"format": "foil", "json": str(tmp_path / "f.json"), "image_root": str(tmp_path)}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", build_model("fp-tiny-vit").state_dict(), epoch=0)
+    with pytest.raises(InputError, match="missing.jpg: image not found"):
+        realdata.main(["--config", str(path), "--model", "clip", "--set", "foil", "--checkpoint",
+                       str(tmp_path / "m.pt"), "--pack", "x.npz", "--out-metrics", str(tmp_path / "m.json"),
+                       "--out-samples", str(tmp_path / "s.parquet")])
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.parquet").exists()
