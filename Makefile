@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 	python bench/finetune_sweep.py
 	python bench/pruning.py
 	python bench/checkpoint_disk.py
+	python bench/clip4dm_attributions.py --checkpoint results/pretrain/clip/checkpoint.pt
 
 # Once per cluster user: profiles/slurm with the site's values -> ~/.config/snakemake/slurm (the
 # place `snakemake --profile slurm` looks; $$XDG_CONFIG_HOME/snakemake/slurm where that is set).
