@@ -8,49 +8,25 @@
 #   clip4dm_summary    tables over replicates, figures and example captions for the report
 # workflow_scripts/clip4dm/; README "Dense misalignment detection (CLIP4DM)".
 
+from workflow_scripts.clip4dm import paths as c4_paths
+
 C4 = f"{RESULTS}/clip4dm"
 C4_SETTINGS = config["clip4dm"]
 C4_CATEGORY = "6. Dense misalignment (CLIP4DM)"
 # the pretrained models (not the fine-tune arms' pseudo-models) and the detectors among them
 C4_MODELS = [m for m in MODELS if "finetune_of" not in config["models"][m]]
-C4_DETECT = C4_SETTINGS["detect"]["models"] or list(
-    dict.fromkeys(config["models"][m].get("finetune_of", m) for m in FT_MODELS)
-)
+C4_DETECT = c4_paths.detector_models(config)
 C4_FOILS = bool(config["world"]["enabled"] and config["data"]["heldout_csv"])
 C4_CORE = code(
     "clip4dm.pipeline", "clip4dm.words", "clip4dm.attention", "clip4dm.tower",
     "clip4dm.attributions", "clip4dm.scores", "clip4dm.metrics", "models",
 )
-C4_ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon")
-
-
-def c4_settings(*extra):
-    return {k: C4_SETTINGS[k] for k in C4_ATTRIBUTION_KEYS + extra}
-
-
-def c4_prepare_inputs(wildcards):
-    inputs = {"checkpoint": PRETRAINED.format(model=wildcards.model),
-              "features": EVAL_FEATURES.format(model=wildcards.model)}
-    if config["data"]["heldout_csv"]:
-        inputs["heldout"] = config["data"]["heldout_csv"]
-    if wildcards.model in C4_DETECT:
-        inputs["cache"] = FEATURE_CACHE["index"].format(model=wildcards.model)
-        inputs["cache_arrays"] = [FEATURE_CACHE[k].format(model=wildcards.model) for k in ("image", "text")]
-        inputs["captions"] = config["data"]["captions"]
-        inputs["attributes"] = TRUE_ATTRIBUTES
-    return inputs
-
-
-def c4_prepare_options(wildcards, input):
-    if wildcards.model not in C4_DETECT:
-        return ""
-    options = f"--detector --cache {input.cache}"
-    return options + (f" --attributes {input.attributes}" if TRUE_ATTRIBUTES else "")
 
 
 rule clip4dm_prepare:
     input:
-        unpack(c4_prepare_inputs),
+        unpack(lambda w: c4_paths.prepare_inputs(config, w.model, PRETRAINED, EVAL_FEATURES, FEATURE_CACHE,
+                                                 TRUE_ATTRIBUTES)),
         code=C4_CORE + code("clip4dm.prepare", "clip4dm.foils", "features", "checkpoints", "world",
                             "effective", "captions", "data", "evaluate"),
     output:
@@ -62,9 +38,9 @@ rule clip4dm_prepare:
         f"{BENCHMARKS}/clip4dm/prepare/{{model}}.tsv"
     params:
         config=CONFIG,
-        settings=c4_settings("foils"),
-        detector=lambda wildcards: wildcards.model in C4_DETECT,
-        options=c4_prepare_options,
+        settings=c4_paths.settings(config, "foils"),
+        detector=lambda w: w.model in C4_DETECT,
+        options=lambda w, input: c4_paths.prepare_options(config, w.model, input.get("cache"), TRUE_ATTRIBUTES),
     threads: 1
     resources:
         mem_mb=mem_mb(3000),
@@ -96,7 +72,7 @@ rule clip4dm_detect:
         strategy="|".join(STRATEGIES),
     params:
         config=CONFIG,
-        settings=c4_settings("detect"),
+        settings=c4_paths.settings(config, "detect"),
         attributes=lambda wildcards, input: f"--attributes {input.attributes}" if input.attributes else "",
     threads: 1
     resources:
@@ -112,27 +88,11 @@ rule clip4dm_detect:
         " --out-metrics {output.metrics} --out-scores {output.scores} > {log} 2>&1"
 
 
-def c4_finetunes(model):
-    """(label, Cs, replicate, checkpoint) of every fine-tune whose pretrained model is `model`."""
-    if not C4_SETTINGS["foils"]["finetuned"]:
-        return []
-    runs = []
-    for ft in FT_MODELS:
-        if config["models"][ft].get("finetune_of", ft) != model:
-            continue
-        for strategy, cs in FINETUNE_RUNS:
-            label = strategy if ft == model else f"{ft}.{strategy}"
-            for seed in SEEDS:
-                path = FINETUNE_DIR.format(model=ft, strategy=strategy, cs=cs, seed=seed) + "/checkpoint.pt"
-                runs.append((label, cs, seed, path))
-    return runs
-
-
 rule clip4dm_localise:
     input:
         code=C4_CORE + code("clip4dm.localise", "clip4dm.prepare", "checkpoints"),
         pack=f"{C4}/{{model}}/pack.npz",
-        finetuned=lambda wildcards: [r[3] for r in c4_finetunes(wildcards.model)],
+        finetuned=lambda w: [r[3] for r in c4_paths.finetunes(config, w.model, FINETUNE_RUNS, SEEDS, FINETUNE_DIR)],
     output:
         metrics=f"{C4}/{{model}}/localisation.parquet",
         foils=f"{C4}/{{model}}/foils.parquet",
@@ -142,8 +102,10 @@ rule clip4dm_localise:
         f"{BENCHMARKS}/clip4dm/localise/{{model}}.tsv"
     params:
         config=CONFIG,
-        settings=c4_settings("foils"),
-        finetuned=lambda wildcards: " ".join(":".join(r) for r in c4_finetunes(wildcards.model)),
+        settings=c4_paths.settings(config, "foils"),
+        finetuned=lambda w: " ".join(
+            ":".join(r) for r in c4_paths.finetunes(config, w.model, FINETUNE_RUNS, SEEDS, FINETUNE_DIR)
+        ),
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
@@ -156,11 +118,7 @@ rule clip4dm_localise:
         " --out-metrics {output.metrics} --out-foils {output.foils} > {log} 2>&1"
 
 
-C4_REAL = [
-    (name, model)
-    for name, spec in C4_SETTINGS["real_data"].items()
-    for model in (spec.get("models") or C4_DETECT)
-]
+C4_REAL = c4_paths.real_runs(config)
 
 
 rule clip4dm_realdata:
@@ -180,7 +138,7 @@ rule clip4dm_realdata:
         c4set="|".join(C4_SETTINGS["real_data"]) or "_none_",
     params:
         config=CONFIG,
-        settings=lambda wildcards: {**c4_settings(), "set": C4_SETTINGS["real_data"][wildcards.c4set]},
+        settings=lambda w: {**c4_paths.settings(config), "set": C4_SETTINGS["real_data"][w.c4set]},
     threads: 2
     resources:
         mem_mb=mem_mb(6000),
@@ -196,19 +154,29 @@ rule clip4dm_realdata:
 C4_DETECT_RUNS = [
     f"{C4}/{m}/detect/{s}/Cs{c}/seed{r}/metrics.json" for m in C4_DETECT for s, c, r in SWAPPED_KEYS
 ]
-C4_TABLES = ["clip4dm_detection", "clip4dm_rate", "clip4dm_localisation", "clip4dm_calibration", "clip4dm_real"]
-C4_FIGURES = ["clip4dm_detection_auroc", "clip4dm_detection_ap", "clip4dm_rate", "clip4dm_localisation",
-              "clip4dm_examples"]
 
 
-def c4_table(name, label):
-    return report(f"{TABLES}/{name}.csv", caption=f"report/{name}.rst", category=C4_CATEGORY,
-                  labels={"table": label})
-
-
-def c4_figure(name, label):
-    return report(f"{FIGURES}/{name}.png", caption=f"report/{name}_figure.rst", category=C4_CATEGORY,
-                  labels={"figure": label})
+C4_TABLE_LABELS = {
+    "clip4dm_detection": "detection AP / AUROC",
+    "clip4dm_rate": "estimated vs true misalignment rate",
+    "clip4dm_localisation": "FOIL-style localisation",
+    "clip4dm_calibration": "epsilon calibration",
+    "clip4dm_real": "real benchmarks",
+}
+C4_FIGURE_LABELS = {
+    "clip4dm_detection_auroc": "detection AUROC vs Cs",
+    "clip4dm_detection_ap": "detection AP vs Cs",
+    "clip4dm_rate": "estimated misalignment rate vs Cs",
+    "clip4dm_localisation": "localisation accuracy per attribute",
+    "clip4dm_examples": "example word attributions",
+}
+C4_REPORT = {
+    **{f"table_{name}": report(f"{TABLES}/{name}.csv", caption=f"report/{name}.rst", category=C4_CATEGORY,
+                               labels={"table": label}) for name, label in C4_TABLE_LABELS.items()},
+    **{f"figure_{name}": report(f"{FIGURES}/{name}.png", caption=f"report/{name}_figure.rst",
+                                category=C4_CATEGORY, labels={"figure": label})
+       for name, label in C4_FIGURE_LABELS.items()},
+}
 
 
 rule clip4dm_summary:
@@ -221,28 +189,17 @@ rule clip4dm_summary:
         real=[f"{C4}/{m}/real/{s}/metrics.json" for s, m in C4_REAL],
         misalign=f"{MISALIGN}/summary.parquet",
     output:
-        detection=c4_table("clip4dm_detection", "detection AP / AUROC"),
-        rate=c4_table("clip4dm_rate", "estimated vs true misalignment rate"),
-        localisation=c4_table("clip4dm_localisation", "FOIL-style localisation"),
-        calibration=c4_table("clip4dm_calibration", "epsilon calibration"),
-        real_table=c4_table("clip4dm_real", "real benchmarks"),
-        parquet=expand(f"{TABLES}/{{name}}.parquet", name=C4_TABLES),
-        figures=[
-            c4_figure("clip4dm_detection_auroc", "detection AUROC vs Cs"),
-            c4_figure("clip4dm_detection_ap", "detection AP vs Cs"),
-            c4_figure("clip4dm_rate", "estimated misalignment rate vs Cs"),
-            c4_figure("clip4dm_localisation", "localisation accuracy per attribute"),
-            c4_figure("clip4dm_examples", "example word attributions"),
-        ],
-        svg=expand(f"{FIGURES}/{{name}}.svg", name=C4_FIGURES),
+        **C4_REPORT,
+        parquet=expand(f"{TABLES}/{{name}}.parquet", name=C4_TABLE_LABELS),
+        svg=expand(f"{FIGURES}/{{name}}.svg", name=C4_FIGURE_LABELS),
     log:
         f"{LOGS}/clip4dm/summary.log",
     benchmark:
         f"{BENCHMARKS}/clip4dm/summary.tsv"
     params:
         examples=C4_SETTINGS["examples"],
-        tables=TABLES,
-        figures=FIGURES,
+        tables=lambda w, output: os.path.dirname(output.table_clip4dm_detection),
+        figures=lambda w, output: os.path.dirname(output.figure_clip4dm_examples),
         real=lambda wildcards, input: f"--real {' '.join(input.real)}" if input.real else "",
     threads: 1
     resources:
@@ -258,4 +215,4 @@ rule clip4dm_summary:
 
 
 if C4_SETTINGS["enabled"]:
-    SYSTEM_TARGETS.extend([f"{TABLES}/{n}.csv" for n in C4_TABLES] + [f"{FIGURES}/{n}.png" for n in C4_FIGURES])
+    SYSTEM_TARGETS.extend([f"{TABLES}/{n}.csv" for n in C4_TABLE_LABELS] + [f"{FIGURES}/{n}.png" for n in C4_FIGURE_LABELS])
