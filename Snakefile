@@ -43,6 +43,7 @@ include: "rules/evaluate.smk"
 include: "rules/figures.smk"
 include: "rules/multilingual.smk"
 include: "rules/clip4dm.smk"
+include: "rules/sparse.smk"
 
 
 rule all:

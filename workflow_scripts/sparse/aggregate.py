@@ -1,0 +1,143 @@
+"""Study tables of the sparse-concept stage, from every model's sweep (sparse.evaluate) and the
+per-checkpoint purity tables of the evaluation stage.
+
+- sparse_sweep: per (model, kind, strategy, Cs, set, lambda) the mean over replicates with a 95 % t
+  interval (n = replicates) of sparse and dense acc1, mean l0 and mean cos(z_hat, z);
+- sparse_memory: bytes of each set's embeddings dense (float32) against sparse (CSR), per lambda;
+- per run, two numbers read off its sweep by linear interpolation between neighbouring lambdas:
+  acc1 at mean l0 = target_l0, and the mean l0 at which acc1_sparse first reaches
+  target_relative_accuracy x acc1_dense (NaN when the sweep does not reach it);
+- sparse_vs_purity: those numbers per (model, strategy, Cs) over replicates (t intervals), their paired
+  differences to the same replicate's Cs = 0 control, the projections' purity (mean |cos|, as Exp 3), and
+  Spearman rho of each against purity and against Cs over all fine-tunes of a model with a
+  replicate-cluster bootstrap interval (intervals.cluster_bootstrap_spearman; no p-value);
+- sparse_concepts: the top concepts per class and per example image at sparse.example_lambda.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import CONTROL_STRATEGY
+from ..intervals import cluster_bootstrap_spearman, t_interval
+
+RUN_KEYS = ["model", "kind", "strategy", "cs"]
+PURITY_METRIC = "avg_abs_cos_sim"
+
+
+def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Pretrained rows get strategy 'pretrained', Cs NaN and seed 0, so that every row has the run keys."""
+    df = df.copy()
+    for col, fill in (("strategy", "pretrained"), ("cs", np.nan), ("seed", 0)):
+        if col not in df.columns:
+            df[col] = fill
+        df[col] = df[col].fillna(fill) if col != "cs" else df[col]
+    return df
+
+
+def summarise(df: pd.DataFrame, keys: list[str], values: list[str], level: float = 0.95) -> pd.DataFrame:
+    """Per group: n and, per value column, mean, ci_low, ci_high (t interval over the group's rows)."""
+    rows = []
+    for key, g in df.groupby(keys, dropna=False, sort=True):
+        row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for v in values:
+            n, mean, _, lo, hi = t_interval(g[v].to_numpy(float), level)
+            row.update({f"{v}": mean, f"{v}_ci_low": lo, f"{v}_ci_high": hi})
+        row["n"] = n
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def interpolate_at(x: np.ndarray, y: np.ndarray, target: float) -> float:
+    """y at x = target on the piecewise-linear curve through the points sorted by x (NaN outside)."""
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    if len(x) == 0 or target < x[0] or target > x[-1]:
+        return float("nan")
+    return float(np.interp(target, x, y))
+
+
+def first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The smallest x (along the curve sorted by x, linear between points) where y first reaches target."""
+    order = np.argsort(x, kind="stable")
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    for i in range(len(x)):
+        if y[i] >= target:
+            if i == 0:
+                return float(x[0])
+            return float(x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1]))
+    return float("nan")
+
+
+def run_summary(sweep: pd.DataFrame, target_l0: float, relative: float) -> pd.DataFrame:
+    """Per run and set: acc1 at mean l0 = target_l0, l0 at relative x dense accuracy, dense acc1."""
+    rows = []
+    for key, g in sweep.groupby(RUN_KEYS + ["seed", "set"], dropna=False, sort=True):
+        dense = float(g["acc1_dense"].iloc[0])
+        l0 = first_crossing(g["l0_mean"], g["acc1_sparse"], relative * dense)
+        rows.append({**dict(zip(RUN_KEYS + ["seed", "set"], key)), "acc1_dense": dense,
+                     "acc1_at_l0": interpolate_at(g["l0_mean"], g["acc1_sparse"], target_l0),
+                     "l0_at_relative_acc": l0,
+                     # the sparsest point of the sweep already reaches the target: l0 is an upper bound
+                     "l0_censored": bool(l0 == g["l0_mean"].min())})
+    return pd.DataFrame(rows)
+
+
+def purity_per_run(purity: pd.DataFrame, metric: str = PURITY_METRIC) -> pd.DataFrame:
+    """Per run: the text and image projections' purity metric (columns purity_text, purity_image)."""
+    p = with_run_columns(purity)
+    p = p[p["metric"] == metric]
+    wide = p.pivot_table(index=RUN_KEYS + ["seed"], columns="projection", values="value", dropna=False)
+    wide.columns = [f"purity_{c}" for c in wide.columns]
+    return wide.reset_index()
+
+
+def versus_purity(runs: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per (model, strategy, Cs, set) summary with paired differences to the control, Spearman table)."""
+    ft = runs[runs["kind"] == "finetune"].copy()
+    if ft.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    values = ["acc1_at_l0", "l0_at_relative_acc", "acc1_dense", "purity_text", "purity_image"]
+    control = ft[ft["strategy"] == CONTROL_STRATEGY].set_index(["model", "seed", "set"])
+    for v in ("acc1_at_l0", "l0_at_relative_acc"):
+        ref = control[v].reindex(pd.MultiIndex.from_frame(ft[["model", "seed", "set"]])).to_numpy()
+        ft[f"{v}_minus_control"] = ft[v].to_numpy() - ref
+    table = summarise(ft, ["model", "strategy", "cs", "set"],
+                      values + ["acc1_at_l0_minus_control", "l0_at_relative_acc_minus_control"], level)
+    if "l0_censored" in ft.columns:
+        censored = ft.groupby(["model", "strategy", "cs", "set"], sort=True)["l0_censored"].sum().rename("n_l0_censored")
+        table = table.merge(censored.reset_index(), on=["model", "strategy", "cs", "set"], how="left")
+    rows = []
+    for (model, name), g in ft.groupby(["model", "set"], sort=True):
+        for y in ("acc1_at_l0", "l0_at_relative_acc"):
+            for x in ("purity_text", "purity_image", "cs"):
+                rho, lo, hi = cluster_bootstrap_spearman(g[x].to_numpy(float), g[y].to_numpy(float),
+                                                         g["seed"].to_numpy(), level)
+                rows.append({"model": model, "set": name, "x": x, "y": y, "rho": rho, "ci_low": lo, "ci_high": hi,
+                             "n_runs": int(g[[x, y]].notna().all(axis=1).sum()), "n_replicates": g["seed"].nunique()})
+    return table, pd.DataFrame(rows)
+
+
+def memory_table(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Bytes dense against sparse per (model, kind, strategy, Cs, set, lambda), mean over replicates."""
+    keys = RUN_KEYS + ["set", "lambda"]
+    g = sweep.groupby(keys, dropna=False, sort=True)
+    out = g.agg(n=("seed", "nunique"), n_images=("n_images", "first"), l0_mean=("l0_mean", "mean"),
+                bytes_dense=("bytes_dense", "mean"), bytes_sparse=("bytes_sparse", "mean")).reset_index()
+    out["sparse_fraction"] = out["bytes_sparse"] / out["bytes_dense"]
+    return out
+
+
+def concept_table(concepts: pd.DataFrame) -> pd.DataFrame:
+    """One row per class or example image of the pretrained models: 'concept (weight)' strings by rank."""
+    c = with_run_columns(concepts)
+    c = c[c["kind"] == "pretrained"]
+    if c.empty:
+        return pd.DataFrame()
+    keys = ["model", "set", "lambda", "scope", "class", "image"] + (["predicted"] if "predicted" in c else [])
+    c = c.fillna({"predicted": ""}) if "predicted" in c else c
+    out = (c.sort_values("rank").groupby(keys, sort=True, dropna=False)
+           .apply(lambda g: ", ".join(f"{r.concept} ({r.weight:.2f})" for r in g.itertuples()), include_groups=False)
+           .rename("top_concepts").reset_index())
+    return out
