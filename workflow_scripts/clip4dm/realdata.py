@@ -51,6 +51,7 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
     from ..data import load_preprocessed, to_model_input
     from ..distributed import config_device
     from ..models import Head, image_features, load_model, preprocess_config
+    from .metrics import span_correct
     from .pipeline import Pack, TokenTable, embed_images, score_pairs
     from .readers import read_items
     from .scores import score_table, spans
@@ -87,8 +88,6 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
                             "group": [it.group for it in items],
                             **{k: scored[k] for k in ("cos", "clipscore", "fclipscore", "worst_word", "worst_score")},
                             "span": [b[0].text if b else "" for b in best]})
-    from .metrics import span_correct
-
     samples["worst_word"] = samples["worst_word"].astype(str)
     samples["span_correct"] = [span_correct(s, t) for s, t in zip(samples["span"], samples["truth"])]
     metrics = {"set": set_name, "format": spec_set["format"], "model": model_name, "epsilon": epsilon,

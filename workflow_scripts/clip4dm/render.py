@@ -148,13 +148,14 @@ def examples_figure(rows: pd.DataFrame):
         ax.text(0.0, r, label, va="center", fontsize=8, family="monospace", color="dimgrey")
         x = 0.16
         for j, (w, a) in enumerate(zip(words, attr)):
-            colour = cmap(0.5 + 0.5 * (a / scale if scale and np.isfinite(a) else 0.0))
+            level = a / scale if scale and np.isfinite(a) else 0.0
+            colour = cmap(0.5 + 0.5 * level)
             edge = "black" if j == row["worst_index"] else "none"
             t = ax.text(x, r, w, va="center", fontsize=10, family="monospace",
+                        color="white" if abs(level) > 0.6 else "black",
                         bbox={"boxstyle": "round,pad=0.2", "fc": colour, "ec": edge, "lw": 1.2})
             if row["kind"] == "foil" and j == row["foil_index"]:
                 t.set_fontweight("bold")
-                t.set_text(w)
                 ax.plot([x, x + char * len(w)], [r + 0.28, r + 0.28], color="black", lw=1.2)
             x += char * (len(w) + 1.6)
         ax.text(min(x + 0.01, 0.9), r, f"F={row['fclipscore']:.2g}  CLIPScore={row['clipscore']:.2f}",
