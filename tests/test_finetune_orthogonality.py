@@ -59,8 +59,13 @@ def _train(extra: dict) -> tuple[Head, list[dict]]:
 
 
 def test_lambda_zero_is_bit_identical_to_the_original_recipe():
+    """finetune.train without the key (every model that is not an arm), with λo = 0, and with the config's
+    finetune.orthogonality section among the settings (as the tests pass finetune.* through) all agree."""
     base, base_log = _train({})
-    zero, zero_log = _train({"orthogonality": 0.0})
+    section, _ = _train({"orthogonality": {"arm": True, "lambda": 2.0}})
+    for a, b in zip(base.parameters, section.parameters):
+        assert torch.equal(a, b)
+    zero, zero_log = _train({"ortho_lambda": 0.0})
     for a, b in zip(base.parameters, zero.parameters):
         assert torch.equal(a, b)
     assert base_log == zero_log
@@ -69,7 +74,7 @@ def test_lambda_zero_is_bit_identical_to_the_original_recipe():
 
 def test_positive_lambda_makes_the_neurons_more_orthogonal():
     base, _ = _train({})
-    arm, arm_log = _train({"orthogonality": 5.0})
+    arm, arm_log = _train({"ortho_lambda": 5.0})
 
     def penalty(head):
         return sum(float(finetune.orthogonality_penalty(r)) for r in head.matrices())

@@ -229,7 +229,7 @@ def train(head, features: Callable, n: int, settings: dict, seed: int, d: distri
             img_f, txt_f = features(order[step, d.rank * batch:(d.rank + 1) * batch], epoch, step)
             lr = float(lrs[epoch * iters + step])
             loss, acc = _step(projections, optimizer, img_f, txt_f, logit_scale, lr, d,
-                              settings.get("orthogonality", 0.0))
+                              settings.get("ortho_lambda", 0.0))
             if not math.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch} step {step}")
             sums[0] += loss
@@ -323,7 +323,7 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
     settings = {k: ft[k] for k in ("mode", "epochs", "batch_size", "lr", "lr_start", "lr_end", "warmup_epochs",
                                    "weight_decay", "betas", "eps", "views", "augment")}
     if spec.get("finetune_orthogonality"):      # the Exp 3 orthogonality arm (absent: the run hash is unchanged)
-        settings["orthogonality"] = float(spec["finetune_orthogonality"])
+        settings["ortho_lambda"] = float(spec["finetune_orthogonality"])
     run_hash = config_hash({"settings": settings, "resume_format": RESUME_FORMAT, "model": model_name,
                             "strategy": strategy, "cs": cs, "seed": seed, "world_size": d.world_size,
                             "checkpoint": pretrained_sha256})
