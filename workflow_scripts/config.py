@@ -141,6 +141,13 @@ def check_config(config: dict[str, Any], source: str) -> None:
     cs = config.get("misalign", {}).get("cs_values", [])
     if len(set(format_cs(c) for c in cs)) != len(cs):
         raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
+    c4 = config.get("clip4dm", {})
+    named = [("clip4dm.detect.models", (c4.get("detect") or {}).get("models") or [])]
+    named += [(f"clip4dm.real_data.{k}.models", spec.get("models") or []) for k, spec in (c4.get("real_data") or {}).items()]
+    for key, names in named:
+        for i, name in enumerate(names):
+            if name not in models:
+                raise InputError(f"{source}: key '{key}.{i}': unknown model {name!r}; known: {sorted(models)}")
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -124,12 +124,15 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
                 values = foils[col].to_numpy()
                 arrays[f"foils.{col}"] = values.astype(str) if values.dtype == object else values
             summary["n_foils"] = int((foils["kind"] == "foil").sum())
-    elif settings["epsilon"]["mode"] == "quantile":
-        raise InputError(f"clip4dm.epsilon.mode quantile needs held-out aligned pairs (data.heldout_csv and "
-                         f"their features in {eval_features})")
-    else:
+    else:   # no held-out aligned pairs: no calibration, no null distribution (rate estimates are NaN)
+        mode = "absolute"
+        if settings["epsilon"]["mode"] == "quantile":
+            log.warning("clip4dm.epsilon.mode quantile needs held-out aligned pairs (data.heldout_csv and their "
+                        "features in %s); using clip4dm.epsilon.absolute = %g", eval_features,
+                        settings["epsilon"]["absolute"])
+            mode = "absolute (no held-out pairs)"
         arrays["epsilon"] = np.float64(settings["epsilon"]["absolute"])
-        summary.update({"epsilon": float(settings["epsilon"]["absolute"]), "epsilon_mode": "absolute"})
+        summary.update({"epsilon": float(settings["epsilon"]["absolute"]), "epsilon_mode": mode})
     run = {k: settings[k] for k in ("template", "layers", "batch_size", "long_captions")}
     arrays.update(tower.to_arrays())
     arrays.update(head.to_arrays())
