@@ -154,3 +154,22 @@ def test_attributor_word_level_and_order(model, tokenizer):
     for w, w1, item in zip(words, words1, items):
         assert len(w) == len(item.words)
         np.testing.assert_allclose(w, w1, atol=1e-6)
+
+
+def test_tower_of_a_laclip_style_model(tokenizer):
+    """fp-tiny-laclip: QuickGELU text tower and a timm image tower with a Linear head (the converted-LaCLIP
+    layout): the tower still equals encode_text, and the head projects as encode_image does."""
+    from workflow_scripts.clip4dm.pipeline import embed_images
+    from workflow_scripts.clip4dm.tower import TextTower
+    from workflow_scripts.models import Head, build_model, image_features
+
+    torch.manual_seed(4)
+    m = build_model("fp-tiny-laclip")
+    tower = TextTower.from_model(m)
+    assert tower.activation == "quick_gelu"
+    tokens = tokenizer([TEMPLATE + c for c in CAPTIONS], context_length=16)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(tower.encode(tokens), m.encode_text(tokens), atol=1e-5)
+        emb = embed_images(Head.from_model(m), image_features(m, x).numpy())
+        assert np.allclose(emb, F.normalize(m.encode_image(x), dim=-1).numpy(), atol=1e-5)

@@ -72,3 +72,49 @@ def test_realdata_missing_image_is_named(tmp_path, repo, monkeypatch):
                        str(tmp_path / "m.pt"), "--pack", "x.npz", "--out-metrics", str(tmp_path / "m.json"),
                        "--out-samples", str(tmp_path / "s.parquet")])
     assert not (tmp_path / "m.json").exists() and not (tmp_path / "s.parquet").exists()
+
+
+@pytest.mark.parametrize("fmt", ["foil", "hat"])
+def test_realdata_end_to_end_on_world_images(tmp_path, repo, monkeypatch, tiny_world, fmt):
+    """A synthetic benchmark file over the tiny world's images, scored end to end with a random model:
+    the metrics the original reports are there and in range."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    import yaml
+
+    from workflow_scripts.checkpoints import save_checkpoint
+    from workflow_scripts.clip4dm import realdata
+    from workflow_scripts.data import read_pairs_csv
+    from workflow_scripts.io import save_npz
+    from workflow_scripts.models import build_model
+
+    monkeypatch.chdir(repo)
+    paths, captions = read_pairs_csv(tiny_world / "train.csv")
+    if fmt == "foil":
+        data = {"images": [{"id": i, "file_name": p} for i, p in enumerate(paths[:6])],
+                "annotations": [{"id": 2 * i + k, "image_id": i, "caption": c if k == 0 else "a purple box",
+                                 "foil_word": "ORIG" if k == 0 else "purple", "foil": bool(k)}
+                                for i, c in enumerate(captions[:6]) for k in (0, 1)]}
+    else:
+        data = [{"sample_id": i, "image_path": p, "caption": f"a purple box {c}",
+                 "grounding": [["a", 0], ["purple", i % 2]] + [[w, 0] for w in ("box", *c.split())]}
+                for i, (p, c) in enumerate(zip(paths[:6], captions[:6]))]
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    config = yaml.safe_load(open(CONFIG))
+    config.setdefault("clip4dm", {})["real_data"] = {
+        "bench": {"format": fmt, "json": str(tmp_path / "b.json"), "image_root": str(tiny_world)}}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", build_model("fp-tiny-vit").state_dict(), epoch=0)
+    save_npz(tmp_path / "pack.npz", epsilon=np.float64(-1e-3))
+    realdata.main(["--config", str(path), "--model", "clip", "--set", "bench", "--checkpoint", str(tmp_path / "m.pt"),
+                   "--pack", str(tmp_path / "pack.npz"), "--out-metrics", str(tmp_path / "m.json"),
+                   "--out-samples", str(tmp_path / "s.parquet")])
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    samples = pd.read_parquet(tmp_path / "s.parquet")
+    assert metrics["n"] == len(samples) == (12 if fmt == "foil" else 6)
+    assert metrics["n_foil"] == (6 if fmt == "foil" else 3)
+    for key in ("la", "ap_fclipscore", "ap_clipscore", "auroc_clipscore"):
+        assert 0.0 <= metrics[key] <= 1.0
