@@ -50,6 +50,7 @@ bench: $(VENV)/.installed
 	python bench/pruning.py
 	python bench/checkpoint_disk.py
 	python bench/clip4dm_attributions.py --checkpoint results/pretrain/clip/checkpoint.pt
+	python bench/splice_solver.py
 
 # Once per cluster user: profiles/slurm with the site's values -> ~/.config/snakemake/slurm (the
 # place `snakemake --profile slurm` looks; $$XDG_CONFIG_HOME/snakemake/slurm where that is set).

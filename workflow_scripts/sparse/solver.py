@@ -74,7 +74,7 @@ def check_lambda(lam: float) -> float:
 
 
 def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_iter: int | None = None,
-          warm_start: torch.Tensor | None = None, ridge: float = 1e-10) -> Solution:
+          warm_start: torch.Tensor | None = None, ridge: float = 1e-12) -> Solution:
     """Non-negative Lasso weights of every row of Z (N, d) over dictionary C (K, d) at penalty lam.
 
     `tol` bounds the duality gap relative to the objective (so the objective is within tol of the optimum,
@@ -107,7 +107,8 @@ def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_i
         U = torch.bmm(v[:, None, :], C[i]).squeeze(1) if i.shape[1] else torch.zeros_like(Z[todo])
         RC = B[todo] - U @ C.T                             # C r: lam / 2 minus half the gradient
         primal[todo], gap[todo] = _gap(Z[todo] - U, Z[todo], RC, v.sum(dim=1), lam)
-        free = torch.zeros(len(todo), K, dtype=torch.bool, device=dev).scatter_(1, i, a)
+        # scatter_add: a concept may sit in an active slot and in stale inactive ones
+        free = torch.zeros(len(todo), K, dtype=torch.int32, device=dev).scatter_add_(1, i, a.to(torch.int32)) > 0
         best, j = torch.where(free, -torch.inf, RC - 0.5 * lam).max(dim=1)
         finished = (gap[todo] <= tol * primal[todo]) | (best <= 0)
         done[todo] = finished
@@ -129,7 +130,7 @@ def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_i
         a[r, slot] = True
         v, a = _free_set_steps(C[i], a, v, c[todo].gather(1, i), ridge)
         idx[todo], act[todo], w[todo] = i, a, v
-    W = torch.zeros(N, K, dtype=dt, device=dev).scatter_(1, idx, torch.where(act, w, 0.0))
+    W = torch.zeros(N, K, dtype=dt, device=dev).scatter_add_(1, idx, torch.where(act, w, 0.0))
     return Solution(W, primal, gap, done, it)
 
 
