@@ -66,23 +66,21 @@ def validate_images(image_root: str, csvs: list[tuple[str, str]], folders: list[
     from ..data import read_imagefolder
 
     problems = Problems(limit)
-    sets, paths, files, where = [], [], [], []   # where: (file to name, line) of each image for problems
+    # per image: (set, path as the study names it, file, (file to name in a problem, its line))
+    images: list[tuple[str, str, str, tuple[str, int]]] = []
     for name, csv_path in csvs:
         pairs = check_pairs_csv(csv_path, problems)
-        for lineno, rel in enumerate(pairs.images, start=1):
-            if rel is not None:
-                sets.append(name), paths.append(rel), files.append(str(Path(image_root) / rel))
-                where.append((csv_path, lineno))
+        images += [(name, rel, str(Path(image_root) / rel), (csv_path, lineno))
+                   for lineno, rel in enumerate(pairs.images, start=1) if rel is not None]
     for name, root in folders:
         try:
             rel_paths = read_imagefolder(root)[0]
         except InputError as exc:
             problems.add(root, 0, f"evaluation set {name}: {exc}")
             continue
-        for rel in rel_paths:
-            sets.append(name), paths.append(rel), files.append(str(Path(root) / rel))
-            where.append((str(Path(root) / rel), 0))
+        images += [(name, rel, str(Path(root) / rel), (str(Path(root) / rel), 0)) for rel in rel_paths]
     problems.raise_if_any("data check")
+    sets, paths, files, where = (list(column) for column in zip(*images)) if images else ([], [], [], [])
     unique = list(dict.fromkeys(files))
     by_file = dict(zip(unique, check_images(unique, workers=workers)))
     records = [by_file[f] for f in files]

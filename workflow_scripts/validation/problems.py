@@ -35,11 +35,6 @@ class Problems:
         if len(self.items) < self.limit:
             self.items.append(Problem(str(file), int(line), message))
 
-    def extend(self, other: "Problems") -> None:
-        for p in other.items:
-            self.add(p.file, p.line, p.message)
-        self.count += other.count - len(other.items)
-
     def __bool__(self) -> bool:
         return self.count > 0
 
