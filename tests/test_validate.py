@@ -170,6 +170,8 @@ def test_replaced_image_is_noticed_through_the_manifest(data, tmp_path):
     assert stamp.read_text() == f"{target}\n"
     target.unlink()
     assert changed_files(manifest) == [str(target)]
+    manifest.write_bytes(b"not parquet")
+    assert changed_files(manifest)[0].startswith(f"{manifest} (unreadable")
 
 
 # ----------------------------------------------------------------------------- through Snakemake

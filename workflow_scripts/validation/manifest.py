@@ -48,12 +48,17 @@ def _stat_differs(rows: list[tuple[str, int, int]]) -> list[str]:
 
 
 def changed_files(manifest: str | os.PathLike, threads: int = 8, chunk: int = 4096) -> list[str]:
-    """Files of a manifest that are gone or whose size or mtime differ from it ([] without a manifest)."""
+    """Files of a manifest that are gone or whose size or mtime differ from it ([] without a manifest; the
+    manifest itself when it cannot be read, so that the validation runs again and rewrites it)."""
     if not Path(manifest).exists():
         return []
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pq.read_table(manifest, columns=["file", "bytes", "mtime_ns"])
+    try:
+        table = pq.read_table(manifest, columns=["file", "bytes", "mtime_ns"])
+    except (OSError, pa.ArrowException) as exc:
+        return [f"{manifest} (unreadable: {exc})"]
     rows = list(zip(table.column("file").to_pylist(), table.column("bytes").to_pylist(),
                     table.column("mtime_ns").to_pylist()))
     chunks = [rows[i:i + chunk] for i in range(0, len(rows), chunk)]
