@@ -130,3 +130,16 @@ def test_a_language_without_captions_is_named():
     data["train::it::ids"] = np.arange(0)
     with pytest.raises(InputError, match="'it' has no captions"):
         align.paired_rows(data, "train", ["en", "it"])
+
+
+def test_a_headline_outside_the_sweep_is_named():
+    import pandas as pd
+
+    from workflow_scripts.multilingual.report import chosen_runs
+
+    sweeps = pd.DataFrame({"model": ["m", "m"], "head": ["linear", "mlp"], "prox_id": [0.0, 0.0],
+                           "ortho": [0.0, 0.0], "val_macro_r1": [0.1, 0.2]})
+    runs = chosen_runs(sweeps, {"head": "linear", "prox_id": 0.0, "ortho": 0.0})
+    assert runs["validation-best"]["head"] == "mlp" and runs["headline"]["head"] == "linear"
+    with pytest.raises(InputError, match="multilingual.evaluate.headline"):
+        chosen_runs(sweeps, {"head": "linear", "prox_id": 1e-3, "ortho": 0.0})

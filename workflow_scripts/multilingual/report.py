@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..io import load_npz, run_cli, setup_logging, write_table
 from ..intervals import bootstrap_mean_ci, t_interval
 from .evaluate import FROZEN
@@ -59,8 +60,11 @@ def chosen_runs(sweeps: pd.DataFrame, headline: dict) -> dict[str, dict]:
     by_config = sweeps.groupby(CONFIG_COLUMNS, as_index=False)["val_macro_r1"].mean()
     best = by_config.sort_values("val_macro_r1", ascending=False, kind="stable").iloc[0]
     model = best["model"]
-    return {"headline": {"model": model, **{k: headline[k] for k in ("head", "prox_id", "ortho")}},
-            "validation-best": {k: best[k] for k in CONFIG_COLUMNS}}
+    chosen = {"model": model, **{k: headline[k] for k in ("head", "prox_id", "ortho")}}
+    if _select(by_config, chosen).empty:
+        raise InputError(f"multilingual.evaluate.headline: {chosen} is not a run of the sweep "
+                         f"(runs: {by_config[CONFIG_COLUMNS].to_dict('records')})")
+    return {"headline": chosen, "validation-best": {k: best[k] for k in CONFIG_COLUMNS}}
 
 
 def _select(df: pd.DataFrame, run: dict) -> pd.DataFrame:
