@@ -1,8 +1,9 @@
 # Seed 004, CLIP4DM: dense (word-level) misalignment detection from gradient attributions.
 #   clip4dm_prepare    per model: the pack (text tower as tensors, tokenized captions, training pairs'
 #                      attributions, epsilon calibrated on held-out aligned pairs, FOIL-style foil table)
-#   clip4dm_detect     per (detector model, strategy, Cs, replicate): every line of the swapped set scored,
-#                      AP/AUROC for swapped / changed / contradicting lines, misaligned fraction estimated
+#   clip4dm_detect     per (detector model, strategy, Cs, replicate): every line of the swapped set scored
+#                      (truths: swapped / changed / contradicting), misaligned fraction estimated
+#   (AP/AUROC of each set are computed from its scores by clip4dm_summary: one sklearn import, not 24)
 #   clip4dm_localise   per model: FOIL-style localisation on held-out images (pretrained + its fine-tunes)
 #   clip4dm_realdata   per (real benchmark, model), only when clip4dm.real_data names local files
 #   clip4dm_summary    tables over replicates, figures and example captions for the report
@@ -181,8 +182,9 @@ C4_REPORT = {
 
 rule clip4dm_summary:
     input:
-        code=code("clip4dm.summarise", "clip4dm.render", "intervals", "figures"),
+        code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "intervals", "figures"),
         detect=C4_DETECT_RUNS,
+        scores=[p.replace("metrics.json", "scores.parquet") for p in C4_DETECT_RUNS],
         localisation=expand(f"{C4}/{{model}}/localisation.parquet", model=C4_MODELS) if C4_FOILS else [],
         foils=expand(f"{C4}/{{model}}/foils.parquet", model=C4_MODELS) if C4_FOILS else [],
         calibration=expand(f"{C4}/{{model}}/calibration.json", model=C4_MODELS),
@@ -208,7 +210,7 @@ rule clip4dm_summary:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.clip4dm.summarise --detect {input.detect}"
+        "python -m workflow_scripts.clip4dm.summarise --detect {input.detect} --scores {input.scores}"
         " --localisation {input.localisation} --foils {input.foils} --calibration {input.calibration}"
         " {params.real} --misalign {input.misalign} --tables-dir {params.tables} --figures-dir {params.figures}"
         " --examples {params.examples} > {log} 2>&1"

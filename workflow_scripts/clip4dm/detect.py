@@ -2,9 +2,11 @@
 
 Every line (or a seeded subsample, clip4dm.detect.subsample) is scored as the pair (its image, its caption
 in the swapped set); lines whose caption is unchanged reuse the pack's attributions of the original pairs.
-AP and AUROC (sklearn) of -F-CLIPScore and -CLIPScore for three truths: the line was swapped (the
-manifest), its caption text changed, and (where the images' attributes are known) its caption contradicts
-its image (workflow_scripts/effective.py). The misaligned fraction is estimated from the scores alone
+The per-line scores and three truths go to scores.parquet: the line was swapped (the manifest), its caption
+text changed, and (where the images' attributes are known) its caption contradicts its image
+(workflow_scripts/effective.py); `detection_metrics` (AP and AUROC with sklearn of -F-CLIPScore and
+-CLIPScore for each truth) is computed from them by the summary job, so that sklearn's import (~1.5 s) is paid
+once rather than in each of these jobs. The misaligned fraction is estimated here from the scores alone
 (metrics.estimate_misaligned_fraction, the held-out aligned pairs as the null) next to the true rates.
 
     python -m workflow_scripts.clip4dm.detect --config CONFIG --pack results/clip4dm/clip/pack.npz \\
@@ -43,7 +45,8 @@ def swapped_lines(manifest: pd.DataFrame, n: int, where: str) -> np.ndarray:
 
 
 def detection_metrics(labels: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """AP / AUROC of each score (higher = more aligned, so -score ranks misalignment) for each truth."""
+    """Base rate and AP / AUROC of each score (higher = more aligned, so -score ranks misalignment) for each
+    truth."""
     from .metrics import ap_auroc
 
     out = {}
@@ -121,7 +124,7 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
     scored = score_table(words, attr, cos, epsilon)
     null = {name: pack.arrays.get(f"heldout.{name}", np.zeros(0)) for name in SCORES}
     metrics = {**tags, "n": int(len(lines)), "n_total": n, "n_computed": int(len(changed)), "epsilon": epsilon,
-               **detection_metrics(labels, scored),
+               **{f"rate_{k}": float(np.mean(v)) for k, v in labels.items()},
                **rate_estimates(scored, null, det["storey_lambda"], det["fpr"], det["seed"]),
                "seconds": time.time() - t0}
     scores = pd.DataFrame({"line": lines, **{k: v for k, v in labels.items()},

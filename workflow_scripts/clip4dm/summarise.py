@@ -8,7 +8,7 @@
 - localisation: per (model, checkpoint group, attribute), LA with its chance level and AP; the pretrained
   model's row carries the Wilson interval over foils, fine-tunes a t interval over replicates.
 
-    python -m workflow_scripts.clip4dm.summarise --detect M1.json ... --localisation L1.parquet ...
+    python -m workflow_scripts.clip4dm.summarise --detect M1.json ... --scores S1.parquet ... --localisation L1.parquet ...
         --foils F1.parquet ... --misalign results/misalign/summary.parquet --calibration C1.json ...
         --tables-dir results/tables --figures-dir results/figures --examples 6
 """
@@ -96,6 +96,23 @@ def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
+def with_detection_metrics(runs: pd.DataFrame, scores: list[str]) -> pd.DataFrame:
+    """Each run's AP / AUROC (detect.detection_metrics) from its per-line scores, run i <-> scores[i]."""
+    from .detect import SCORES, TRUTHS, detection_metrics
+
+    if len(scores) != len(runs):
+        raise InputError(f"{len(runs)} detection results but {len(scores)} score tables")
+    rows = []
+    for path, (_, run) in zip(scores, runs.iterrows()):
+        try:
+            table = pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: not a readable score table ({exc})") from None
+        labels = {t: table[t].to_numpy(bool) for t in TRUTHS if t in table}
+        rows.append({**run.to_dict(), **detection_metrics(labels, {k: table[k].to_numpy() for k in SCORES})})
+    return pd.DataFrame(rows)
+
+
 def read_runs(paths: list[str]) -> pd.DataFrame:
     rows = []
     for path in paths:
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--detect", nargs="*", default=[], help="detection metrics .json files")
+    ap.add_argument("--scores", nargs="*", default=[], help="their per-line scores .parquet, in the same order")
     ap.add_argument("--localisation", nargs="*", default=[], help="localisation metrics .parquet files")
     ap.add_argument("--foils", nargs="*", default=[], help="scored foil tables .parquet (examples)")
     ap.add_argument("--calibration", nargs="*", default=[], help="calibration .json files")
@@ -125,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.log)
     tables, figures = Path(args.tables_dir), Path(args.figures_dir)
-    runs = read_runs(args.detect)
+    runs = with_detection_metrics(read_runs(args.detect), args.scores)
     misalign = pd.read_parquet(args.misalign) if args.misalign else None
     det = detection_table(runs) if len(runs) else pd.DataFrame()
     rate = rate_table(runs, misalign) if len(runs) else pd.DataFrame()
