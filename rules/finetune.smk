@@ -79,3 +79,35 @@ rule finetune:
         " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --train-csv {input.csv} {params.features} --out-dir {params.out_dir}"
         " --gpus {resources.gpu} >> {log} 2>&1"
+
+
+# Exp 3's orthogonality arm (finetune.orthogonality.arm): each <model>-ortho beside its base model.
+if config["finetune"]["orthogonality"]["arm"]:
+    SYSTEM_TARGETS.append(f"{TABLES}/exp3_orthogonality_arm.csv")
+
+    rule orthogonality_arm_table:
+        input:
+            code=code("orthogonality_arm"),
+            purity=f"{TABLES}/exp3_purity.parquet",
+            metrics=f"{TABLES}/exp3_metrics.parquet",
+        output:
+            report(
+                f"{TABLES}/exp3_orthogonality_arm.csv",
+                caption="report/exp3_orthogonality_arm_table.rst",
+                category="5. Exp 3: misalignment",
+                labels={"table": "orthogonality arm"},
+            ),
+        log:
+            f"{LOGS}/orthogonality_arm_table.log",
+        params:
+            config=CONFIG,
+            settings=config["finetune"]["orthogonality"],
+        threads: 1
+        resources:
+            mem_mb=mem_mb(1000),
+            runtime=10,
+        conda:
+            "../envs/workflow.yaml"
+        shell:
+            "python -m workflow_scripts.orthogonality_arm --config {params.config} --purity {input.purity}"
+            " --metrics {input.metrics} --out {output} > {log} 2>&1"

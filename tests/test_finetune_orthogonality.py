@@ -119,3 +119,27 @@ def test_rule_settings_are_unchanged_for_models_that_are_not_arms():
     assert arm_finetune_settings(settings, on["models"]["clip-ortho"]) == {"epochs": 10, "lr": 1e-3,
                                                                            "orthogonality": 0.5}
     assert finetune_source(on, "clip-ortho") == "clip" and finetune_source(on, "clip") == "clip"
+
+
+def test_arm_table_puts_base_and_arm_side_by_side():
+    import pandas as pd
+
+    from workflow_scripts.orthogonality_arm import arm_table
+
+    def rows(model, shift):
+        base = {"strategy": "similarity", "cs": 0.5, "n": 3, "ci_low": 0.0, "ci_high": 1.0, "diff_ci_low": -1.0,
+                "diff_ci_high": 1.0, "text_changed": 0.4, "contradicts_any": 0.3, "model": model}
+        purity = pd.DataFrame([{**base, "metric": "avg_abs_cos_sim", "projection": "text", "mean": 0.1 - shift,
+                                "diff": 0.01}])
+        metrics = pd.DataFrame([{**base, "metric": "acc1", "set": "shape", "mean": 0.5, "diff": -0.02 - shift}])
+        return purity, metrics
+
+    (pb, mb), (pa, ma) = rows("clip", 0.0), rows("clip-ortho", 0.01)
+    table = arm_table(pd.concat([pb, pa]), pd.concat([mb, ma]), {"clip-ortho": "clip"})
+    purity = table[table["quantity"] == "purity_text"].iloc[0]
+    assert purity["mean_base"] == pytest.approx(0.1) and purity["mean_arm"] == pytest.approx(0.09)
+    acc = table[table["quantity"] == "acc1_shape"].iloc[0]
+    assert acc["diff_base"] == pytest.approx(-0.02) and acc["diff_arm"] == pytest.approx(-0.03)
+    assert acc["text_changed"] == 0.4 and list(table["arm"].unique()) == ["clip-ortho"]
+    with pytest.raises(InputError, match="clip-ortho"):
+        arm_table(pb, mb, {"clip-ortho": "clip"})

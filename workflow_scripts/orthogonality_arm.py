@@ -1,0 +1,70 @@
+"""Exp 3's orthogonality arm beside its base model: does keeping the neurons orthogonal protect accuracy
+under misalignment, or only the purity number?
+
+One row per (base model, strategy, Cs, quantity): the base model's and its <model>-ortho arm's level (mean
+over replicates, 95 % t interval, n) and change against their own Cs = 0 control (the paired difference of
+workflow_scripts.aggregate, with its t interval), with the runs' effective misalignment. Quantities: text and
+image purity (mean |cos| between neurons, avg_abs_cos_sim) and zero-shot acc1 per evaluation set. Read from
+the Exp 3 tables, so both models went through the same evaluation and aggregation.
+
+    python -m workflow_scripts.orthogonality_arm --config C --purity results/tables/exp3_purity.parquet \\
+        --metrics results/tables/exp3_metrics.parquet --out results/tables/exp3_orthogonality_arm.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+from .errors import InputError
+from .io import run_cli, setup_logging, write_table
+
+LEVEL = ["mean", "ci_low", "ci_high", "n", "diff", "diff_ci_low", "diff_ci_high"]
+EFFECTIVE = ["text_changed", "contradicts_any"]
+
+
+def quantities(purity: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """The Exp 3 rows as one long table with a `quantity` column (purity_<projection>, acc1_<set>)."""
+    p = purity[purity["metric"] == "avg_abs_cos_sim"].assign(quantity=lambda d: "purity_" + d["projection"])
+    m = metrics[metrics["metric"] == "acc1"].assign(quantity=lambda d: "acc1_" + d["set"])
+    cols = ["model", "strategy", "cs", "quantity", *LEVEL, *[c for c in EFFECTIVE if c in purity.columns]]
+    return pd.concat([p.reindex(columns=cols), m.reindex(columns=cols)], ignore_index=True)
+
+
+def arm_table(purity: pd.DataFrame, metrics: pd.DataFrame, arms: dict[str, str]) -> pd.DataFrame:
+    """Base and arm side by side (columns <level>_base, <level>_arm); arms = {arm name: base name}."""
+    long = quantities(purity, metrics)
+    parts = []
+    for arm, base in arms.items():
+        b, a = long[long["model"] == base], long[long["model"] == arm]
+        if b.empty or a.empty:
+            raise InputError(f"Exp 3 tables lack rows of {base!r} or its arm {arm!r}: run the arm's fine-tunes first")
+        keys = ["strategy", "cs", "quantity"]
+        joined = b.drop(columns="model").merge(a[keys + LEVEL], on=keys, suffixes=("_base", "_arm"))
+        parts.append(joined.assign(model=base, arm=arm))
+    out = pd.concat(parts, ignore_index=True)
+    first = ["model", "arm", "strategy", "cs", "quantity"]
+    return out[first + [c for c in out.columns if c not in first]].sort_values(first, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import load_config, orthogonality_arms_of
+
+    ap = argparse.ArgumentParser(description="Exp 3 orthogonality arm beside its base model.")
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--purity", required=True)
+    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--out", required=True, help=".csv or .parquet")
+    ap.add_argument("--log")
+    args = ap.parse_args(argv)
+    setup_logging(args.log)
+    arms = orthogonality_arms_of(load_config(args.config))
+    if not arms:
+        raise InputError(f"{args.config}: key 'finetune.orthogonality.arm' is off: no arm to compare")
+    write_table(arm_table(pd.read_parquet(args.purity), pd.read_parquet(args.metrics), arms), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
