@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -87,3 +88,42 @@ def test_missing_and_unparsable_config_files(tmp_path):
 
 def test_format_cs():
     assert [format_cs(c) for c in (0, 0.1, 0.3, 0.25, 1)] == ["0.0", "0.1", "0.3", "0.25", "1.0"]
+
+
+def test_a_run_name_stands_for_one_data_set_and_its_models(default_config, tmp_path):
+    from workflow_scripts.config import claim_run, run_paths
+
+    real = copy.deepcopy(default_config)
+    real["world"]["enabled"] = False
+    with pytest.raises(InputError, match="key 'run'"):                  # real data must name its study
+        claim_run(real, tmp_path / "unnamed")
+    real["run"] = "cc3m"
+    assert run_paths(real)["results"] == "results/runs/cc3m" and run_paths(default_config)["results"] == "results"
+    results = tmp_path / "results/runs/cc3m"
+    claim_run(real, results)
+    claim_run(copy.deepcopy(real), results)                               # the same study again: fine
+    more = copy.deepcopy(real)
+    more["models"]["third"] = {**more["models"]["clip"]}
+    claim_run(more, results)                                              # a new model name is added
+    assert "third" in json.loads((results / "run.json").read_text())["models"]
+    other_data = copy.deepcopy(real)
+    other_data["data"]["captions"] = "elsewhere/captions.txt"
+    with pytest.raises(InputError, match="run.json"):
+        claim_run(other_data, results)
+    other_model = copy.deepcopy(real)
+    other_model["models"]["clip"]["arch"] = "ViT-B-16"
+    with pytest.raises(InputError, match="models.clip"):
+        claim_run(other_model, results)
+
+
+def test_settings_files_are_named_by_their_content_and_never_rewritten(default_config, tmp_path):
+    from workflow_scripts.config import write_settings
+
+    a = write_settings(default_config, tmp_path)
+    text_a = a.read_text()
+    changed = copy.deepcopy(default_config)
+    changed["finetune"]["epochs"] += 1
+    b = write_settings(changed, tmp_path)
+    assert a != b and a.read_text() == text_a                             # another config: another file
+    assert write_settings(copy.deepcopy(default_config), tmp_path) == a
+    assert load_config(b)["finetune"]["epochs"] == default_config["finetune"]["epochs"] + 1

@@ -135,9 +135,6 @@ def check_config(config: dict[str, Any], source: str) -> None:
         if spec["source"] == "pretrain" and spec.get("captions") == "augmented" \
                 and not config.get("data", {}).get("rewrites"):
             raise InputError(f"{source}: key 'models.{name}.captions': 'augmented' needs data.rewrites")
-    if not config.get("world", {}).get("enabled", True) and config.get("run", DEFAULT_RUN) == DEFAULT_RUN:
-        raise InputError(f"{source}: key 'run': a config with world.enabled: false must name its own run "
-                         f"(e.g. run: cc3m); {DEFAULT_RUN!r} is the embedded default's results tree")
     cs = config.get("misalign", {}).get("cs_values", [])
     if len(set(format_cs(c) for c in cs)) != len(cs):
         raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
@@ -231,12 +228,15 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def claim_run(config: dict[str, Any], results: str | os.PathLike, source: str = "config") -> Path:
     """Record in <results>/run.json which data and models this run name stands for, and refuse a config
-    that uses the same run name for other data, or for another model under a name already used (it would
+    without its own run name for real data (world disabled), or one that uses the same run name for other data, or for another model under a name already used (it would
     overwrite that run's results). New model names are added to the record."""
     import json
 
     from .io import write_json
 
+    if not config.get("world", {}).get("enabled", True) and config.get("run", DEFAULT_RUN) == DEFAULT_RUN:
+        raise InputError(f"{source}: key 'run': a config with world.enabled: false must name its own run "
+                         f"(e.g. run: cc3m); {DEFAULT_RUN!r} is the embedded default's results tree")
     path = Path(results) / "run.json"
     identity = json.loads(json.dumps(run_identity(config)))
     if not path.exists():
