@@ -14,7 +14,8 @@ first zero crossing and drop it. Solutions are sparse (a few to a few dozen conc
 needs about l0 outer steps, each a (d x K) product and an (l0 x l0) solve, and the result is exact up to
 float rounding rather than an iterate of a first-order method (whose step is limited by the near-duplicate
 concepts of a caption vocabulary: "star", "stars", "star shape"). An embedding stops when its duality gap is
-<= tol * objective (or no KKT condition is violated).
+<= tol * objective, or when no KKT condition is violated and its weights solve the free set exactly (the
+gap is then at rounding level); rows still open after `max_iter` steps come back with converged False.
 
 Duality gap (w >= 0): with residual r = z - C^T w, u = 2 s r and s = min(1, lam / max_j (2 C r)_j) is
 dual-feasible ((C u)_j <= lam), D = u.z - ||u||^2 / 4, gap = P(w) - D >= 0 and 0 at the optimum.
@@ -98,6 +99,7 @@ def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_i
         w = warm_start.to(C).gather(1, idx).clamp_min(0)
     act = w > 0
     done = torch.zeros(N, dtype=torch.bool, device=dev)
+    exact = torch.full((N,), warm_start is None, dtype=torch.bool, device=dev)   # w solves its free set
     primal = torch.zeros(N, dtype=dt, device=dev)
     gap = torch.zeros(N, dtype=dt, device=dev)
     todo = torch.arange(N, device=dev)                # rows still running (finished rows never change)
@@ -110,12 +112,14 @@ def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_i
         # scatter_add: a concept may sit in an active slot and in stale inactive ones
         free = torch.zeros(len(todo), K, dtype=torch.int32, device=dev).scatter_add_(1, i, a.to(torch.int32)) > 0
         best, j = torch.where(free, -torch.inf, RC - 0.5 * lam).max(dim=1)
-        finished = (gap[todo] <= tol * primal[todo]) | (best <= 0)
-        done[todo] = finished
-        keep = ~finished
+        # optimal: the gap is closed, or no KKT violation outside a free set whose weights are its exact
+        # solution (the gap is then at rounding level); a warm start's free set is re-solved first
+        converged = (gap[todo] <= tol * primal[todo]) | ((best <= 0) & exact[todo])
+        done[todo] = converged
+        keep = ~converged
         if not bool(keep.any()):
             break
-        todo, i, a, v, j = todo[keep], i[keep], a[keep], v[keep], j[keep]
+        todo, i, a, v, j, add = todo[keep], i[keep], a[keep], v[keep], j[keep], (best > 0)[keep]
         if not bool((~a).any(dim=1).all()):                # a free slot for the new concept in every row
             pad = (len(todo), 1)
             i = torch.cat([i, torch.zeros(pad, dtype=torch.long, device=dev)], dim=1)
@@ -125,20 +129,21 @@ def solve(C: torch.Tensor, Z: torch.Tensor, lam: float, tol: float = 1e-6, max_i
             act = torch.cat([act, torch.zeros(N, 1, dtype=torch.bool, device=dev)], dim=1)
             w = torch.cat([w, torch.zeros(N, 1, dtype=dt, device=dev)], dim=1)
         slot = (~a).to(torch.int8).argmax(dim=1)
-        r = torch.arange(len(todo), device=dev)
-        i[r, slot] = j
-        a[r, slot] = True
-        v, a = _free_set_steps(C[i], a, v, c[todo].gather(1, i), ridge)
+        r = torch.arange(len(todo), device=dev)[add]
+        i[r, slot[add]] = j[add]
+        a[r, slot[add]] = True
+        v, a, exact[todo] = _free_set_steps(C[i], a, v, c[todo].gather(1, i), ridge)
         idx[todo], act[todo], w[todo] = i, a, v
     W = torch.zeros(N, K, dtype=dt, device=dev).scatter_add_(1, idx, torch.where(act, w, 0.0))
     return Solution(W, primal, gap, done, it)
 
 
 def _free_set_steps(Cs: torch.Tensor, act: torch.Tensor, w: torch.Tensor, cw: torch.Tensor,
-                    ridge: float) -> tuple[torch.Tensor, torch.Tensor]:
+                    ridge: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Lawson and Hanson's inner loop, per row: solve min w'Gw - 2c'w on the free set (slots `act` of the
     row's concepts Cs (n, m, d)); where a free weight would be <= 0, move to the first zero crossing and
-    drop the weights that reach zero; repeat until the solve is positive."""
+    drop the weights that reach zero; repeat until the solve is positive. Returns the weights, the free
+    slots and, per row, whether the weights are the free set's exact solution (the loop ran to the end)."""
     eye = torch.eye(Cs.shape[1], dtype=Cs.dtype, device=Cs.device)
     G = torch.bmm(Cs, Cs.transpose(1, 2))
     need = torch.ones(len(w), dtype=torch.bool, device=w.device)
@@ -150,7 +155,7 @@ def _free_set_steps(Cs: torch.Tensor, act: torch.Tensor, w: torch.Tensor, cw: to
         blocked = need & bad.any(dim=1)
         w = torch.where((need & ~blocked)[:, None], s, w)
         if not bool(blocked.any()):
-            break
+            return w, act, torch.ones_like(need)
         ratio = torch.where(bad, w / (w - s).clamp_min(1e-300), torch.inf)
         alpha, hit = ratio.min(dim=1)
         stepped = w + alpha.clamp(0.0, 1.0)[:, None] * (s - w)
@@ -160,4 +165,4 @@ def _free_set_steps(Cs: torch.Tensor, act: torch.Tensor, w: torch.Tensor, cw: to
         act = act & ~drop
         w = torch.where(act, w, 0.0)
         need = blocked
-    return w, act
+    return w, act, ~need
