@@ -108,3 +108,10 @@ def test_localisation_accuracy_and_span_rule():
     assert localisation_accuracy(["Red", "dog"], ["red", "cat"]) == 0.5
     assert span_correct("red frisbee", "a red frisbee") and not span_correct("", "x")
     assert not span_correct("dog", "red frisbee")
+
+
+def test_no_null_sample_gives_no_estimate():
+    from workflow_scripts.clip4dm.metrics import estimate_misaligned_fraction, flagged_fraction
+
+    assert np.isnan(estimate_misaligned_fraction(np.zeros(10), np.zeros(0)))
+    assert np.isnan(flagged_fraction(np.zeros(10), np.zeros(0), 0.05))

@@ -58,9 +58,9 @@ def null_pvalues(scores: np.ndarray, null: np.ndarray, rng: np.random.Generator)
 def estimate_misaligned_fraction(scores: np.ndarray, null: np.ndarray, lam: float = 0.5,
                                  seed: int = 0) -> float:
     """1 - Storey's pi0 with the held-out aligned scores as the null (see the module docstring)."""
-    p = null_pvalues(scores, null, np.random.default_rng(seed))
-    if not len(p):
+    if not len(null) or not len(scores):       # no held-out aligned pairs: no estimate
         return float("nan")
+    p = null_pvalues(scores, null, np.random.default_rng(seed))
     pi0 = float(np.mean(p > lam)) / (1.0 - lam)
     return float(np.clip(1.0 - pi0, 0.0, 1.0))
 
