@@ -90,7 +90,7 @@ def localisation_figure(loc: pd.DataFrame):
         return _empty("localisation")
     models = sorted(pre["model"].unique())
     attributes = [a for a in ("colour", "shape", "count", "position", "all") if a in set(pre["attribute"])]
-    fig, ax = plt.subplots(figsize=(1.3 * len(attributes) * max(1, len(models)) + 2, 3.2))
+    fig, ax = plt.subplots(figsize=(1.2 * len(attributes) + 0.6 * len(attributes) * (len(models) - 1) + 2, 3.4))
     width = 0.8 / len(models)
     x = np.arange(len(attributes))
     for i, model in enumerate(models):
