@@ -117,14 +117,15 @@ def test_versus_purity_pairs_each_run_with_its_replicates_control():
     rows = []
     for seed in (0, 1, 2):
         rows.append({"model": "m", "kind": "finetune", "strategy": "none", "cs": 0.0, "seed": seed, "set": "s",
-                     "acc1_at_l0": 0.5 + 0.01 * seed, "l0_at_relative_acc": 3.0, "acc1_dense": 0.6,
+                     "acc1_at_l0": 0.5 + 0.01 * seed, "acc1_loss_at_l0": 0.1 - 0.01 * seed, "l0_at_relative_acc": 3.0, "acc1_dense": 0.6,
                      "purity_text": 0.1, "purity_image": 0.1, "l0_censored": False})
         rows.append({"model": "m", "kind": "finetune", "strategy": "random", "cs": 0.5, "seed": seed, "set": "s",
-                     "acc1_at_l0": 0.4 + 0.01 * seed, "l0_at_relative_acc": 2.0, "acc1_dense": 0.6,
+                     "acc1_at_l0": 0.4 + 0.01 * seed, "acc1_loss_at_l0": 0.2 - 0.01 * seed, "l0_at_relative_acc": 2.0, "acc1_dense": 0.6,
                      "purity_text": 0.2, "purity_image": 0.1, "l0_censored": False})
     table, spearman = aggregate.versus_purity(pd.DataFrame(rows))
     swap = table[table["strategy"] == "random"].iloc[0]
     assert swap["acc1_at_l0_minus_control"] == pytest.approx(-0.1)
+    assert swap["acc1_loss_at_l0_minus_control"] == pytest.approx(0.1)
     assert swap["n"] == 3
     assert set(spearman["x"]) == {"purity_text", "purity_image", "cs"}
 

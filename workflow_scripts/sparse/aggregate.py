@@ -4,9 +4,10 @@ per-checkpoint purity tables of the evaluation stage.
 - sparse_sweep: per (model, kind, strategy, Cs, set, lambda) the mean over replicates with a 95 % t
   interval (n = replicates) of sparse and dense acc1, mean l0 and mean cos(z_hat, z);
 - sparse_memory: bytes of each set's embeddings dense (float32) against sparse (CSR), per lambda;
-- per run, two numbers read off its sweep by linear interpolation between neighbouring lambdas:
-  acc1 at mean l0 = target_l0, and the mean l0 at which acc1_sparse first reaches
-  target_relative_accuracy x acc1_dense (NaN when the sweep does not reach it);
+- per run, numbers read off its sweep by linear interpolation between neighbouring lambdas: acc1 at mean
+  l0 = target_l0 (NaN outside the sweep's l0 range), the loss against its own dense acc1 there, and the
+  mean l0 at which acc1_sparse first reaches target_relative_accuracy x acc1_dense (NaN when the sweep does
+  not reach it; flagged l0_censored when the sparsest point already does: an upper bound);
 - sparse_vs_purity: those numbers per (model, strategy, Cs) over replicates (t intervals), their paired
   differences to the same replicate's Cs = 0 control, the projections' purity (mean |cos|, as Exp 3), and
   Spearman rho of each against purity and against Cs over all fine-tunes of a model with a
@@ -37,14 +38,15 @@ def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(df: pd.DataFrame, keys: list[str], values: list[str], level: float = 0.95) -> pd.DataFrame:
-    """Per group: n and, per value column, mean, ci_low, ci_high (t interval over the group's rows)."""
+    """Per group: n (rows) and, per value column, mean, ci_low, ci_high (t interval over the group's non-NaN
+    rows) and their count <value>_n."""
     rows = []
     for key, g in df.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for v in values:
             n, mean, _, lo, hi = t_interval(g[v].to_numpy(float), level)
-            row.update({f"{v}": mean, f"{v}_ci_low": lo, f"{v}_ci_high": hi})
-        row["n"] = n
+            row.update({f"{v}": mean, f"{v}_ci_low": lo, f"{v}_ci_high": hi, f"{v}_n": n})
+        row["n"] = len(g)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -76,8 +78,9 @@ def run_summary(sweep: pd.DataFrame, target_l0: float, relative: float) -> pd.Da
     for key, g in sweep.groupby(RUN_KEYS + ["seed", "set"], dropna=False, sort=True):
         dense = float(g["acc1_dense"].iloc[0])
         l0 = first_crossing(g["l0_mean"], g["acc1_sparse"], relative * dense)
+        at_l0 = interpolate_at(g["l0_mean"], g["acc1_sparse"], target_l0)
         rows.append({**dict(zip(RUN_KEYS + ["seed", "set"], key)), "acc1_dense": dense,
-                     "acc1_at_l0": interpolate_at(g["l0_mean"], g["acc1_sparse"], target_l0),
+                     "acc1_at_l0": at_l0, "acc1_loss_at_l0": dense - at_l0,
                      "l0_at_relative_acc": l0,
                      # the sparsest point of the sweep already reaches the target: l0 is an upper bound
                      "l0_censored": bool(l0 == g["l0_mean"].min())})
@@ -98,19 +101,20 @@ def versus_purity(runs: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame
     ft = runs[runs["kind"] == "finetune"].copy()
     if ft.empty:
         return pd.DataFrame(), pd.DataFrame()
-    values = ["acc1_at_l0", "l0_at_relative_acc", "acc1_dense", "purity_text", "purity_image"]
+    values = ["acc1_at_l0", "acc1_loss_at_l0", "l0_at_relative_acc", "acc1_dense", "purity_text", "purity_image"]
+    paired = ["acc1_at_l0", "acc1_loss_at_l0", "l0_at_relative_acc"]
     control = ft[ft["strategy"] == CONTROL_STRATEGY].set_index(["model", "seed", "set"])
-    for v in ("acc1_at_l0", "l0_at_relative_acc"):
+    for v in paired:
         ref = control[v].reindex(pd.MultiIndex.from_frame(ft[["model", "seed", "set"]])).to_numpy()
         ft[f"{v}_minus_control"] = ft[v].to_numpy() - ref
     table = summarise(ft, ["model", "strategy", "cs", "set"],
-                      values + ["acc1_at_l0_minus_control", "l0_at_relative_acc_minus_control"], level)
+                      values + [f"{v}_minus_control" for v in paired], level)
     if "l0_censored" in ft.columns:
         censored = ft.groupby(["model", "strategy", "cs", "set"], sort=True)["l0_censored"].sum().rename("n_l0_censored")
         table = table.merge(censored.reset_index(), on=["model", "strategy", "cs", "set"], how="left")
     rows = []
     for (model, name), g in ft.groupby(["model", "set"], sort=True):
-        for y in ("acc1_at_l0", "l0_at_relative_acc"):
+        for y in paired:
             for x in ("purity_text", "purity_image", "cs"):
                 rho, lo, hi = cluster_bootstrap_spearman(g[x].to_numpy(float), g[y].to_numpy(float),
                                                          g["seed"].to_numpy(), level)

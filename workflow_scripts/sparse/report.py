@@ -99,7 +99,7 @@ def examples_figure(concepts: pd.DataFrame, image_paths: dict[str, list[str]], m
     c = concepts[(concepts["scope"] == "image")]
     groups = list(c.groupby(["model", "set"], sort=True))
     n_cols = max(1, min(max_images, max((g["image"].nunique() for _, g in groups), default=1)))
-    fig, axes = plt.subplots(max(1, len(groups)), n_cols, figsize=(1.9 * n_cols, 2.6 * max(1, len(groups))),
+    fig, axes = plt.subplots(max(1, len(groups)), n_cols, figsize=(1.9 * n_cols, 3.4 * max(1, len(groups))),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
@@ -113,7 +113,7 @@ def examples_figure(concepts: pd.DataFrame, image_paths: dict[str, list[str]], m
             text = "\n".join(f"{x.concept} {x.weight:.2f}" for x in r.itertuples())
             ax.set_title(f"{model}: {r['class'].iloc[0]}\n(pred {r['predicted'].iloc[0]})", fontsize=7)
             ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=6)
-    fig.tight_layout()
+    fig.subplots_adjust(hspace=0.75, wspace=0.1, top=0.93, bottom=0.12)
     return fig
 
 
