@@ -175,3 +175,19 @@ def test_checkpoint_without_the_towers_is_an_error_naming_it(tmp_path):
     assert str(ckpt) in str(err.value)
     with pytest.raises(InputError, match="placeholder"):
         encode.concept_prompts(["a"], "a photo")
+
+
+@pytest.mark.parametrize("sparse, match", [({"sets": ["nope"]}, "sparse.sets.0"),
+                                           ({"example_lambda": 0.3}, "sparse.example_lambda"),
+                                           ({"lambdas": [0.1, -0.2]}, "lambdas")])
+def test_bad_sparse_settings_name_the_key(tmp_path, sparse, match):
+    import yaml
+
+    from workflow_scripts.config import load_config
+
+    cfg = yaml.safe_load(open("tests/config/test.yaml"))
+    cfg["sparse"] = {**cfg["sparse"], **sparse}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(InputError, match=match):
+        load_config(path)

@@ -145,6 +145,13 @@ def check_config(config: dict[str, Any], source: str) -> None:
         for i, name in enumerate(names):
             if name not in models:
                 raise InputError(f"{source}: key '{key}.{i}': unknown model {name!r}; known: {sorted(models)}")
+    sparse = config.get("sparse", {})
+    for i, name in enumerate(sparse.get("sets", [])):
+        if name not in sets:
+            raise InputError(f"{source}: key 'sparse.sets.{i}': unknown set {name!r}; known: {sorted(sets)}")
+    if sparse and not any(abs(sparse["example_lambda"] - lam) <= 1e-12 for lam in sparse["lambdas"]):
+        raise InputError(f"{source}: key 'sparse.example_lambda': {sparse['example_lambda']} is not one of "
+                         f"sparse.lambdas {sparse['lambdas']}")
 
 
 def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -169,10 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-    settings = load_config(args.config)["sparse"]
-    if not any(np.isclose(settings["example_lambda"], settings["lambdas"])):
-        raise InputError(f"{args.config}: sparse.example_lambda {settings['example_lambda']} is not one of "
-                         f"sparse.lambdas {settings['lambdas']}")
+    settings = load_config(args.config)["sparse"]      # checks sets and example_lambda (config.check_config)
     concepts = load_npz(args.concepts)
     for key in ("concepts", "text", "image"):
         if key not in concepts:
