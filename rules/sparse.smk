@@ -122,7 +122,7 @@ rule sparse_report:
         sweeps=expand(f"{SPARSE}/{{model}}/sweep.parquet", model=MODELS),
         concepts=expand(f"{SPARSE}/{{model}}/concepts.parquet", model=MODELS),
         purity=eval_tables("purity.parquet"),
-        sets=[eval_set_input(s) for s in config["sparse"]["sets"]],
+        sets=[eval_set_input(s) for s in sparse_paths.decomposed_sets(config)],
     output:
         tables=[
             report(

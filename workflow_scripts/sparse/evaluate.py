@@ -35,6 +35,7 @@ from ..evaluate import SEP, load_projections, set_embeddings
 from ..io import load_npz, run_cli, setup_logging, write_table
 from ..zeroshot import zero_shot_logits
 from . import centring, solver
+from .paths import decomposed_sets
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
-    settings = load_config(args.config)["sparse"]      # checks sets and example_lambda (config.check_config)
+    config = load_config(args.config)                  # checks sets and example_lambda (config.check_config)
+    settings = {**config["sparse"], "sets": decomposed_sets(config)}
     concepts = load_npz(args.concepts)
     for key in ("concepts", "text", "image"):
         if key not in concepts:

@@ -18,3 +18,8 @@ def checkpoint_runs(model: str, results: str, finetune_dir: str, finetune_models
 def run_arguments(runs: list[tuple[str, str]]) -> str:
     """The --run/--projections pairs of a sparse.evaluate command line."""
     return " ".join(f"--run {tags} --projections {path}" for tags, path in runs)
+
+
+def decomposed_sets(config: dict) -> list[str]:
+    """The evaluation sets the stage decomposes: sparse.sets, or the first of evaluate.sets when it is empty."""
+    return list(config["sparse"]["sets"]) or list(config["evaluate"]["sets"])[:1]

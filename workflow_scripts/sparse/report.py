@@ -23,6 +23,7 @@ from ..aggregate import read_tables
 from ..config import CONTROL_STRATEGY, load_config
 from ..io import run_cli, setup_logging, write_table
 from . import aggregate as agg
+from .paths import decomposed_sets
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                 [figures / "sparse_accuracy_vs_purity.png", figures / "sparse_accuracy_vs_purity.svg"])
     pre = agg.with_run_columns(concepts)
     pre = pre[pre["kind"] == "pretrained"]
-    save_figure(examples_figure(pre, set_image_paths(config, sp["sets"]), sp["examples"]),
+    save_figure(examples_figure(pre, set_image_paths(config, decomposed_sets(config)), sp["examples"]),
                 [figures / "sparse_examples.png", figures / "sparse_examples.svg"])
     log.info("sparse tables in %s, figures in %s", tables, figures)
     return 0
