@@ -13,11 +13,12 @@ SPARSE_ON = bool(config["sparse"]["enabled"])
 SPARSE_CATEGORY = "Sparse concepts (SpLiCE)"
 report_section(SPARSE_CATEGORY, SPARSE_ON)
 SPARSE_VOCABULARY = config["sparse"]["vocabulary"] or f"{SPARSE}/vocabulary.txt"
-SPARSE_TABLES = ["sparse_sweep", "sparse_memory", "sparse_vs_purity", "sparse_spearman", "sparse_concepts"]
+SPARSE_TABLES = ["sparse_sweep", "sparse_memory", "sparse_runs", "sparse_vs_purity", "sparse_spearman", "sparse_concepts"]
 SPARSE_FIGURES = ["sparse_accuracy_vs_l0", "sparse_accuracy_vs_purity", "sparse_examples"]
 SPARSE_TABLE_LABELS = {
     "sparse_sweep": "accuracy, l0 and cosine per lambda",
     "sparse_memory": "memory dense vs sparse",
+    "sparse_runs": "per fine-tune read-offs and purity",
     "sparse_vs_purity": "sparsity vs purity and Cs",
     "sparse_spearman": "sparsity-purity correlation",
     "sparse_concepts": "top concepts per class and image",
@@ -133,8 +134,7 @@ rule sparse_report:
             )
             for t in SPARSE_TABLES
         ],
-        parquet=expand(f"{TABLES}/{{name}}.parquet", name=SPARSE_TABLES + ["sparse_runs"]),
-        runs=f"{TABLES}/sparse_runs.csv",
+        parquet=expand(f"{TABLES}/{{name}}.parquet", name=SPARSE_TABLES),
         png=expand(f"{FIGURES}/{{name}}.png", name=SPARSE_FIGURES),
         svg=[
             report(
@@ -152,7 +152,7 @@ rule sparse_report:
     params:
         config=CONFIG,
         settings={k: config["sparse"][k] for k in ("target_l0", "target_relative_accuracy", "sets", "examples")},
-        tables=lambda wildcards, output: os.path.dirname(output.runs),
+        tables=lambda wildcards, output: os.path.dirname(output.parquet[0]),
         figures=lambda wildcards, output: os.path.dirname(output.png[0]),
     threads: 1
     resources:
