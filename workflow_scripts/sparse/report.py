@@ -28,11 +28,14 @@ from .paths import decomposed_sets
 log = logging.getLogger(__name__)
 
 
+def _yerr(df: pd.DataFrame, col: str) -> list:
+    """Error bar lengths below and above `col` from its t interval columns (0 where there is no interval)."""
+    return [df[col] - df[f"{col}_ci_low"].fillna(df[col]), df[f"{col}_ci_high"].fillna(df[col]) - df[col]]
+
+
 def accuracy_vs_l0(summary: pd.DataFrame):
     """Sparse acc1 against mean l0 along the lambda sweep (mean over replicates), one panel per (model,
     set): the pretrained model, the Cs = 0 control and each (strategy, Cs), with dense accuracies dashed."""
-    import matplotlib.pyplot as plt
-
     from ..figures import _grid, _palette
 
     panels = list(summary.groupby(["model", "set"], sort=True))
@@ -44,9 +47,9 @@ def accuracy_vs_l0(summary: pd.DataFrame):
             r = r.sort_values("l0_mean")
             label = "pretrained" if kind == "pretrained" else (
                 "control (Cs 0)" if strategy == CONTROL_STRATEGY else f"{strategy} Cs {cs:g}")
-            ls = "-" if kind == "pretrained" or strategy == CONTROL_STRATEGY else ("--" if strategy == "random" else "-.")
-            ax.errorbar(r["l0_mean"], r["acc1_sparse"], yerr=[r["acc1_sparse"] - r["acc1_sparse_ci_low"].fillna(r["acc1_sparse"]),
-                        r["acc1_sparse_ci_high"].fillna(r["acc1_sparse"]) - r["acc1_sparse"]], color=colours[i], ls=ls,
+            reference = kind == "pretrained" or strategy == CONTROL_STRATEGY
+            ls = "-" if reference else ("--" if strategy == "random" else "-.")
+            ax.errorbar(r["l0_mean"], r["acc1_sparse"], yerr=_yerr(r, "acc1_sparse"), color=colours[i], ls=ls,
                         marker="o", ms=3, lw=1, capsize=2, label=label)
             if kind == "pretrained" or strategy == CONTROL_STRATEGY:
                 ax.axhline(r["acc1_dense"].iloc[0], color=colours[i], ls=":", lw=1)
@@ -82,8 +85,7 @@ def versus_purity_figure(runs: pd.DataFrame, table: pd.DataFrame, target_l0: flo
     control = table[table["strategy"] == CONTROL_STRATEGY]
     for i, strategy in enumerate(s for s in sorted(table["strategy"].unique()) if s != CONTROL_STRATEGY):
         t = pd.concat([control, table[table["strategy"] == strategy]]).sort_values("cs")
-        b.errorbar(t["cs"], t["acc1_at_l0"], yerr=[t["acc1_at_l0"] - t["acc1_at_l0_ci_low"].fillna(t["acc1_at_l0"]),
-                   t["acc1_at_l0_ci_high"].fillna(t["acc1_at_l0"]) - t["acc1_at_l0"]], marker="o", ms=3, capsize=2,
+        b.errorbar(t["cs"], t["acc1_at_l0"], yerr=_yerr(t, "acc1_at_l0"), marker="o", ms=3, capsize=2,
                    color=colours[i], label=strategy)
     b.set_xlabel("nominal Cs")
     b.set_ylabel(f"acc1 at mean l0 = {target_l0:g} (mean, 95 % t)")
