@@ -13,7 +13,7 @@ from workflow_scripts.clip4dm import paths as c4_paths
 
 C4 = f"{RESULTS}/clip4dm"
 C4_SETTINGS = config["clip4dm"]
-C4_CATEGORY = "6. Dense misalignment (CLIP4DM)"
+C4_CATEGORY = category("Dense misalignment (CLIP4DM)")
 # the pretrained models (not the fine-tune arms' pseudo-models) and the detectors among them
 C4_MODELS = [m for m in MODELS if "finetune_of" not in config["models"][m]]
 C4_DETECT = c4_paths.detector_models(config)

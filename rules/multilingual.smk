@@ -1,6 +1,6 @@
 # Seed 003: multilingual alignment through the image pivot (workflow_scripts/multilingual).
 #   captions per language (embedded world) -> multilingual text encoder (embedded) -> cached embeddings
-#   -> alignment-head sweep -> evaluation before/after -> tables and figures (report category 8)
+#   -> alignment-head sweep -> evaluation before/after -> tables and figures (its report section)
 # The image side is always the base model's (models.<base>): its feature cache and evaluation features.
 # Off in rule all unless multilingual.enabled; `make multilingual` builds the outputs either way.
 
@@ -8,7 +8,7 @@ from workflow_scripts.multilingual import paths as ml_paths
 
 ML = f"{RESULTS}/multilingual"
 ML_MODELS = list(config["multilingual"]["models"])
-ML_CATEGORY = "8. Multilingual alignment (image pivot)"
+ML_CATEGORY = category("Multilingual alignment (image pivot)")
 ML_TABLES = ["retrieval", "headline", "pivot", "zero_shot", "diagnostics", "gram"]
 ML_FIGURES = ["retrieval", "gram"]
 
