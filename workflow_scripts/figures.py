@@ -138,12 +138,19 @@ def purity_vs_cs(summary: pd.DataFrame, metric: str = "avg_abs_cos_sim", project
     return fig
 
 
+def _by_line(df: pd.DataFrame) -> pd.DataFrame:
+    """df with a `line` column: the strategy, or "model / strategy" when several models (e.g. a fine-tune
+    arm such as clip-ortho beside clip) share the axes."""
+    df = df.copy()
+    df["line"] = df["strategy"] if df["model"].nunique() == 1 else df["model"] + " / " + df["strategy"]
+    return df
+
+
 def accuracy_vs_cs(summary: pd.DataFrame, metric: str = "acc1", model: str | None = None) -> plt.Figure:
     """Metric (mean over replicates, 95 % t band) against nominal Cs per evaluation set, one line per strategy
     (and model), with the pretrained model's level."""
     _require(summary, ["model", "strategy", "cs", "set", "metric", "mean"], "accuracy-vs-cs")
-    df = with_control(_select(summary, "accuracy-vs-cs", metric=metric, model=model)).copy()
-    df["line"] = df["strategy"] if df["model"].nunique() == 1 else df["model"] + " / " + df["strategy"]
+    df = _by_line(with_control(_select(summary, "accuracy-vs-cs", metric=metric, model=model)))
     sets = sorted(df["set"].unique())
     with plt.rc_context(STYLE):
         fig, axes = _grid(len(sets))
@@ -161,19 +168,21 @@ def accuracy_vs_cs(summary: pd.DataFrame, metric: str = "acc1", model: str | Non
 def versus_effective(table: pd.DataFrame, model: str | None = None) -> plt.Figure:
     """Each quantity (text/image purity, acc1 per set; mean over replicates, 95 % t band) against the
     EFFECTIVE misalignment of its runs: the fraction of lines whose caption contradicts the image
-    (where the truth is known), else the fraction whose caption text changed. Both strategies on one axis."""
+    (where the truth is known), else the fraction whose caption text changed. Both strategies (and every
+    model, e.g. a fine-tune arm) on one axis."""
     _require(table, ["model", "strategy", "cs", "quantity", "mean"], "effective")
     df = _select(table, "effective", model=model)
     x = "contradicts_any" if "contradicts_any" in df.columns and df["contradicts_any"].notna().any() else "text_changed"
     _require(df, [x], "effective")
-    df = with_control(df)
+    df = _by_line(with_control(df))
     quantities = sorted(df["quantity"].unique())
     with plt.rc_context(STYLE):
         fig, axes = _grid(len(quantities))
         for ax, quantity in zip(axes, quantities):
             rows = df[df["quantity"] == quantity]
-            _lines_with_band(ax, rows, x, "strategy")
-            _references(ax, rows)
+            _lines_with_band(ax, rows, x, "line")
+            if rows["model"].nunique() == 1:
+                _references(ax, rows)
             ylabel = "Mean |cos| between neurons (n²)" if quantity.startswith("purity") else "Zero-shot top-1"
             ax.set(title=quantity, ylabel=ylabel,
                    xlabel="lines contradicting the image" if x == "contradicts_any" else "lines whose caption changed")
