@@ -124,6 +124,7 @@ rule sparse_report:
         sweeps=expand(f"{SPARSE}/{{model}}/sweep.parquet", model=MODELS),
         concepts=expand(f"{SPARSE}/{{model}}/concepts.parquet", model=MODELS),
         purity=eval_tables("purity.parquet"),
+        misalignment=f"{MISALIGN}/summary.parquet",
         sets=[eval_set_input(s) for s in sparse_paths.decomposed_sets(config)],
     output:
         tables=[
@@ -163,4 +164,4 @@ rule sparse_report:
         "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.sparse.report --config {params.config} --sweeps {input.sweeps}"
-        " --concepts {input.concepts} --purity {input.purity} --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+        " --concepts {input.concepts} --purity {input.purity} --misalignment {input.misalignment} --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -191,3 +191,12 @@ def test_bad_sparse_settings_name_the_key(tmp_path, sparse, match):
     path.write_text(yaml.safe_dump(cfg))
     with pytest.raises(InputError, match=match):
         load_config(path)
+
+
+def test_effective_misalignment_joins_by_replicate_and_the_control_by_its_one_row():
+    runs = pd.DataFrame({"strategy": ["none", "random", "random"], "cs": [0.0, 0.5, 0.5], "seed": [1, 0, 1]})
+    summary = pd.DataFrame({"strategy": ["none", "random", "random"], "cs": [0.0, 0.5, 0.5], "seed": [-1, 0, 1],
+                            "text_changed": [0.0, 0.5, 0.49], "contradicts_any": [0.0, 0.4, 0.3]})
+    out = aggregate.effective_per_run(runs, summary)
+    assert out["contradicts_any"].tolist() == [0.0, 0.4, 0.3]
+    assert aggregate.effective_per_run(runs, None) is runs

@@ -9,8 +9,9 @@ per-checkpoint purity tables of the evaluation stage.
   mean l0 at which acc1_sparse first reaches target_relative_accuracy x acc1_dense (NaN when the sweep does
   not reach it; flagged l0_censored when the sparsest point already does: an upper bound);
 - sparse_vs_purity: those numbers per (model, strategy, Cs) over replicates (t intervals), their paired
-  differences to the same replicate's Cs = 0 control, the projections' purity (mean |cos|, as Exp 3), and
-  Spearman rho of each against purity and against Cs over all fine-tunes of a model with a
+  differences to the same replicate's Cs = 0 control, the projections' purity (mean |cos|, as Exp 3), the
+  swap set's effective misalignment (lines contradicting their image, misalign/summary.parquet), and
+  Spearman rho of each against purity, Cs and effective misalignment over all fine-tunes of a model with a
   replicate-cluster bootstrap interval (intervals.cluster_bootstrap_spearman; no p-value);
 - sparse_concepts: the top concepts per class and per example image at sparse.example_lambda.
 """
@@ -96,12 +97,29 @@ def purity_per_run(purity: pd.DataFrame, metric: str = PURITY_METRIC) -> pd.Data
     return wide.reset_index()
 
 
+def effective_per_run(runs: pd.DataFrame, misalignment: pd.DataFrame | None) -> pd.DataFrame:
+    """Runs with their swap set's effective misalignment (text_changed, contradicts_any) from the swap summary:
+    by (strategy, Cs, replicate); the control (one row, any replicate) by (strategy, Cs)."""
+    cols = ["text_changed", "contradicts_any"]
+    if misalignment is None or misalignment.empty or not set(cols) <= set(misalignment.columns):
+        return runs
+    m = misalignment[["strategy", "cs", "seed"] + cols].astype({"cs": float})
+    out = runs.merge(m, on=["strategy", "cs", "seed"], how="left")
+    means = m.groupby(["strategy", "cs"])[cols].mean()
+    key = pd.MultiIndex.from_frame(out[["strategy", "cs"]])
+    for c in cols:
+        out[c] = out[c].fillna(pd.Series(means[c].reindex(key).to_numpy(), index=out.index))
+    return out
+
+
 def versus_purity(runs: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per (model, strategy, Cs, set) summary with paired differences to the control, Spearman table)."""
     ft = runs[runs["kind"] == "finetune"].copy()
     if ft.empty:
         return pd.DataFrame(), pd.DataFrame()
     values = ["acc1_at_l0", "acc1_loss_at_l0", "l0_at_relative_acc", "acc1_dense", "purity_text", "purity_image"]
+    effective = [c for c in ("contradicts_any",) if c in ft.columns]
+    values += effective
     paired = ["acc1_at_l0", "acc1_loss_at_l0", "l0_at_relative_acc"]
     control = ft[ft["strategy"] == CONTROL_STRATEGY].set_index(["model", "seed", "set"])
     for v in paired:
@@ -115,7 +133,7 @@ def versus_purity(runs: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame
     rows = []
     for (model, name), g in ft.groupby(["model", "set"], sort=True):
         for y in paired:
-            for x in ("purity_text", "purity_image", "cs"):
+            for x in ["purity_text", "purity_image", "cs"] + effective:
                 rho, lo, hi = cluster_bootstrap_spearman(g[x].to_numpy(float), g[y].to_numpy(float),
                                                          g["seed"].to_numpy(), level)
                 rows.append({"model": model, "set": name, "x": x, "y": y, "rho": rho, "ci_low": lo, "ci_high": hi,
