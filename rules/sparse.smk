@@ -10,9 +10,7 @@ from workflow_scripts.sparse import paths as sparse_paths
 
 SPARSE = f"{RESULTS}/sparse"
 SPARSE_ON = bool(config["sparse"]["enabled"])
-# numbered like the other seed systems' sections (6. CLIP4DM, 8. multilingual), which are not declared with
-# report_section(): declaring this one alone would number it 6 beside CLIP4DM's 6
-SPARSE_CATEGORY = "7. Sparse concepts (SpLiCE)"
+SPARSE_CATEGORY = category("Sparse concepts (SpLiCE)")
 SPARSE_VOCABULARY = config["sparse"]["vocabulary"] or f"{SPARSE}/vocabulary.txt"
 SPARSE_TABLES = ["sparse_sweep", "sparse_memory", "sparse_runs", "sparse_vs_purity", "sparse_spearman", "sparse_concepts"]
 SPARSE_FIGURES = ["sparse_accuracy_vs_l0", "sparse_accuracy_vs_purity", "sparse_examples"]
