@@ -12,6 +12,7 @@ sys.path.insert(0, workflow.basedir)
 from workflow_scripts.config import (
     CONTROL_STRATEGY as CONTROL,
     base_model,
+    canonical,
     claim_run,
     pretrain_replicas,
     format_cs,
@@ -23,7 +24,8 @@ from workflow_scripts.config import (
 # JSON Schema (2020-12) validation with defaults, then cross-key checks (unknown model names...); errors
 # name the key (`finetune.epochs: ...`). The same function validates the config the stage CLIs read.
 _CONFIG_SOURCE = " + ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config"
-_validated = validate_config(config, source=_CONFIG_SOURCE)
+# Keys in sorted order: a config file listing the same settings in another order re-runs nothing.
+_validated = canonical(validate_config(config, source=_CONFIG_SOURCE))
 config.clear()
 config.update(_validated)
 # pretrain.seeds: each pretrained model again per extra seed, as <name>-p<seed> (Exp 1 replicates)

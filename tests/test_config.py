@@ -66,6 +66,8 @@ BAD = [
     (lambda c: c["models"]["clip"].update(url="https://example.org/x.pt"), r"models\.clip\.sha256"),
     (lambda c: c["evaluate"]["templates"].append("no placeholder"), r"evaluate\.templates\.1"),
     (lambda c: c["misalign"].__setitem__("cs_values", [0.1, 0.10]), r"misalign\.cs_values.*duplicate"),
+    (lambda c: (c["world"].__setitem__("enabled", False), c["multilingual"].__setitem__("enabled", True)),
+     r"multilingual\.models\.mclip\.source"),
 ]
 
 

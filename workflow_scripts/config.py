@@ -145,6 +145,12 @@ def check_config(config: dict[str, Any], source: str) -> None:
         for i, name in enumerate(names):
             if name not in models:
                 raise InputError(f"{source}: key '{key}.{i}': unknown model {name!r}; known: {sorted(models)}")
+    multilingual = config.get("multilingual", {})
+    if multilingual.get("enabled") and not config.get("world", {}).get("enabled", True):
+        for name, spec in (multilingual.get("models") or {}).items():
+            if spec.get("source") == "embedded":
+                raise InputError(f"{source}: key 'multilingual.models.{name}.source': 'embedded' builds its "
+                                 "captions from the synthetic world (world.enabled: false here); use 'files'")
     sparse = config.get("sparse", {})
     for i, name in enumerate(sparse.get("sets", [])):
         if name not in sets:
@@ -231,6 +237,16 @@ def run_identity(config: dict[str, Any]) -> dict[str, Any]:
     }
     return {"run": config.get("run", DEFAULT_RUN), "world": bool(config.get("world", {}).get("enabled")),
             "data": config.get("data", {}), "models": models}
+
+
+def canonical(obj: Any) -> Any:
+    """`obj` with every mapping's keys in sorted order: params taken from the config then compare equal
+    whatever order the config files list the keys in (Snakemake compares params as text)."""
+    if isinstance(obj, dict):
+        return {k: canonical(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    return obj
 
 
 def claim_run(config: dict[str, Any], results: str | os.PathLike, source: str = "config") -> Path:
