@@ -45,6 +45,14 @@ def _load(path: str | Path):
         raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _records(path: str | Path) -> list[tuple[str, dict]]:
+    """(where, record) for each record of a JSON file holding a list of records."""
+    data = _load(path)
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a list of records")
+    return [(f"{path}: record {i}", rec) for i, rec in enumerate(data)]
+
+
 def _field(record: dict, key: str, kind: type | tuple[type, ...], where: str):
     if not isinstance(record, dict):
         raise InputError(f"{where}: expected an object, got {type(record).__name__}")
@@ -83,12 +91,8 @@ def read_foil(path: str | Path) -> list[Item]:
 
 
 def read_nocaps_foil(path: str | Path) -> list[Item]:
-    data = _load(path)
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a list of records")
     items = []
-    for i, rec in enumerate(data):
-        where = f"{path}: record {i}"
+    for where, rec in _records(path):
         image = _field(rec, "image_path", str, where)
         replacement = _field(rec, "replacement", list, where)
         if len(replacement) != 2 or not all(isinstance(w, str) for w in replacement):
@@ -102,12 +106,8 @@ def read_nocaps_foil(path: str | Path) -> list[Item]:
 
 
 def read_hat(path: str | Path) -> list[Item]:
-    data = _load(path)
-    if not isinstance(data, list):
-        raise InputError(f"{path}: expected a list of records")
     items = []
-    for i, rec in enumerate(data):
-        where = f"{path}: record {i}"
+    for where, rec in _records(path):
         grounding = _field(rec, "grounding", list, where)
         words = []
         for j, pair in enumerate(grounding):
