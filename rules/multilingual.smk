@@ -45,6 +45,7 @@ if config["world"]["enabled"]:
             settings={k: config["multilingual"][k] for k in ("languages", "seed")},
             world=lambda wildcards, input: os.path.dirname(input.info),
         threads: 1
+        priority: 30  # a chain of single jobs: run it beside the fine-tunes, not after them
         resources:
             mem_mb=mem_mb(2000),
             runtime=15,
@@ -74,6 +75,7 @@ rule multilingual_encoder:
         settings=lambda w: {**config["multilingual"]["models"][w.mlmodel], "seed": config["multilingual"]["seed"],
                                     "languages": config["multilingual"]["languages"]},
     threads: 1
+    priority: 30
     resources:
         mem_mb=mem_mb(3000),
         runtime=30,
@@ -103,6 +105,7 @@ rule multilingual_embed:
                                     "evaluate": config["multilingual"]["evaluate"]},
         args=lambda w, input: ml_paths.embed_args(config, w.mlmodel, input),
     threads: 1
+    priority: 30
     resources:
         mem_mb=mem_mb(3000),
         runtime=30,
@@ -131,6 +134,7 @@ rule multilingual_align:
         settings={k: config["multilingual"][k] for k in ("align", "languages", "seed")},
         out_dir=lambda wildcards, output: os.path.dirname(output.sweep),
     threads: 1
+    priority: 30
     resources:
         mem_mb=mem_mb(3000),
         runtime=30,
@@ -161,6 +165,7 @@ rule multilingual_evaluate:
         settings={k: config["multilingual"][k] for k in ("evaluate", "languages")},
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
     threads: 1
+    priority: 30
     resources:
         mem_mb=mem_mb(3000),
         runtime=30,
