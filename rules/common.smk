@@ -257,9 +257,8 @@ def eval_tables(kind):
     return pretrained + finetune_dirs(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{kind}")
 
 
-# Report sections in order; each is numbered among the sections this config's report has (a run without
-# pretrained models has no "Models" section, and the next one is 2., not 3.). The seed systems add theirs
-# with report_section() in their rules file before using category().
+# Report sections in order; each is numbered among the sections this config's report has (no Exp 2 section
+# without evaluate.pruning.models, none for a seed system that is switched off), so the numbers have no gaps.
 REPORT_SECTIONS = {}
 
 

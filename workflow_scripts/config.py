@@ -250,9 +250,10 @@ def canonical(obj: Any) -> Any:
 
 
 def claim_run(config: dict[str, Any], results: str | os.PathLike, source: str = "config") -> Path:
-    """Record in <results>/run.json which data and models this run name stands for, and refuse a config
-    without its own run name for real data (world disabled), or one that uses the same run name for other data, or for another model under a name already used (it would
-    overwrite that run's results). New model names are added to the record."""
+    """Record in <results>/run.json which data and models this run name stands for. Refuse a real-data config
+    (world disabled) without its own run name, and a config that uses a run name for other data or for
+    another model under a name already used (it would overwrite that run's results). New model names are
+    added to the record."""
     import json
 
     from .io import write_json
