@@ -66,7 +66,8 @@ def top_concepts(weights: np.ndarray, names: np.ndarray, n: int) -> list[tuple[s
 
 
 def decompose_set(C: np.ndarray, mu: np.ndarray, data: dict, lambdas, settings: dict, torch_dtype=None):
-    """Yield (lambda, weights (N, K), per-lambda metrics) over the sweep, largest lambda first."""
+    """Yield (lambda, weights (N, K), l0 (N,), predicted classes (N,), per-lambda metrics) over the sweep,
+    largest lambda first."""
     import torch
 
     torch_dtype = torch_dtype or torch.float64
@@ -74,7 +75,7 @@ def decompose_set(C: np.ndarray, mu: np.ndarray, data: dict, lambdas, settings: 
     Ct = torch.from_numpy(C).to(torch_dtype)
     Zc = torch.from_numpy(centring.center_images(Z, mu)).to(torch_dtype)
     labels, classifier = data["labels"], data["classifier"]
-    dense_pred = zero_shot_logits(Z, classifier).argmax(axis=1)
+    acc1_dense = float((zero_shot_logits(Z, classifier).argmax(axis=1) == labels).mean())
     prev = None
     for lam in sorted(lambdas, reverse=True):
         start = time.perf_counter()
@@ -89,8 +90,8 @@ def decompose_set(C: np.ndarray, mu: np.ndarray, data: dict, lambdas, settings: 
         if not bool(sol.converged.all()):
             log.warning("lambda %g: %d of %d embeddings did not reach the stopping rule", lam,
                         int((~sol.converged).sum()), len(W))
-        yield lam, W, l0, {
-            "acc1_dense": float((dense_pred == labels).mean()), "acc1_sparse": float((pred == labels).mean()),
+        yield lam, W, l0, pred, {
+            "acc1_dense": acc1_dense, "acc1_sparse": float((pred == labels).mean()),
             "l0_mean": float(l0.mean()), "l0_median": float(np.median(l0)), "l0_p10": float(np.quantile(l0, 0.1)),
             "l0_p90": float(np.quantile(l0, 0.9)), "l0_max": int(l0.max()),
             "cos_mean": float((Zhat * Z / np.linalg.norm(Z, axis=1, keepdims=True)).sum(axis=1).mean()),
@@ -131,13 +132,12 @@ def evaluate_run(concepts: dict, features: dict, image_p: np.ndarray, text_p: np
         data = set_embeddings(features, name, image_p, text_p)
         if settings["max_images"]:
             data = {k: (v[:settings["max_images"]] if k in ("image", "labels") else v) for k, v in data.items()}
-        for lam, W, l0, metrics in decompose_set(C, mu, data, settings["lambdas"], settings):
+        for lam, W, l0, pred, metrics in decompose_set(C, mu, data, settings["lambdas"], settings):
             key = {**tags, "set": name, "lambda": lam}
             sweep.append({**key, **metrics})
             values, counts = np.unique(l0, return_counts=True)
             hist += [{**key, "l0": int(v), "count": int(c)} for v, c in zip(values, counts)]
             if np.isclose(lam, settings["example_lambda"]):
-                pred = zero_shot_logits(centring.recompose(W, C, mu), data["classifier"]).argmax(axis=1)
                 listed += [{**key, **row} for row in concept_rows(W, names, data, pred, settings)]
             log.info("%s %s lambda=%g: %s", tags, name, lam, {k: round(v, 4) for k, v in metrics.items()})
     return sweep, hist, listed
