@@ -107,8 +107,11 @@ def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> 
             tw, hd, epsilon = tower, head, float(pack.arrays["epsilon"])
         else:
             tw, hd = with_checkpoint(tower, head, state_dict_of(load_checkpoint(path), path), path)
-            epsilon = float(heldout_block(tw, hd, table, settings, pack.arrays["heldout.features"], held,
-                                          [f"held-out pair {i}" for i in range(len(held))])[0]["epsilon"])
+            if settings["epsilon"]["mode"] == "absolute":   # no calibration: the held-out pairs need no scoring
+                epsilon = float(settings["epsilon"]["absolute"])
+            else:
+                epsilon = float(heldout_block(tw, hd, table, settings, pack.arrays["heldout.features"], held,
+                                              [f"held-out pair {i}" for i in range(len(held))])[0]["epsilon"])
         rows = score_foils(tw, hd, table, settings, pack, epsilon)
         m = localisation_metrics(rows)
         m.insert(0, "model", model)
