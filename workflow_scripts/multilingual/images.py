@@ -9,20 +9,18 @@ from typing import Sequence
 
 import numpy as np
 
+from .. import evaluate
 from ..errors import InputError
-
-SEP = "::"
+from ..evaluate import SEP, load_projections
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (float32)."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return evaluate.normalize(np.asarray(x, dtype=np.float32))
 
 
 def train_image_embeddings(cache_index: str, projections: str, image_paths: Sequence[str]) -> np.ndarray:
     """(N, d) embeddings of the training images in `image_paths` order, from the base model's feature cache."""
-    from ..evaluate import load_projections
     from ..features import load_feature_cache
 
     cache = load_feature_cache(cache_index)
@@ -37,8 +35,6 @@ def train_image_embeddings(cache_index: str, projections: str, image_paths: Sequ
 
 def eval_image_embeddings(eval_features: dict, projections: str, key: str, n: int | None = None) -> np.ndarray:
     """(n, d) embeddings of one image array of the base model's evaluation features (e.g. heldout_pairs)."""
-    from ..evaluate import load_projections
-
     name = f"{key}{SEP}image"
     if name not in eval_features:
         raise InputError(f"evaluation features lack {name!r}; known: {sorted(k for k in eval_features if k.endswith('image'))}")

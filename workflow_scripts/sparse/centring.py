@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import evaluate
+
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    """Rows scaled to unit L2 norm (zero rows stay zero), in float64."""
+    return evaluate.normalize(np.asarray(x, dtype=np.float64))
 
 
 def center_concepts(text: np.ndarray) -> np.ndarray:
