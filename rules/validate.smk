@@ -26,10 +26,12 @@ VALIDATE_FOLDERS = [
     s for s, spec in config["evaluate"]["sets"].items() if spec["kind"] == "imagefolder"
 ]
 VALIDATE_THREADS = max(2, int(config["compute"]["num_workers"]))
+# the held-out pair CSV as an input list (empty when data.heldout_csv is not set)
+HELDOUT_CSV = [config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else []
 # What the jobs reading images take as input: the training images' manifest; for the evaluation features
 # the evaluation images' (and the training images' when the diagnostics' pairs are training pairs).
 TRAIN_IMAGES_CHECKED = [VALIDATED["train"]]
-EVAL_IMAGES_CHECKED = [VALIDATED["eval"]] + ([] if config["data"]["heldout_csv"] else TRAIN_IMAGES_CHECKED)
+EVAL_IMAGES_CHECKED = [VALIDATED["eval"]] + ([] if HELDOUT_CSV else TRAIN_IMAGES_CHECKED)
 # A stamp per manifest, an input of its job: updated now (at every start of Snakemake, dry runs too) when
 # images changed since that manifest, so that the job runs again.
 CHANGED_IMAGES = {kind: f"{VALIDATE}/{kind}_images.changed" for kind in ("train", "eval")}
@@ -43,7 +45,7 @@ rule validate_text:
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
         rewrites=config["data"]["rewrites"],
-        heldout=[config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else [],
+        heldout=HELDOUT_CSV,
     output:
         VALIDATED["text"],
     log:
@@ -95,7 +97,7 @@ rule validate_eval_images:
     input:
         code=VALIDATE_CODE,
         text=VALIDATED["text"],
-        heldout=[config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else [],
+        heldout=HELDOUT_CSV,
         sets=[eval_set_input(s) for s in VALIDATE_FOLDERS],
         changed=CHANGED_IMAGES["eval"],
     output:
