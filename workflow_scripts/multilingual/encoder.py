@@ -76,7 +76,7 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
 
     full_embedding = model.token_embedding
     used, tokens = compact_vocabulary(model, tokens)
-    params = text_parameters(model)
+    text_parameters(model)                     # freezes everything but the text tower
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in named if no_weight_decay(n, p)], "weight_decay": 0.0},
               {"params": [p for n, p in named if not no_weight_decay(n, p)], "weight_decay": settings["weight_decay"]}]
@@ -109,7 +109,6 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
         full_embedding.weight[used] = model.token_embedding.weight
     model.token_embedding = full_embedding
     model.eval()
-    del params
     return history
 
 
