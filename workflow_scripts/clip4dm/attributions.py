@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from .tower import TextTower
-from .words import Tokenized, tokenize_caption, word_scores
+from .words import Tokenized, word_scores
 
 
 def autocast_for(device: torch.device):
@@ -90,14 +90,10 @@ class Attributor:
 
     def tokenize(self, captions: list[str], where: list[str] | None = None) -> list[Tokenized]:
         """Tokenize every caption (errors name `where[i]`, e.g. 'file:line'); distinct captions once."""
-        cache: dict[str, Tokenized] = {}
-        out = []
-        for i, caption in enumerate(captions):
-            if caption not in cache:
-                cache[caption] = tokenize_caption(self.tokenizer, caption, self.template, self.context,
-                                                  self.truncate, where[i] if where else f"caption {i}")
-            out.append(cache[caption])
-        return out
+        from .pipeline import TokenTable
+
+        table = TokenTable(self.template, self.context, "", self.truncate, tokenizer=self.tokenizer)
+        return table.items(captions, where)
 
     def attribute(self, items: list[Tokenized], image_emb: np.ndarray | torch.Tensor,
                   progress_desc: str | None = None) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -37,13 +37,14 @@ def unflatten(values: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
 # ----------------------------------------------------------------------------- token table
 
 class TokenTable:
-    """Tokenized captions by text; texts it lacks are tokenized with open_clip's tokenizer of `arch`."""
+    """Tokenized captions by text; texts it lacks are tokenized with `tokenizer`, by default open_clip's
+    tokenizer of `arch` (loaded when first needed)."""
 
     def __init__(self, template: str, context: int, arch: str, truncate: bool = False,
-                 rows: dict[str, Tokenized] | None = None):
+                 rows: dict[str, Tokenized] | None = None, tokenizer=None):
         self.template, self.context, self.arch, self.truncate = template, context, arch, truncate
         self.rows: dict[str, Tokenized] = dict(rows or {})
-        self._tokenizer = None
+        self._tokenizer = tokenizer
 
     def tokenizer(self):
         if self._tokenizer is None:
