@@ -119,7 +119,8 @@ rule multilingual_embed:
 
 rule multilingual_align:
     input:
-        code=code("multilingual.align", "multilingual.head", "multilingual.metrics", "multilingual.images"),
+        code=code("multilingual.align", "multilingual.head", "multilingual.metrics", "multilingual.images",
+                  "evaluate"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
     output:
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
@@ -148,7 +149,7 @@ rule multilingual_align:
 rule multilingual_evaluate:
     input:
         code=code("multilingual.evaluate", "multilingual.align", "multilingual.head", "multilingual.metrics",
-                  "multilingual.images", "purity"),
+                  "multilingual.images", "purity", "evaluate"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
         heads=f"{ML}/align/{{mlmodel}}/heads.npz",
