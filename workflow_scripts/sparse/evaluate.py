@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     for run, path in zip(args.run, args.projections):
         image_p, text_p = load_projections(path)
         s, h, c = evaluate_run(concepts, features, image_p, text_p, settings, {"model": args.model, **parse_run(run)})
-        sweep, hist, listed = sweep + s, hist + h, listed + c
+        sweep += s
+        hist += h
+        listed += c
     write_table(pd.DataFrame(sweep), os.path.join(args.out_dir, "sweep.parquet"))
     write_table(pd.DataFrame(hist), os.path.join(args.out_dir, "l0.parquet"))
     write_table(pd.DataFrame(listed), os.path.join(args.out_dir, "concepts.parquet"))
