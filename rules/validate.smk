@@ -33,10 +33,13 @@ HELDOUT_CSV = [config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] e
 TRAIN_IMAGES_CHECKED = [VALIDATED["train"]]
 EVAL_IMAGES_CHECKED = [VALIDATED["eval"]] + ([] if HELDOUT_CSV else TRAIN_IMAGES_CHECKED)
 # A stamp per manifest, an input of its job: updated now (at every start of Snakemake, dry runs too) when
-# images changed since that manifest, so that the job runs again.
+# images changed since that manifest, so that the job runs again. Only the main process does this: the
+# per-job processes that parse the workflow again (e.g. every job under the slurm profile) would otherwise
+# stat every image of both manifests once per job, and could touch the stamps while the run is going.
 CHANGED_IMAGES = {kind: f"{VALIDATE}/{kind}_images.changed" for kind in ("train", "eval")}
-for _kind, _stamp in CHANGED_IMAGES.items():
-    mark_changes(VALIDATED[_kind], _stamp)
+if workflow.is_main_process:
+    for _kind, _stamp in CHANGED_IMAGES.items():
+        mark_changes(VALIDATED[_kind], _stamp)
 
 
 rule validate_text:
