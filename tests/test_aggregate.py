@@ -289,3 +289,10 @@ def test_cluster_bootstrap_enumerates_every_ordered_resample_of_few_replicates()
     assert rho == pytest.approx(stats.spearmanr(x, y)[0])
     assert lo == pytest.approx(rhos[np.searchsorted(cum, 0.025 - 1e-12)])
     assert hi == pytest.approx(rhos[np.searchsorted(cum, 0.975 - 1e-12)])
+
+
+def test_wilson_interval_matches_scipy():
+    for k, n in ((0, 20), (7, 20), (456, 456), (227, 241)):
+        want = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert intervals.wilson_interval(k, n, z=stats.norm.ppf(0.975)) == pytest.approx((want.low, want.high), abs=1e-9)
+    assert all(np.isnan(intervals.wilson_interval(0, 0)))

@@ -4,6 +4,7 @@
 - `bootstrap_mean_ci`: percentile interval of the mean of per-image values under resampling of the
   evaluation images (with replacement): the evaluation-sample noise of an accuracy or of a paired accuracy
   difference. Paired: both checkpoints are scored on the same resampled images.
+- `wilson_interval`: a proportion over independent trials (e.g. localisation accuracy over foils).
 - `cluster_bootstrap_spearman`: Spearman rho over runs with a percentile interval from resampling whole
   replicates (clusters), so that runs sharing a swap realisation are not counted as independent; no
   p-value is reported. With few replicates every distinct resample is enumerated with its exact
@@ -49,6 +50,16 @@ def t_interval(values: np.ndarray, level: float = 0.95, bounds: tuple[float, flo
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
     return n, mean, sd, low, high
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k / n (inside [0, 1]; NaN for n = 0)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
 
 
 def bootstrap_mean_ci(per_image: np.ndarray, level: float = 0.95, draws: int = DEFAULT_DRAWS,

@@ -22,18 +22,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..intervals import wilson_interval
 
 log = logging.getLogger(__name__)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k / n."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
 
 
 def localisation_metrics(rows: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +40,7 @@ def localisation_metrics(rows: pd.DataFrame) -> pd.DataFrame:
         positive = (both["kind"] == "original").to_numpy()
         la = localisation_accuracy(list(f["worst_word"]), list(f["foil_word"]))
         k = int(round(la * len(f)))
-        low, high = wilson(k, len(f))
+        low, high = wilson_interval(k, len(f))
         ap_f, auroc_f = ap_auroc(positive, both["fclipscore"].to_numpy())
         ap_c, auroc_c = ap_auroc(positive, both["clipscore"].to_numpy())
         out.append({"attribute": attribute, "n_foils": len(f), "n_originals": len(originals), "la": la,
