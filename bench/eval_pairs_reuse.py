@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from realdata import build, write_checkpoints
+    from realdata import build, example_config, write_checkpoints
     from workflow_scripts.config import load_config
     from workflow_scripts.evaluate import extract_eval_features
     from workflow_scripts.features import extract
@@ -45,10 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         data = build(tmp / "data", n_train=args.n_train, n_heldout=8, n_eval=args.n_eval, checkpoints=False)
         data["checkpoints"] = write_checkpoints(tmp / "checkpoints", args.arch)
-        raw = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
-        raw["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
-        for name, root in data["eval_roots"].items():
-            raw["evaluate"]["sets"][name]["root"] = root
+        raw = example_config(data)
         raw["models"]["clip"].update(checkpoint=data["checkpoints"]["clip"], arch=args.arch)
         (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
         config = load_config(tmp / "config.yaml")

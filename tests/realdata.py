@@ -190,6 +190,18 @@ def build(out: str | os.PathLike, n_train: int = 12, n_heldout: int = 8, n_eval:
     return paths
 
 
+def example_config(data: dict) -> dict:
+    """config/real_format.example.yaml (parsed) pointed at a data set from build(): its data files and the
+    evaluation sets' roots (the models' checkpoints are the caller's)."""
+    import yaml
+
+    raw = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
+    raw["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
+    for name, root in data["eval_roots"].items():
+        raw["evaluate"]["sets"][name]["root"] = root
+    return raw
+
+
 def write_checkpoints(out: Path, arch: str = "fp-tiny-vit") -> dict[str, str]:
     """Two seeded, randomly initialised open_clip state dicts of `arch` (clip: seed 0, laclip: seed 1),
     the format of an open_clip checkpoint file (`source: checkpoint`)."""

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from realdata import build, write_checkpoints
+from realdata import build, example_config, write_checkpoints
 from workflow_scripts.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,10 +29,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reuse")
     data = build(tmp / "data", n_train=12, n_heldout=4, n_eval=2, checkpoints=False)
     checkpoints = write_checkpoints(tmp / "checkpoints")
-    raw = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
-    raw["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
-    for name, root in data["eval_roots"].items():
-        raw["evaluate"]["sets"][name]["root"] = root
+    raw = example_config(data)
     raw["models"] = {m: {**spec, "checkpoint": checkpoints[m]} for m, spec in raw["models"].items()}
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp / "config.yaml")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from realdata import build
+from realdata import build, example_config
 from workflow_scripts.errors import InputError
 from workflow_scripts.validation.cli import validate_images, validate_text
 from workflow_scripts.validation.images import check_image
@@ -180,13 +180,10 @@ def test_replaced_image_is_noticed_through_the_manifest(data, tmp_path):
 def _config(data, tmp_path) -> Path:
     """config/real_format.example.yaml pointed at `data` (checkpoint files are placeholders: the tests run
     no job that reads them)."""
-    cfg = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
-    cfg["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
+    cfg = example_config(data)
     for name, spec in cfg["models"].items():
         spec["checkpoint"] = str(tmp_path / f"{name}.pt")
         Path(spec["checkpoint"]).touch()
-    for name, root in data["eval_roots"].items():
-        cfg["evaluate"]["sets"][name]["root"] = root
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
