@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from ..data import read_imagefolder
 from ..errors import InputError
 from ..io import run_cli, setup_logging, write_json, write_table
 from .images import check_images
@@ -63,8 +64,6 @@ def validate_images(image_root: str, csvs: list[tuple[str, str]], folders: list[
                     limit: int = 1000):
     """Check every image of the named pair CSVs (paths under image_root) and ImageFolder sets; raise
     InputError listing every problem (naming the CSV line), else return the manifest DataFrame."""
-    from ..data import read_imagefolder
-
     problems = Problems(limit)
     # per image: (set, path as the study names it, file, (file to name in a problem, its line))
     images: list[tuple[str, str, str, tuple[str, int]]] = []
