@@ -103,6 +103,14 @@ def arm_finetune_settings(settings: dict[str, Any], spec: dict[str, Any]) -> dic
     return out
 
 
+def check_model(config: dict[str, Any], name: str, source: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The spec of model `name` (a stage CLI's --model); InputError naming the config file otherwise."""
+    if name not in config["models"]:
+        where = f"{source}: " if source else ""
+        raise InputError(f"{where}unknown model {name!r}; known: {sorted(config['models'])}")
+    return config["models"][name]
+
+
 def _short(message: str, limit: int = 300) -> str:
     """A schema error message cut to one readable line (an enum's or a long instance's text can run on)."""
     message = " ".join(message.split())

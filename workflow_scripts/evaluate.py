@@ -31,7 +31,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .config import load_config
+from .config import check_model, load_config
 from .data import read_pairs_csv
 from .errors import InputError
 from .evalsets import open_set
@@ -364,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         config = load_config(args.config)
-        if args.model not in config["models"]:
-            raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+        check_model(config, args.model, args.config)
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
         save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint, want_gpu=args.gpus > 0,
                                                    feature_cache=args.feature_cache))

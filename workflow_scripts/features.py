@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .config import load_config
+from .config import check_model, load_config
 from .data import (load_full_images, load_preprocessed, random_resized_crops, read_pairs_csv, read_text_lines,
                    to_model_input)
 from .errors import InputError
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log)
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
     extract(config, args.model, args.checkpoint, args.out, want_gpu=args.gpus > 0)
     return 0

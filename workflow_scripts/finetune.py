@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from . import distributed
-from .config import load_config
+from .config import check_model, load_config
 from .data import read_pairs_csv, to_model_input
 from .errors import InputError
 from .features import load_feature_cache
@@ -370,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     setup_logging(args.log if rank == 0 else None)
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     if not 0.0 <= args.cs <= 1.0:
         raise InputError(f"--cs {args.cs}: Cs must lie in [0, 1]")
     run(config, args.model, args.strategy, args.cs, args.seed, args.pretrained, args.train_csv, args.features,

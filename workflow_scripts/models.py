@@ -517,7 +517,7 @@ def import_checkpoint(spec: dict, name: str, checkpoint: str, out: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import load_config
+    from .config import check_model, load_config
     from .io import setup_logging
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -529,8 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.log)
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     import_checkpoint(config["models"][args.model], args.model, args.checkpoint, args.out)
     return 0
 

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from .distributed import config_device
+from .config import check_model
 from .errors import InputError
 from .io import derive_seed
 
@@ -266,9 +267,7 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
     from .io import config_hash, sha256_file, write_lines
     from .models import build_model, get_tokenizer, model_config, num_parameters, preprocess_config
 
-    if model_name not in config["models"]:
-        raise InputError(f"unknown model {model_name!r}; known: {sorted(config['models'])}")
-    spec = config["models"][model_name]
+    spec = check_model(config, model_name)
     if spec["source"] != "pretrain":
         raise InputError(f"models.{model_name}.source is {spec['source']!r}; only 'pretrain' models are trained here")
     for name in eval_sets:

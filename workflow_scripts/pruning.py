@@ -166,12 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log")
     args = parser.parse_args(argv)
     setup_logging(args.log)
-    from .config import load_config
+    from .config import check_model, load_config
     from .evaluate import load_projections
 
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     settings = config["evaluate"]["pruning"]
     image_P, text_P = load_projections(args.projections)
     scores = neuron_scores(image_P, text_P)

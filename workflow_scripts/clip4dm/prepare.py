@@ -144,7 +144,7 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..config import check_model, load_config
     from ..io import setup_logging
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     setup_logging(args.log)
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     prepare(config, args.model, args.checkpoint, args.cache, args.eval_features, args.out, args.calibration,
             args.detector, args.attributes)
     return 0

@@ -99,7 +99,7 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..config import check_model, load_config
     from ..io import setup_logging, write_json, write_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.set not in config["clip4dm"]["real_data"]:
         raise InputError(f"{args.config}: unknown clip4dm.real_data set {args.set!r}; known: "
                          f"{sorted(config['clip4dm']['real_data'])}")
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     metrics, samples = score_benchmark(config, args.set, args.model, args.checkpoint, args.pack)
     write_table(samples, args.out_samples)
     write_json(args.out_metrics, metrics)

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from ..config import load_config
+from ..config import check_model, load_config
 from ..data import read_pairs_csv
 from ..errors import InputError
 from ..io import derive_seed, run_cli, save_npz, setup_logging
@@ -80,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     config = load_config(args.config)
-    if args.model not in config["models"]:
-        raise InputError(f"{args.config}: unknown model {args.model!r}; known: {sorted(config['models'])}")
+    check_model(config, args.model, args.config)
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
     save_npz(args.out, **encode(config, args.model, args.checkpoint, args.vocabulary))
     return 0
