@@ -271,15 +271,16 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
                          tags: dict, out_dir: str, save_embeddings: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write metrics, purity and histogram tables (and optionally embeddings/<set>.npz) under out_dir."""
     from . import purity as pm
-    from .zeroshot import silhouette, zero_shot_logits, zero_shot_metrics
+    from .zeroshot import logit_metrics, silhouette, zero_shot_logits
 
     out = Path(out_dir)
     rows = []
     correct = {}
     for name in set_names(features):
         data = set_embeddings(features, name, image_p, text_p)
-        metrics = zero_shot_metrics(data["image"], data["classifier"], data["labels"])
-        correct[name] = zero_shot_logits(data["image"], data["classifier"]).argmax(axis=1) == data["labels"]
+        logits = zero_shot_logits(data["image"], data["classifier"])
+        metrics = logit_metrics(logits, data["labels"])
+        correct[name] = logits.argmax(axis=1) == data["labels"]
         metrics["silhouette"] = silhouette(data["image"], data["labels"])
         metrics.update({f"diag_{k}": v for k, v in pm.representation_diagnostics(data["image"]).items()})
         log.info("%s: %s", name, {k: round(float(v), 4) for k, v in metrics.items()})

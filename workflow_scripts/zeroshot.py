@@ -79,8 +79,12 @@ def zero_shot_metrics(image_emb: np.ndarray, classifier: np.ndarray, labels: np.
     `image_emb` (N, d) are the image embeddings as cached (normalised, or masked for pruning: argmax is
     invariant to row scaling); `classifier` is [d, n_classes]; `labels` (N,) int class ids.
     """
-    labels = _check_labels(labels, len(image_emb))
-    logits = zero_shot_logits(image_emb, classifier)
+    return logit_metrics(zero_shot_logits(image_emb, classifier), labels)
+
+
+def logit_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """zero_shot_metrics of already computed logits (N, n_classes), for callers that also need them."""
+    labels = _check_labels(labels, len(logits))
     n_classes = logits.shape[1]
     if labels.max() >= n_classes:
         raise InputError(f"zero-shot: label {int(labels.max())} but the classifier has {n_classes} classes")
