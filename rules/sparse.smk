@@ -28,9 +28,6 @@ if SPARSE_ON:
     )
 
 
-
-
-
 if not config["sparse"]["vocabulary"]:
 
     rule sparse_vocabulary:
