@@ -47,6 +47,7 @@ import yaml
 
 import numpy as np
 
+from checkout import copy_checkout
 from local_env import venv_env
 from slurm_log import Job, parse_jobcomp, parse_run
 
@@ -137,16 +138,7 @@ def _snapshot(dst: Path) -> Path:
     """A copy of the checkout's source files (what git tracks or would track); SLURM jobs run it."""
     if os.environ.get("SLURM_TEST_SNAKEFILE"):
         return Path(os.environ["SLURM_TEST_SNAKEFILE"])
-    listing = _sh("git", "-C", REPO, "ls-files", "--cached", "--others", "--exclude-standard")
-    if listing.returncode == 0:
-        for rel in listing.stdout.splitlines():
-            if (REPO / rel).is_file():
-                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(REPO / rel, dst / rel)
-    else:  # not a git checkout
-        for d in ("rules", "workflow_scripts", "envs"):
-            shutil.copytree(REPO / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(REPO / "Snakefile", dst / "Snakefile")
+    copy_checkout(dst)
     return dst / "Snakefile"
 
 

@@ -15,26 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from checkout import copy_checkout
 from local_env import local_env
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 TEST_CONFIG = REPO / "tests" / "config" / "test.yaml"
-
-
-# What a checkout needs to run the workflow (copied for the full run, so that a test can move it).
-CHECKOUT = ("Snakefile", "config.yaml", "rules", "workflow_scripts", "profiles", "envs")
-
-
-def copy_checkout(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in CHECKOUT:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
 
 
 def snakemake(*args, cwd, check=True, timeout=900):
@@ -179,6 +165,13 @@ def _job_counts(proc) -> dict[str, int]:
     return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, re.M) if rule != "total"}
 
 
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _variant(tmp_path: Path, name: str, **sections) -> Path:
     """The test config with some sections changed, written with its keys in another (sorted) order."""
     cfg = yaml.safe_load(TEST_CONFIG.read_text())
@@ -223,7 +216,8 @@ def test_a_dry_run_with_another_config_does_not_change_a_running_job(full_run, t
                            text=True)
     try:
         deadline = time.time() + 300
-        while first_log.stat().st_mtime == started and run.poll() is None and time.time() < deadline:
+        # the job has started once Snakemake has removed or rewritten its log (polling may see either)
+        while _mtime(first_log) == started and run.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         other = _variant(tmp_path, "other", finetune={"epochs": cfg["finetune"]["epochs"] + 3})
         dry = snakemake("-n", "--cores", "1", "--configfile", str(other), cwd=full_run)
