@@ -29,7 +29,7 @@ if config["world"]["enabled"]:
             settings=config["world"],
             out=lambda wildcards, output: os.path.dirname(output.csv),
             config=CONFIG,
-        threads: 1
+        threads: 2  # the second writes the PNGs while the first draws (the same world for any count)
         resources:
             mem_mb=mem_mb(2000),
             runtime=30,
@@ -37,4 +37,4 @@ if config["world"]["enabled"]:
             "../envs/workflow.yaml"
         shell:
             "python -m workflow_scripts.world --config {params.config}"
-            " --out {params.out} > {log} 2>&1"
+            " --out {params.out} --threads {threads} > {log} 2>&1"

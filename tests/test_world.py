@@ -33,6 +33,25 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     assert c["images/train/000000.png"] != a["images/train/000000.png"]
 
 
+def test_writer_processes_change_no_byte(tmp_path, monkeypatch):
+    """threads > 1 writes the PNGs in worker processes (in batches, here of 16 so that several are in
+    flight); the files are those of the single-process run."""
+    kwargs = dict(seed=5, n_train=70, n_eval=12, image_size=32, n_rewrites=1, max_caption_words=20, n_heldout=9)
+    world.generate_world(tmp_path / "one", **kwargs)
+    monkeypatch.setattr(world.PngWriter, "BATCH", 16)
+    world.generate_world(tmp_path / "two", threads=2, **kwargs)
+    assert _all_files(tmp_path / "one") == _all_files(tmp_path / "two")
+
+
+def test_a_failed_png_write_fails_the_world(tmp_path):
+    blocked = tmp_path / "out"
+    (blocked / "images").mkdir(parents=True)
+    (blocked / "images" / "train").write_text("a file where the image directory goes")
+    with pytest.raises(OSError):
+        world.generate_world(blocked, seed=1, n_train=5, n_eval=2, image_size=32, n_rewrites=1,
+                             max_caption_words=20, threads=2)
+
+
 def test_training_set_independent_of_eval_size(tmp_path):
     kwargs = dict(seed=5, n_train=30, image_size=32, n_rewrites=1, max_caption_words=20)
     world.generate_world(tmp_path / "a", n_eval=10, **kwargs)

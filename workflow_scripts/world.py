@@ -17,10 +17,11 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
+from .errors import InputError
 from .config import load_config
 from .io import progress, run_cli, setup_logging, write_json, write_lines, write_table
 
@@ -414,6 +415,55 @@ def _save_png(path: Path, pixels: np.ndarray) -> None:
     Image.fromarray(pixels).save(path, format="PNG", optimize=False, compress_level=6)
 
 
+def _save_pngs(batch: list[tuple[Path, np.ndarray]]) -> None:
+    for path, pixels in batch:
+        _save_png(path, pixels)
+
+
+class PngWriter:
+    """Saves PNGs in `threads` - 1 worker processes, in batches, while the caller draws the next images;
+    with threads = 1 it saves in the caller's process. The drawing stays sequential (one random stream),
+    so the images are the same whatever the process count. Use as a context manager: leaving it waits for
+    every write and raises the first error."""
+
+    BATCH = 512
+
+    def __init__(self, threads: int = 1):
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.pool = ProcessPoolExecutor(threads - 1) if threads > 1 else None
+        self.batch: list[tuple[Path, np.ndarray]] = []
+        self.pending: list = []
+
+    def save(self, path: Path, pixels: np.ndarray) -> None:
+        if self.pool is None:
+            _save_png(path, pixels)
+            return
+        self.batch.append((path, pixels))
+        if len(self.batch) >= self.BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self.batch:
+            self.pending.append(self.pool.submit(_save_pngs, self.batch))
+            self.batch = []
+        while len(self.pending) > 4:            # bounded memory; surfaces errors early
+            self.pending.pop(0).result()
+
+    def __enter__(self) -> "PngWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None and self.pool is not None:
+                self._submit()
+                while self.pending:
+                    self.pending.pop(0).result()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 HELDOUT_STREAMS = 10   # first random stream of the held-out pairs (training pairs: 0, 1, 2)
 
 
@@ -437,8 +487,17 @@ def training_examples(seed: int, n_train: int, image_size: int, n_rewrites: int,
 
 def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
                    max_caption_words: int, sets: list[str] | None = None,
-                   rewrite_hallucination_rate: float = 0.1, n_heldout: int = 0) -> dict:
-    """Write the whole world under `out`; return its description (also written to world.json)."""
+                   rewrite_hallucination_rate: float = 0.1, n_heldout: int = 0, threads: int = 1) -> dict:
+    """Write the whole world under `out`; return its description (also written to world.json). `threads`
+    only parallelises the PNG writing: the world is the same for any value."""
+    with PngWriter(threads) as writer:
+        return _generate_world(out, seed, n_train, n_eval, image_size, n_rewrites, max_caption_words, sets,
+                               rewrite_hallucination_rate, n_heldout, writer.save)
+
+
+def _generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
+                    max_caption_words: int, sets: list[str] | None, rewrite_hallucination_rate: float,
+                    n_heldout: int, save_png: Callable[[Path, np.ndarray], None]) -> dict:
     out = Path(out)
     sets = list(EVAL_SETS) if sets is None else sets
     rel_paths, captions, rows = [], [], []
@@ -448,7 +507,7 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
     for i, (scene, pixels, caption, scene_rewrites) in enumerate(progress(examples, total=n_train,
                                                                            desc="training images")):
         rel = f"images/train/{i:06d}.png"
-        _save_png(out / rel, pixels)
+        save_png(out / rel, pixels)
         rel_paths.append(rel)
         captions.append(caption)
         for k, text in enumerate(scene_rewrites):
@@ -470,7 +529,7 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
         held_paths, held_captions = [], []
         for i, (_, pixels, caption, _) in enumerate(progress(held, total=n_heldout, desc="held-out pairs")):
             held_paths.append(f"images/heldout/{i:06d}.png")
-            _save_png(out / held_paths[-1], pixels)
+            save_png(out / held_paths[-1], pixels)
             held_captions.append(caption)
         write_pairs_csv(out / "heldout.csv", held_paths, held_captions)
 
@@ -484,7 +543,7 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
         dirs = [f"{j:0{width}d}_{c.replace(' ', '_')}" for j, c in enumerate(classes)]
         for i, label in enumerate(progress(labels, desc=f"eval set {name}")):
             scene = eval_scene(attribute, int(label), rng)
-            _save_png(out / "eval" / name / dirs[label] / f"{i:06d}.png", render(scene, image_size, rng))
+            save_png(out / "eval" / name / dirs[label] / f"{i:06d}.png", render(scene, image_size, rng))
         write_lines(out / "eval" / name / "classnames.txt", classes)
         write_lines(out / "eval" / name / "templates.txt", [template])
     info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "n_heldout": n_heldout, "image_size": image_size,
@@ -501,12 +560,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="workflow config (world.* keys)")
     parser.add_argument("--out", required=True, help="output directory, e.g. results/world")
     parser.add_argument("--log", help="log file")
+    parser.add_argument("--threads", type=int, default=1, help="threads (the second and further write PNGs)")
     args = parser.parse_args(argv)
     setup_logging(args.log)
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
     w = load_config(args.config)["world"]
     info = generate_world(Path(args.out), w["seed"], w["n_train"], w["n_eval"], w["image_size"],
                           w["n_rewrites"], w["max_caption_words"],
-                          rewrite_hallucination_rate=w["rewrite_hallucination_rate"], n_heldout=w["n_heldout"])
+                          rewrite_hallucination_rate=w["rewrite_hallucination_rate"], n_heldout=w["n_heldout"],
+                          threads=args.threads)
     log.info("world written to %s: %d training pairs, %d rewrites each, eval sets %s",
              args.out, info["n_train"], info["n_rewrites"], ", ".join(info["eval_sets"]))
     return 0
