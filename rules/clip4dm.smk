@@ -18,7 +18,7 @@ C4_CATEGORY = category("Dense misalignment (CLIP4DM)")
 C4_MODELS = [m for m in MODELS if "finetune_of" not in config["models"][m]]
 C4_DETECT = c4_paths.detector_models(config)
 C4_FOILS = bool(config["world"]["enabled"] and config["data"]["heldout_csv"])
-C4_CORE = code(
+C4_CORE = (  # the modules every CLIP4DM job runs
     "clip4dm.pipeline", "clip4dm.words", "clip4dm.attention", "clip4dm.tower",
     "clip4dm.attributions", "clip4dm.scores", "clip4dm.metrics", "models",
 )
@@ -28,8 +28,8 @@ rule clip4dm_prepare:
     input:
         unpack(lambda w: c4_paths.prepare_inputs(config, w.model, PRETRAINED, EVAL_FEATURES, FEATURE_CACHE,
                                                  TRUE_ATTRIBUTES)),
-        code=C4_CORE + code("clip4dm.prepare", "clip4dm.foils", "features", "checkpoints", "world",
-                            "effective", "captions", "data", "evaluate"),
+        code=code(*C4_CORE, "clip4dm.prepare", "clip4dm.foils", "features", "checkpoints", "world",
+                  "effective", "captions", "data", "evaluate"),
     output:
         pack=f"{C4}/{{model}}/pack.npz",
         calibration=f"{C4}/{{model}}/calibration.json",
@@ -56,7 +56,7 @@ rule clip4dm_prepare:
 
 rule clip4dm_detect:
     input:
-        code=C4_CORE + code("clip4dm.detect", "effective", "world", "captions"),
+        code=code(*C4_CORE, "clip4dm.detect", "effective", "world", "captions"),
         pack=f"{C4}/{{model}}/pack.npz",
         captions=f"{SWAPS_DIR}/captions.txt",
         manifest=f"{SWAPS_DIR}/swaps.parquet",
@@ -91,7 +91,7 @@ rule clip4dm_detect:
 
 rule clip4dm_localise:
     input:
-        code=C4_CORE + code("clip4dm.localise", "clip4dm.prepare", "checkpoints"),
+        code=code(*C4_CORE, "clip4dm.localise", "clip4dm.prepare", "checkpoints"),
         pack=f"{C4}/{{model}}/pack.npz",
         finetuned=lambda w: [r[3] for r in c4_paths.finetunes(config, w.model, FINETUNE_RUNS, SEEDS, FINETUNE_DIR)],
     output:
@@ -124,7 +124,7 @@ C4_REAL = c4_paths.real_runs(config)
 
 rule clip4dm_realdata:
     input:
-        code=C4_CORE + code("clip4dm.realdata", "clip4dm.readers", "data", "checkpoints", "distributed"),
+        code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "data", "checkpoints", "distributed"),
         json=lambda wildcards: C4_SETTINGS["real_data"][wildcards.c4set]["json"],
         checkpoint=PRETRAINED,
         pack=f"{C4}/{{model}}/pack.npz",
