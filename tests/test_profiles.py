@@ -150,7 +150,7 @@ def test_cluster_settings_as_resolved(tmp_path, naming):
     site = SITE if "profiles/" not in naming else TEMPLATE_VALUES
     submitted = [j for j in jobs.values() if j.submitted]
     assert {j.rule for j in submitted} >= GPU_RULES
-    declared_threads = {"extract_features": 2, "eval_features": 2, "caption_neighbours": 2, "misalign_swaps": 1,
+    declared_threads = {"make_world": 2, "extract_features": 2, "eval_features": 2, "caption_neighbours": 2, "misalign_swaps": 1,
                         "validate_train_images": 2, "validate_eval_images": 2}
     for job in submitted:
         res = job.resources
