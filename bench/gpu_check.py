@@ -20,7 +20,10 @@ What it runs and prints (exit status 1 if a comparison fails):
      and the zero-shot top-1 accuracy of both per evaluation set;
    - the end2end fine-tune (towers in the loop): max abs difference of the projections and final loss;
    - the neighbour file of the GPU run against the CPU run's (identical).
-3. NCCL: with >= 2 GPUs the fine-tune again with finetune.gpus: 2 (torchrun, 2 processes, NCCL), its
+3. The fine-tune's optimizer (workflow_scripts/adamw.py, torch's functional AdamW update) against
+   torch.optim.AdamW on CUDA, where torch picks its foreach kernels for both: identical parameters
+   after every one of 25 steps.
+4. NCCL: with >= 2 GPUs the fine-tune again with finetune.gpus: 2 (torchrun, 2 processes, NCCL), its
    projections against the 1-GPU run and the backend named in its log; with one GPU it says skipped.
 """
 
@@ -242,6 +245,38 @@ def check_workflow(work: Path, n_gpus: int, cores: int, check: Check) -> None:
                                             f"{t:.0f} s")
 
 
+def check_adamw(check: Check, steps: int = 25, device: str = "cuda") -> None:
+    """adamw.AdamW against torch.optim.AdamW on the GPU, step by step, bit for bit (`device` for the
+    test of this check itself)."""
+    import torch
+
+    from workflow_scripts.adamw import AdamW
+
+    print(f"\n== fine-tune optimizer on {device}: adamw.AdamW vs torch.optim.AdamW", flush=True)
+    g = torch.Generator(device=device).manual_seed(0)
+    start = [torch.randn(512, 768, generator=g, device=device), torch.randn(512, 512, generator=g, device=device)]
+    grads = [[torch.randn_like(p) for p in start] for _ in range(steps)]
+    runs = []
+    for make in (lambda ps: torch.optim.AdamW(ps, lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2),
+                 lambda ps: AdamW(ps, lr=1e-3, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)):
+        params = [p.clone().requires_grad_() for p in start]
+        opt, trajectory = make(params), []
+        for step in range(steps):
+            for p, grad in zip(params, grads[step]):
+                p.grad = grad.clone()
+            lr = 1e-3 * 0.9 ** step
+            if isinstance(opt, AdamW):
+                opt.lr = lr
+            else:
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            opt.step()
+            trajectory.append([p.detach().clone() for p in params])
+        runs.append(trajectory)
+    same = all(torch.equal(a, b) for ref, ours in zip(*runs) for a, b in zip(ref, ours))
+    check.expect(same, f"adamw.AdamW equals torch.optim.AdamW on {device} at each of {steps} steps")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="Exit status: 0 all checks passed, 1 a check failed, 2 no GPU here.")
@@ -256,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     check = Check()
     t0 = time.perf_counter()
     check_neighbours(args.n_texts, args.threads, check)
+    check_adamw(check)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     try:
         check_workflow(work, n_gpus, min(args.threads, 8), check)

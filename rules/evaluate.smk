@@ -12,6 +12,7 @@ REUSED_FEATURE_CACHE = {
     m: expand(FEATURE_CACHE["index"], model=m)
     for m in FT_MODELS
     if not config["data"]["heldout_csv"]
+    and gpus() == 0  # a cache extracted on GPUs holds fp16 autocast features: never reused, so not waited for
     and config["finetune"]["mode"] == "cached"
     and not config["finetune"]["augment"]
     and config["models"][m]["preprocess"]["finetune"] == config["models"][m]["preprocess"]["evaluate"]

@@ -115,9 +115,10 @@ def test_cache_not_reused_unless_same_checkpoint_preprocessing_and_precision(set
 def test_rule_passes_the_cache_only_when_it_can_be_reused(setup):
     from local_env import local_env
 
-    def dry(run, **data):
+    def dry(run, gpus=0, **data):
         raw = yaml.safe_load(yaml.safe_dump(setup["raw"]))
         raw["data"].update(data)
+        raw.setdefault("finetune", {})["gpus"] = gpus
         raw["run"] = run           # a results tree per data set (config key run)
         path = setup["tmp"] / f"{run}.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -133,3 +134,6 @@ def test_rule_passes_the_cache_only_when_it_can_be_reused(setup):
     assert "--feature-cache results/runs/pairs_from_training/features/clip/train.npz" in plan
     assert "features/laclip/train.npz" not in plan            # laclip is not fine-tuned: no cache
     assert "--feature-cache" not in dry("heldout_pairs", heldout_csv=setup["data"]["heldout_csv"])
+    # fine-tunes on GPUs: their cache holds fp16 features, never reused, so eval_features does not wait for it
+    on_gpus = dry("pairs_from_training_gpu", gpus=1)
+    assert "--feature-cache" not in on_gpus and "rule extract_features" not in on_gpus
