@@ -3,7 +3,6 @@ original's walk (encode each space/'.'/','-word alone, consume that many tokens 
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest

@@ -3,7 +3,6 @@ test config (every stage, then the report), followed by single-target reruns."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess

@@ -41,8 +41,6 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
 
     Raises InputError naming the offending key path (e.g. `finetune.epochs`).
     """
-    import jsonschema
-
     config = copy.deepcopy(config) if config is not None else {}
     validator = _validator()(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

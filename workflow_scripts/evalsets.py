@@ -13,7 +13,6 @@ torchvision sets are read from local roots and never downloaded unless the confi
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 

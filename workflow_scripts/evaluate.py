@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -35,7 +34,7 @@ from .config import check_model, load_config
 from .data import read_pairs_csv
 from .errors import InputError
 from .evalsets import open_set
-from .io import load_npz, progress, run_cli, save_npz, setup_logging, write_table
+from .io import load_npz, progress, run_cli, save_npz, setup_logging, torch_threads_from_env, write_table
 
 log = logging.getLogger(__name__)
 SEP = "::"  # key separator in the features file: "<set>::image", "<set>::labels", ...
@@ -362,11 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == "features":
-        import torch
-
         config = load_config(args.config)
         check_model(config, args.model, args.config)
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+        torch_threads_from_env()
         save_npz(args.out, **extract_eval_features(config, args.model, args.checkpoint, want_gpu=args.gpus > 0,
                                                    feature_cache=args.feature_cache))
         if args.projections:

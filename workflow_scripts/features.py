@@ -31,7 +31,7 @@ from .data import (load_full_images, load_preprocessed, random_resized_crops, re
                    to_model_input)
 from .errors import InputError
 from .io import (derive_seed, load_array, load_npz, progress, run_cli, save_array, save_npz, setup_logging,
-                 sha256_file)
+                 sha256_file, torch_threads_from_env)
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     config = load_config(args.config)
     check_model(config, args.model, args.config)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    torch_threads_from_env()
     extract(config, args.model, args.checkpoint, args.out, want_gpu=args.gpus > 0)
     return 0
 

@@ -34,9 +34,8 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch

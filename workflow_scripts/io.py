@@ -174,3 +174,11 @@ def progress(iterable=None, **kwargs):
     kwargs.setdefault("ascii", not sys.stderr.isatty())
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, **kwargs)
+
+
+def torch_threads_from_env() -> None:
+    """Give torch the job's threads: OMP_NUM_THREADS, which Snakemake sets to the rule's `threads` (torch's
+    own default counts every core of the node)."""
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))

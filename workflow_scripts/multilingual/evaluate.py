@@ -22,7 +22,7 @@ import argparse
 import itertools
 import logging
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 
 import numpy as np
 
 from ..config import check_model, load_config
 from ..data import read_pairs_csv
 from ..errors import InputError
-from ..io import derive_seed, run_cli, save_npz, setup_logging
+from ..io import derive_seed, run_cli, save_npz, setup_logging, torch_threads_from_env
 from .dictionary import read_vocabulary
 
 log = logging.getLogger(__name__)
@@ -77,11 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     setup_logging()
-    import torch
-
     config = load_config(args.config)
     check_model(config, args.model, args.config)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    torch_threads_from_env()
     save_npz(args.out, **encode(config, args.model, args.checkpoint, args.vocabulary))
     return 0
 

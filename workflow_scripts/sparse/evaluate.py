@@ -32,7 +32,7 @@ import pandas as pd
 from ..config import load_config
 from ..errors import InputError
 from ..evaluate import SEP, load_projections, set_embeddings
-from ..io import load_npz, run_cli, setup_logging, write_table
+from ..io import load_npz, run_cli, setup_logging, torch_threads_from_env, write_table
 from ..zeroshot import zero_shot_logits
 from . import centring, solver
 from .paths import decomposed_sets
@@ -167,9 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     if len(args.run) != len(args.projections) or not args.run:
         raise InputError("give one --run per --projections (and at least one)")
-    import torch
-
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))))
+    torch_threads_from_env()
     config = load_config(args.config)                  # checks sets and example_lambda (config.check_config)
     settings = {**config["sparse"], "sets": decomposed_sets(config)}
     concepts = load_npz(args.concepts)
