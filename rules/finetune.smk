@@ -40,7 +40,7 @@ rule extract_features:
 
 rule finetune:
     input:
-        code=code("finetune", "features", "distributed", "data", "models", "checkpoints"),
+        code=code("finetune", "adamw", "features", "distributed", "data", "models", "checkpoints"),
         # an Exp 3 orthogonality arm <model>-ortho starts from its base model's checkpoint and feature cache
         pretrained=lambda w: PRETRAINED.format(model=finetune_source(config, w.model)),
         csv=training_csv,
@@ -94,7 +94,7 @@ if config["finetune"]["orthogonality"]["arm"]:
             report(
                 f"{TABLES}/exp3_orthogonality_arm.csv",
                 caption="report/exp3_orthogonality_arm_table.rst",
-                category="5. Exp 3: misalignment",
+                category=category("Exp 3: misalignment"),
                 labels={"table": "orthogonality arm"},
             ),
         log:

@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -491,68 +491,62 @@ def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: 
     """Write the whole world under `out`; return its description (also written to world.json). `threads`
     only parallelises the PNG writing: the world is the same for any value."""
     with PngWriter(threads) as writer:
-        return _generate_world(out, seed, n_train, n_eval, image_size, n_rewrites, max_caption_words, sets,
-                               rewrite_hallucination_rate, n_heldout, writer.save)
+        save_png = writer.save
+        out = Path(out)
+        sets = list(EVAL_SETS) if sets is None else sets
+        rel_paths, captions, rows = [], [], []
+        rewrites: list[list[str]] = [[] for _ in range(n_rewrites)]
+        examples = training_examples(seed, n_train, image_size, n_rewrites, max_caption_words,
+                                     rewrite_hallucination_rate)
+        for i, (scene, pixels, caption, scene_rewrites) in enumerate(progress(examples, total=n_train,
+                                                                               desc="training images")):
+            rel = f"images/train/{i:06d}.png"
+            save_png(out / rel, pixels)
+            rel_paths.append(rel)
+            captions.append(caption)
+            for k, text in enumerate(scene_rewrites):
+                rewrites[k].append(text)
+            rows.append({"image": rel, "shape": scene.shape, "colour": scene.colour, "size": scene.size,
+                         "count": scene.count, "position": scene.position, "background": scene.background,
+                         "distractor": scene.distractor})
+        from .data import write_pairs_csv
 
+        write_pairs_csv(out / "train.csv", rel_paths, captions)
+        write_lines(out / "captions.txt", captions)
+        for k in range(n_rewrites):
+            write_lines(out / f"rewrites_k{k}.txt", rewrites[k])
+        import pandas as pd
 
-def _generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
-                    max_caption_words: int, sets: list[str] | None, rewrite_hallucination_rate: float,
-                    n_heldout: int, save_png: Callable[[Path, np.ndarray], None]) -> dict:
-    out = Path(out)
-    sets = list(EVAL_SETS) if sets is None else sets
-    rel_paths, captions, rows = [], [], []
-    rewrites: list[list[str]] = [[] for _ in range(n_rewrites)]
-    examples = training_examples(seed, n_train, image_size, n_rewrites, max_caption_words,
-                                 rewrite_hallucination_rate)
-    for i, (scene, pixels, caption, scene_rewrites) in enumerate(progress(examples, total=n_train,
-                                                                           desc="training images")):
-        rel = f"images/train/{i:06d}.png"
-        save_png(out / rel, pixels)
-        rel_paths.append(rel)
-        captions.append(caption)
-        for k, text in enumerate(scene_rewrites):
-            rewrites[k].append(text)
-        rows.append({"image": rel, "shape": scene.shape, "colour": scene.colour, "size": scene.size,
-                     "count": scene.count, "position": scene.position, "background": scene.background,
-                     "distractor": scene.distractor})
-    from .data import write_pairs_csv
+        write_table(pd.DataFrame(rows), out / "train_attributes.csv")
+        if n_heldout:
+            held = training_examples(seed, n_heldout, image_size, 0, max_caption_words, 0.0, HELDOUT_STREAMS)
+            held_paths, held_captions = [], []
+            for i, (_, pixels, caption, _) in enumerate(progress(held, total=n_heldout, desc="held-out pairs")):
+                held_paths.append(f"images/heldout/{i:06d}.png")
+                save_png(out / held_paths[-1], pixels)
+                held_captions.append(caption)
+            write_pairs_csv(out / "heldout.csv", held_paths, held_captions)
 
-    write_pairs_csv(out / "train.csv", rel_paths, captions)
-    write_lines(out / "captions.txt", captions)
-    for k in range(n_rewrites):
-        write_lines(out / f"rewrites_k{k}.txt", rewrites[k])
-    import pandas as pd
-
-    write_table(pd.DataFrame(rows), out / "train_attributes.csv")
-    if n_heldout:
-        held = training_examples(seed, n_heldout, image_size, 0, max_caption_words, 0.0, HELDOUT_STREAMS)
-        held_paths, held_captions = [], []
-        for i, (_, pixels, caption, _) in enumerate(progress(held, total=n_heldout, desc="held-out pairs")):
-            held_paths.append(f"images/heldout/{i:06d}.png")
-            save_png(out / held_paths[-1], pixels)
-            held_captions.append(caption)
-        write_pairs_csv(out / "heldout.csv", held_paths, held_captions)
-
-    for s_index, name in enumerate(sets):
-        attribute, template = EVAL_SETS[name]
-        classes = eval_classes(attribute)
-        rng = np.random.default_rng([seed, 100 + s_index])
-        # At least one image per class, so every class directory exists (as ImageFolder requires).
-        labels = rng.permutation(np.arange(max(n_eval, len(classes))) % len(classes))
-        width = len(str(len(classes) - 1))
-        dirs = [f"{j:0{width}d}_{c.replace(' ', '_')}" for j, c in enumerate(classes)]
-        for i, label in enumerate(progress(labels, desc=f"eval set {name}")):
-            scene = eval_scene(attribute, int(label), rng)
-            save_png(out / "eval" / name / dirs[label] / f"{i:06d}.png", render(scene, image_size, rng))
-        write_lines(out / "eval" / name / "classnames.txt", classes)
-        write_lines(out / "eval" / name / "templates.txt", [template])
-    info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "n_heldout": n_heldout, "image_size": image_size,
-            "n_rewrites": n_rewrites, "rewrite_hallucination_rate": rewrite_hallucination_rate,
-            "max_caption_words": max_caption_words, "shapes": SHAPES,
-            "colours": list(COLOURS), "sizes": list(SIZES), "positions": QUADRANTS,
-            "backgrounds": BACKGROUNDS, "eval_sets": {s: EVAL_SETS[s][0] for s in sets}}
-    write_json(out / "world.json", info)
-    return info
+        for s_index, name in enumerate(sets):
+            attribute, template = EVAL_SETS[name]
+            classes = eval_classes(attribute)
+            rng = np.random.default_rng([seed, 100 + s_index])
+            # At least one image per class, so every class directory exists (as ImageFolder requires).
+            labels = rng.permutation(np.arange(max(n_eval, len(classes))) % len(classes))
+            width = len(str(len(classes) - 1))
+            dirs = [f"{j:0{width}d}_{c.replace(' ', '_')}" for j, c in enumerate(classes)]
+            for i, label in enumerate(progress(labels, desc=f"eval set {name}")):
+                scene = eval_scene(attribute, int(label), rng)
+                save_png(out / "eval" / name / dirs[label] / f"{i:06d}.png", render(scene, image_size, rng))
+            write_lines(out / "eval" / name / "classnames.txt", classes)
+            write_lines(out / "eval" / name / "templates.txt", [template])
+        info = {"seed": seed, "n_train": n_train, "n_eval": n_eval, "n_heldout": n_heldout, "image_size": image_size,
+                "n_rewrites": n_rewrites, "rewrite_hallucination_rate": rewrite_hallucination_rate,
+                "max_caption_words": max_caption_words, "shapes": SHAPES,
+                "colours": list(COLOURS), "sizes": list(SIZES), "positions": QUADRANTS,
+                "backgrounds": BACKGROUNDS, "eval_sets": {s: EVAL_SETS[s][0] for s in sets}}
+        write_json(out / "world.json", info)
+        return info
 
 
 def main(argv: list[str] | None = None) -> int:
