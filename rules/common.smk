@@ -14,6 +14,7 @@ from workflow_scripts.config import (
     base_model,
     canonical,
     claim_run,
+    finetune_source,
     pretrain_replicas,
     format_cs,
     run_paths,
@@ -180,7 +181,17 @@ EVAL_FEATURES = f"{RESULTS}/eval/features/{{model}}.npz"
 
 # --------------------------------------------------------------------------- models
 
-MODEL_SOURCE = {name: spec["source"] for name, spec in config["models"].items()}
+# The models with a checkpoint of their own. An Exp 3 orthogonality arm <model>-ortho has its base model's
+# checkpoint, frozen towers, feature cache and evaluation features (towers_of): only its fine-tunes are its own.
+TOWER_MODELS = [m for m in MODELS if finetune_source(config, m) == m]
+
+
+def towers_of(model):
+    """The model whose checkpoint and frozen towers `model` uses: itself, or an arm's base model."""
+    return finetune_source(config, model)
+
+
+MODEL_SOURCE = {name: config["models"][name]["source"] for name in TOWER_MODELS}
 PRETRAIN_MODELS = [m for m, s in MODEL_SOURCE.items() if s == "pretrain"]
 IMPORT_MODELS = [m for m, s in MODEL_SOURCE.items() if s != "pretrain"]
 # Zero-shot check at the end of pretraining: the world's downstream sets (shape, colour, ...).
@@ -231,11 +242,20 @@ FEATURE_CACHE = {
 }
 
 
-def feature_cache_input(wildcards):
-    """Cached mode reads the model's feature cache; end2end reads images itself."""
+def feature_cache(model):
+    """The feature cache of `model`'s towers, which cached mode reads (end2end reads images itself: [])."""
     if config["finetune"]["mode"] == "cached":
-        return expand(list(FEATURE_CACHE.values()), model=wildcards.model)
+        return expand(list(FEATURE_CACHE.values()), model=towers_of(model))
     return []
+
+
+def feature_cache_input(wildcards):
+    return feature_cache(wildcards.model)
+
+
+def eval_features_input(wildcards):
+    """The evaluation features of the model's towers (an orthogonality arm's are its base model's)."""
+    return EVAL_FEATURES.format(model=towers_of(wildcards.model))
 
 
 def nproc(wildcards, resources):
@@ -362,7 +382,7 @@ def all_targets():
     targets += [f"{TABLES}/exp1.csv", f"{TABLES}/exp3_spearman.csv"]
     if config["world"]["enabled"]:
         targets.append(f"{WORLD}/world.json")
-    targets += expand(PRETRAINED, model=MODELS)
+    targets += expand(PRETRAINED, model=TOWER_MODELS)
     return targets + SYSTEM_TARGETS
 
 

@@ -9,11 +9,11 @@
 # cached fine-tune of the model, no augmentation, and the same `finetune` and `evaluate` preprocessing. The
 # job checks again (checkpoint hash, float32 towers) and encodes the pairs itself otherwise.
 REUSED_FEATURE_CACHE = {
-    m: expand(FEATURE_CACHE["index"], model=m)
+    m: feature_cache(m)[:1]  # the index (in cached mode)
     for m in FT_MODELS
-    if not config["data"]["heldout_csv"]
+    if m in TOWER_MODELS
+    and not config["data"]["heldout_csv"]
     and gpus() == 0  # a cache extracted on GPUs holds fp16 autocast features: never reused, so not waited for
-    and config["finetune"]["mode"] == "cached"
     and not config["finetune"]["augment"]
     and config["models"][m]["preprocess"]["finetune"] == config["models"][m]["preprocess"]["evaluate"]
 }
@@ -56,8 +56,8 @@ rule eval_features:
 rule evaluate_pretrained:
     input:
         code=code("evaluate", "zeroshot", "purity"),
-        features=EVAL_FEATURES,
-        projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
+        features=eval_features_input,
+        projections=lambda w: f"{RESULTS}/eval/pretrained/{towers_of(w.model)}/projections.npz",
     output:
         expand(f"{RESULTS}/eval/pretrained/{{{{model}}}}/{{name}}", name=EVAL_OUTPUTS),
         embeddings=expand(
@@ -87,7 +87,7 @@ rule evaluate_pretrained:
 rule evaluate_finetune:
     input:
         code=code("evaluate", "zeroshot", "purity"),
-        features=EVAL_FEATURES,
+        features=eval_features_input,
         projections=f"{FINETUNE_DIR}/projections.npz",
     output:
         expand(f"{RESULTS}/eval/{FINETUNE_SUBDIR}/{{name}}", name=EVAL_OUTPUTS, allow_missing=True),

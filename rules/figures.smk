@@ -9,7 +9,7 @@ rule aggregate:
         histograms=eval_tables("histograms.parquet"),
         predictions=eval_tables("predictions.npz"),
         misalignment=f"{MISALIGN}/summary.parquet",
-        eval_features=expand(EVAL_FEATURES, model=MODELS),
+        eval_features=expand(EVAL_FEATURES, model=TOWER_MODELS),
     output:
         exp1=report_table("exp1", "exp1_table", category("Exp 1: CLIP vs LaCLIP"), "CLIP vs LaCLIP"),
         exp3_purity=report_table(

@@ -1,8 +1,6 @@
 # Stage 2: frozen-tower feature cache and projection-only fine-tunes per (model, strategy, Cs, seed).
 
-from types import SimpleNamespace
-
-from workflow_scripts.config import arm_finetune_settings, finetune_source
+from workflow_scripts.config import arm_finetune_settings
 
 
 rule extract_features:
@@ -42,9 +40,9 @@ rule finetune:
     input:
         code=code("finetune", "adamw", "features", "distributed", "data", "models", "checkpoints"),
         # an Exp 3 orthogonality arm <model>-ortho starts from its base model's checkpoint and feature cache
-        pretrained=lambda w: PRETRAINED.format(model=finetune_source(config, w.model)),
+        pretrained=lambda w: PRETRAINED.format(model=towers_of(w.model)),
         csv=training_csv,
-        features=lambda w: feature_cache_input(SimpleNamespace(model=finetune_source(config, w.model))),
+        features=feature_cache_input,
         # end-to-end fine-tunes read the images themselves (cached ones through the feature cache)
         validated=TRAIN_IMAGES_CHECKED if config["finetune"]["mode"] == "end2end" else [],
     output:

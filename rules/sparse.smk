@@ -28,6 +28,12 @@ if SPARSE_ON:
     )
 
 
+def sparse_runs(wildcards):
+    """(tags, projections.npz) of every checkpoint the model's decomposition job reads."""
+    return sparse_paths.checkpoint_runs(wildcards.model, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS,
+                                        towers_of(wildcards.model))
+
+
 if not config["sparse"]["vocabulary"]:
 
     rule sparse_vocabulary:
@@ -81,11 +87,9 @@ rule sparse_encode:
 rule sparse_evaluate:
     input:
         code=code("sparse.evaluate", "sparse.solver", "sparse.centring", "evaluate", "zeroshot"),
-        concepts=f"{SPARSE}/{{model}}/concepts.npz",
-        features=EVAL_FEATURES,
-        projections=lambda wildcards: [
-            p for _, p in sparse_paths.checkpoint_runs(wildcards.model, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS)
-        ],
+        concepts=lambda w: f"{SPARSE}/{towers_of(w.model)}/concepts.npz",  # an arm's towers are its base's
+        features=eval_features_input,
+        projections=lambda wildcards: [p for _, p in sparse_runs(wildcards)],
     output:
         sweep=f"{SPARSE}/{{model}}/sweep.parquet",
         l0=f"{SPARSE}/{{model}}/l0.parquet",
@@ -97,9 +101,7 @@ rule sparse_evaluate:
     params:
         config=CONFIG,
         settings={k: v for k, v in config["sparse"].items() if k not in ("enabled", "target_l0", "target_relative_accuracy")},
-        runs=lambda wildcards: sparse_paths.run_arguments(
-            sparse_paths.checkpoint_runs(wildcards.model, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS)
-        ),
+        runs=lambda wildcards: sparse_paths.run_arguments(sparse_runs(wildcards)),
         out_dir=lambda wildcards, output: os.path.dirname(output.sweep),
     threads: 1
     resources:

@@ -143,3 +143,29 @@ def test_arm_table_puts_base_and_arm_side_by_side():
     assert acc["text_changed"] == 0.4 and list(table["arm"].unique()) == ["clip-ortho"]
     with pytest.raises(InputError, match="clip-ortho"):
         arm_table(pb, mb, {"clip-ortho": "clip"})
+
+
+def test_the_arm_uses_its_base_models_checkpoint_towers_and_features(tmp_path):
+    """With the arm on, the plan has the arm's own fine-tunes and evaluations, but no import of its
+    checkpoint, no second feature extraction or evaluation-feature job and no second concept encoding:
+    the arm's towers are its base model's."""
+    import subprocess
+    import sys
+
+    import yaml
+    from local_env import local_env
+
+    arm = tmp_path / "arm.yaml"
+    arm.write_text(yaml.safe_dump({"finetune": {"orthogonality": {"arm": True, "lambda": 1.0}}}))
+    out = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+                          "--directory", str(tmp_path), "--configfile", str(REPO / "config.yaml"), str(arm),
+                          "-n", "--forceall", "--cores", "1"],
+                         capture_output=True, text=True, env=local_env(), timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    plan = out.stdout
+    assert "results/finetune/clip-ortho/similarity/Cs0.8/seed2/checkpoint.pt" in plan
+    assert "results/eval/pretrained/clip-ortho/metrics.parquet" in plan          # its Exp 1 / Exp 3 reference row
+    assert "results/sparse/clip-ortho/sweep.parquet" in plan
+    for other in ("rule import_checkpoint", "results/pretrain/clip-ortho/", "results/eval/features/clip-ortho",
+                  "results/features/clip-ortho/", "results/sparse/clip-ortho/concepts.npz"):
+        assert other not in plan, other

@@ -70,9 +70,10 @@ def orthogonality_arms_of(config: dict[str, Any]) -> dict[str, str]:
 
 
 def orthogonality_arms(config: dict[str, Any], source: str = "config") -> dict[str, dict[str, Any]]:
-    """The Exp 3 orthogonality arm's pseudo-models: <model>-ortho = the model's spec imported from its own
-    checkpoint (source checkpoint), fine-tuned from its checkpoint and feature cache with the penalty
-    λo = finetune.orthogonality.lambda (`finetune_of`, `finetune_orthogonality`). Idempotent."""
+    """The Exp 3 orthogonality arm's pseudo-models: <model>-ortho = the model's spec (its checkpoint as
+    `checkpoint`), fine-tuned from its checkpoint and feature cache with the penalty
+    λo = finetune.orthogonality.lambda (`finetune_of`, `finetune_orthogonality`). The rules give an arm its
+    base model's towers, feature cache and evaluation features (rules/common.smk towers_of). Idempotent."""
     out = {}
     for arm, base in orthogonality_arms_of(config).items():
         existing = config["models"].get(arm)

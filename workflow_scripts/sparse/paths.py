@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 def checkpoint_runs(model: str, results: str, finetune_dir: str, finetune_models, finetune_runs,
-                    seeds) -> list[tuple[str, str]]:
-    """(tags, projections.npz) of every checkpoint of `model`: the pretrained one, then its fine-tunes
-    (`finetune_dir` a template with {model}, {strategy}, {cs}, {seed}); tags as sparse.evaluate --run."""
-    runs = [("kind=pretrained", f"{results}/eval/pretrained/{model}/projections.npz")]
+                    seeds, towers: str | None = None) -> list[tuple[str, str]]:
+    """(tags, projections.npz) of every checkpoint of `model`: the pretrained one (that of `towers`, the
+    model whose checkpoint it uses: an orthogonality arm's base), then its fine-tunes (`finetune_dir` a
+    template with {model}, {strategy}, {cs}, {seed}); tags as sparse.evaluate --run."""
+    runs = [("kind=pretrained", f"{results}/eval/pretrained/{towers or model}/projections.npz")]
     if model in finetune_models:
         runs += [(f"kind=finetune,strategy={s},cs={c},seed={r}",
                   f"{finetune_dir.format(model=model, strategy=s, cs=c, seed=r)}/projections.npz")
