@@ -14,6 +14,11 @@ SPARSE_CATEGORY = category("Sparse concepts (SpLiCE)")
 SPARSE_VOCABULARY = config["sparse"]["vocabulary"] or f"{SPARSE}/vocabulary.txt"
 SPARSE_TABLES = ["sparse_sweep", "sparse_memory", "sparse_runs", "sparse_vs_purity", "sparse_spearman", "sparse_concepts"]
 SPARSE_FIGURES = ["sparse_accuracy_vs_l0", "sparse_accuracy_vs_purity", "sparse_examples"]
+# (tags, projections.npz) of every checkpoint a model's decomposition job reads
+SPARSE_RUNS = {
+    m: sparse_paths.checkpoint_runs(m, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS, towers_of(m))
+    for m in MODELS
+}
 SPARSE_TABLE_LABELS = {
     "sparse_sweep": "accuracy, l0 and cosine per lambda",
     "sparse_memory": "memory dense vs sparse",
@@ -26,12 +31,6 @@ if SPARSE_ON:
     SYSTEM_TARGETS.extend(
         [f"{TABLES}/{t}.csv" for t in SPARSE_TABLES] + [f"{FIGURES}/{f}.svg" for f in SPARSE_FIGURES]
     )
-
-
-def sparse_runs(wildcards):
-    """(tags, projections.npz) of every checkpoint the model's decomposition job reads."""
-    return sparse_paths.checkpoint_runs(wildcards.model, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS,
-                                        towers_of(wildcards.model))
 
 
 if not config["sparse"]["vocabulary"]:
@@ -89,7 +88,7 @@ rule sparse_evaluate:
         code=code("sparse.evaluate", "sparse.solver", "sparse.centring", "evaluate", "zeroshot"),
         concepts=lambda w: f"{SPARSE}/{towers_of(w.model)}/concepts.npz",  # an arm's towers are its base's
         features=eval_features_input,
-        projections=lambda wildcards: [p for _, p in sparse_runs(wildcards)],
+        projections=lambda wildcards: [p for _, p in SPARSE_RUNS[wildcards.model]],
     output:
         sweep=f"{SPARSE}/{{model}}/sweep.parquet",
         l0=f"{SPARSE}/{{model}}/l0.parquet",
@@ -101,7 +100,7 @@ rule sparse_evaluate:
     params:
         config=CONFIG,
         settings={k: v for k, v in config["sparse"].items() if k not in ("enabled", "target_l0", "target_relative_accuracy")},
-        runs=lambda wildcards: sparse_paths.run_arguments(sparse_runs(wildcards)),
+        runs=lambda wildcards: sparse_paths.run_arguments(SPARSE_RUNS[wildcards.model]),
         out_dir=lambda wildcards, output: os.path.dirname(output.sweep),
     threads: 1
     resources:
