@@ -86,8 +86,7 @@ if config["finetune"]["orthogonality"]["arm"]:
     rule orthogonality_arm_table:
         input:
             code=code("orthogonality_arm"),
-            purity=f"{TABLES}/exp3_purity.parquet",
-            metrics=f"{TABLES}/exp3_metrics.parquet",
+            effective=f"{TABLES}/exp3_effective.parquet",
         output:
             report(
                 f"{TABLES}/exp3_orthogonality_arm.csv",
@@ -107,5 +106,5 @@ if config["finetune"]["orthogonality"]["arm"]:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.orthogonality_arm --config {params.config} --purity {input.purity}"
-            " --metrics {input.metrics} --out {output} > {log} 2>&1"
+            "python -m workflow_scripts.orthogonality_arm --config {params.config}"
+            " --effective {input.effective} --out {output} > {log} 2>&1"

@@ -134,15 +134,19 @@ def test_arm_table_puts_base_and_arm_side_by_side():
         metrics = pd.DataFrame([{**base, "metric": "acc1", "set": "shape", "mean": 0.5, "diff": -0.02 - shift}])
         return purity, metrics
 
+    def effective(purity, metrics):     # as workflow_scripts.aggregate.exp3_tables writes exp3_effective
+        return pd.concat([purity.assign(quantity="purity " + purity["projection"]).drop(columns="projection"),
+                          metrics.assign(quantity="acc1 " + metrics["set"]).drop(columns="set")], ignore_index=True)
+
     (pb, mb), (pa, ma) = rows("clip", 0.0), rows("clip-ortho", 0.01)
-    table = arm_table(pd.concat([pb, pa]), pd.concat([mb, ma]), {"clip-ortho": "clip"})
+    table = arm_table(effective(pd.concat([pb, pa]), pd.concat([mb, ma])), {"clip-ortho": "clip"})
     purity = table[table["quantity"] == "purity_text"].iloc[0]
     assert purity["mean_base"] == pytest.approx(0.1) and purity["mean_arm"] == pytest.approx(0.09)
     acc = table[table["quantity"] == "acc1_shape"].iloc[0]
     assert acc["diff_base"] == pytest.approx(-0.02) and acc["diff_arm"] == pytest.approx(-0.03)
     assert acc["text_changed"] == 0.4 and list(table["arm"].unique()) == ["clip-ortho"]
     with pytest.raises(InputError, match="clip-ortho"):
-        arm_table(pb, mb, {"clip-ortho": "clip"})
+        arm_table(effective(pb, mb), {"clip-ortho": "clip"})
 
 
 def test_the_arm_uses_its_base_models_checkpoint_towers_and_features(tmp_path):

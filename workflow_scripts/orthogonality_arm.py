@@ -4,11 +4,12 @@ under misalignment, or only the purity number?
 One row per (base model, strategy, Cs, quantity): the base model's and its <model>-ortho arm's level (mean
 over replicates, 95 % t interval, n) and change against their own Cs = 0 control (the paired difference of
 workflow_scripts.aggregate, with its t interval), with the runs' effective misalignment. Quantities: text and
-image purity (mean |cos| between neurons, avg_abs_cos_sim) and zero-shot acc1 per evaluation set. Read from
-the Exp 3 tables, so both models went through the same evaluation and aggregation.
+image purity (mean |cos| between neurons, avg_abs_cos_sim) and zero-shot acc1 per evaluation set: the rows
+of the Exp 3 table exp3_effective (workflow_scripts.aggregate), so both models went through the same
+evaluation and aggregation.
 
-    python -m workflow_scripts.orthogonality_arm --config C --purity results/tables/exp3_purity.parquet \\
-        --metrics results/tables/exp3_metrics.parquet --out results/tables/exp3_orthogonality_arm.csv
+    python -m workflow_scripts.orthogonality_arm --config C --effective results/tables/exp3_effective.parquet \\
+        --out results/tables/exp3_orthogonality_arm.csv
 """
 
 from __future__ import annotations
@@ -24,17 +25,12 @@ LEVEL = ["mean", "ci_low", "ci_high", "n", "diff", "diff_ci_low", "diff_ci_high"
 EFFECTIVE = ["text_changed", "contradicts_any"]
 
 
-def quantities(purity: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
-    """The Exp 3 rows as one long table with a `quantity` column (purity_<projection>, acc1_<set>)."""
-    p = purity[purity["metric"] == "avg_abs_cos_sim"].assign(quantity=lambda d: "purity_" + d["projection"])
-    m = metrics[metrics["metric"] == "acc1"].assign(quantity=lambda d: "acc1_" + d["set"])
-    cols = ["model", "strategy", "cs", "quantity", *LEVEL, *[c for c in EFFECTIVE if c in purity.columns]]
-    return pd.concat([p.reindex(columns=cols), m.reindex(columns=cols)], ignore_index=True)
-
-
-def arm_table(purity: pd.DataFrame, metrics: pd.DataFrame, arms: dict[str, str]) -> pd.DataFrame:
-    """Base and arm side by side (columns <level>_base, <level>_arm); arms = {arm name: base name}."""
-    long = quantities(purity, metrics)
+def arm_table(effective: pd.DataFrame, arms: dict[str, str]) -> pd.DataFrame:
+    """Base and arm side by side (columns <level>_base, <level>_arm) from the exp3_effective rows (quantity
+    "purity <projection>" / "acc1 <set>", written here as purity_<projection> / acc1_<set>);
+    arms = {arm name: base name}."""
+    cols = ["model", "strategy", "cs", "quantity", *LEVEL, *[c for c in EFFECTIVE if c in effective.columns]]
+    long = effective.assign(quantity=effective["quantity"].str.replace(" ", "_", n=1)).reindex(columns=cols)
     parts = []
     for arm, base in arms.items():
         b, a = long[long["model"] == base], long[long["model"] == arm]
@@ -53,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Exp 3 orthogonality arm beside its base model.")
     ap.add_argument("--config", required=True)
-    ap.add_argument("--purity", required=True)
-    ap.add_argument("--metrics", required=True)
+    ap.add_argument("--effective", required=True, help="the Exp 3 table exp3_effective (.parquet)")
     ap.add_argument("--out", required=True, help=".csv or .parquet")
     ap.add_argument("--log")
     args = ap.parse_args(argv)
@@ -62,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = orthogonality_arms_of(load_config(args.config))
     if not arms:
         raise InputError(f"{args.config}: key 'finetune.orthogonality.arm' is off: no arm to compare")
-    write_table(arm_table(pd.read_parquet(args.purity), pd.read_parquet(args.metrics), arms), args.out)
+    write_table(arm_table(pd.read_parquet(args.effective), arms), args.out)
     return 0
 
 
