@@ -52,9 +52,9 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
         more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
         raise InputError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines) + more)
     check_config(config, source)
-    config["models"].update(orthogonality_arms(config, source))
-    if config["finetune"]["orthogonality"]["arm"]:
-        config["finetune"]["models"] = list(dict.fromkeys(config["finetune"]["models"] + list(orthogonality_arms_of(config))))
+    arms = orthogonality_arms(config, source)
+    config["models"].update(arms)
+    config["finetune"]["models"] = list(dict.fromkeys(config["finetune"]["models"] + list(arms)))
     return config
 
 
@@ -119,20 +119,21 @@ def _short(message: str, limit: int = 300) -> str:
 def check_config(config: dict[str, Any], source: str) -> None:
     """Checks the schema cannot express: names that must refer to other keys."""
     models = config.get("models", {})
-    for i, name in enumerate(config.get("finetune", {}).get("models", [])):
-        if name not in models:
-            raise InputError(f"{source}: key 'finetune.models.{i}': unknown model {name!r}; "
-                             f"known: {sorted(models)}")
-    pruning = config.get("evaluate", {}).get("pruning", {})
-    for i, name in enumerate(pruning.get("models", [])):
-        if name not in models:
-            raise InputError(f"{source}: key 'evaluate.pruning.models.{i}': unknown model {name!r}; "
-                             f"known: {sorted(models)}")
     sets = config.get("evaluate", {}).get("sets", {})
-    for i, name in enumerate(pruning.get("sets", [])):
-        if name not in sets:
-            raise InputError(f"{source}: key 'evaluate.pruning.sets.{i}': unknown set {name!r}; "
-                             f"known: {sorted(sets)}")
+    pruning = config.get("evaluate", {}).get("pruning", {})
+    c4 = config.get("clip4dm", {})
+    # (key, the names it lists, what they must name, which)
+    references = [("finetune.models", config.get("finetune", {}).get("models", []), models, "model"),
+                  ("evaluate.pruning.models", pruning.get("models", []), models, "model"),
+                  ("evaluate.pruning.sets", pruning.get("sets", []), sets, "set"),
+                  ("clip4dm.detect.models", (c4.get("detect") or {}).get("models") or [], models, "model")]
+    references += [(f"clip4dm.real_data.{k}.models", spec.get("models") or [], models, "model")
+                   for k, spec in (c4.get("real_data") or {}).items()]
+    references.append(("sparse.sets", config.get("sparse", {}).get("sets", []), sets, "set"))
+    for key, names, known, what in references:
+        for i, name in enumerate(names):
+            if name not in known:
+                raise InputError(f"{source}: key '{key}.{i}': unknown {what} {name!r}; known: {sorted(known)}")
     for name, spec in models.items():
         if spec["source"] in ("checkpoint", "laclip") and not (spec.get("checkpoint") or spec.get("url")):
             raise InputError(f"{source}: key 'models.{name}': source {spec['source']!r} needs "
@@ -145,13 +146,6 @@ def check_config(config: dict[str, Any], source: str) -> None:
     cs = config.get("misalign", {}).get("cs_values", [])
     if len(set(format_cs(c) for c in cs)) != len(cs):
         raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
-    c4 = config.get("clip4dm", {})
-    named = [("clip4dm.detect.models", (c4.get("detect") or {}).get("models") or [])]
-    named += [(f"clip4dm.real_data.{k}.models", spec.get("models") or []) for k, spec in (c4.get("real_data") or {}).items()]
-    for key, names in named:
-        for i, name in enumerate(names):
-            if name not in models:
-                raise InputError(f"{source}: key '{key}.{i}': unknown model {name!r}; known: {sorted(models)}")
     multilingual = config.get("multilingual", {})
     if multilingual.get("enabled") and not config.get("world", {}).get("enabled", True):
         for name, spec in (multilingual.get("models") or {}).items():
@@ -159,9 +153,6 @@ def check_config(config: dict[str, Any], source: str) -> None:
                 raise InputError(f"{source}: key 'multilingual.models.{name}.source': 'embedded' builds its "
                                  "captions from the synthetic world (world.enabled: false here); use 'files'")
     sparse = config.get("sparse", {})
-    for i, name in enumerate(sparse.get("sets", [])):
-        if name not in sets:
-            raise InputError(f"{source}: key 'sparse.sets.{i}': unknown set {name!r}; known: {sorted(sets)}")
     if sparse and not any(abs(sparse["example_lambda"] - lam) <= 1e-12 for lam in sparse["lambdas"]):
         raise InputError(f"{source}: key 'sparse.example_lambda': {sparse['example_lambda']} is not one of "
                          f"sparse.lambdas {sparse['lambdas']}")
