@@ -35,17 +35,14 @@ ORDER_STREAM, LANGUAGE_STREAM = 0, 1
 TEXT_PREFIXES = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
 
 
-def text_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The text tower's parameters (CLIP keeps them on the model itself); everything else is frozen."""
-    params = []
+def freeze_all_but_text_tower(model: torch.nn.Module) -> None:
+    """Only the text tower's parameters (CLIP keeps them on the model itself) keep requires_grad."""
+    trainable = 0
     for name, p in model.named_parameters():
-        train = name.startswith(TEXT_PREFIXES)
-        p.requires_grad_(train)
-        if train:
-            params.append(p)
-    if not params:
+        p.requires_grad_(name.startswith(TEXT_PREFIXES))
+        trainable += p.requires_grad
+    if not trainable:
         raise InputError("the base model has no CLIP text tower to train (token_embedding, transformer, ...)")
-    return params
 
 
 def language_choice(n: int, n_languages: int, other_share: float, seed: int, step: int) -> np.ndarray:
@@ -72,15 +69,12 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
 
     Loss: open_clip's symmetric CLIP loss with the model's own (fixed) logit scale; AdamW (no decay on
     gains/biases), linear warm-up over 10 % of the steps then cosine to 0."""
-    from ..pretrain import lr_at, no_weight_decay
+    from ..pretrain import build_optimizer, lr_at
 
     full_embedding = model.token_embedding
     used, tokens = compact_vocabulary(model, tokens)
-    text_parameters(model)                     # freezes everything but the text tower
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if no_weight_decay(n, p)], "weight_decay": 0.0},
-              {"params": [p for n, p in named if not no_weight_decay(n, p)], "weight_decay": settings["weight_decay"]}]
-    optimizer = torch.optim.AdamW(groups, lr=settings["lr"], betas=(0.9, 0.98), eps=1e-6)
+    freeze_all_but_text_tower(model)
+    optimizer = build_optimizer(model, settings["lr"], settings["weight_decay"], fused=False)
     scale = float(model.logit_scale.detach().exp())
     steps, bs = settings["steps"], settings["batch_size"]
     n_lang, n = tokens.shape[0], tokens.shape[1]
