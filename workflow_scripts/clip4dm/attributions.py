@@ -12,20 +12,14 @@ autocast on a GPU (the original ran its HF models in fp16).
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..models import tower_autocast
 from .tower import TextTower
 from .words import Tokenized, word_scores
-
-
-def autocast_for(device: torch.device):
-    """fp16 autocast on a GPU (the original ran its HF CLIP in fp16); full fp32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def is_causal(mask: torch.Tensor | None) -> bool:
@@ -54,7 +48,7 @@ def token_attributions(tower: TextTower, tokens: torch.Tensor, image_emb: torch.
     keep = max(1, min(int(layers), tower.layers))
     img = F.normalize(image_emb.float(), dim=-1)
     rows = torch.arange(tokens.shape[0], device=device)
-    with autocast_for(device):
+    with tower_autocast(device):
         with torch.no_grad():
             x = tower.embed(tokens)
             for i in range(tower.layers - keep):
