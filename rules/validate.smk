@@ -18,7 +18,7 @@ VALIDATED = {
     "eval": f"{VALIDATE}/eval_images.parquet",
 }
 VALIDATE_CODE = code(
-    "validation/__init__", "validation/cli", "validation/text", "validation/images",
+    "validation/cli", "validation/text", "validation/images",
     "validation/manifest", "validation/problems", "data",
 )
 # ImageFolder evaluation sets, checked image by image (torchvision sets are not)

@@ -100,12 +100,6 @@ def extract_text_features(model, tokenizer, texts: Sequence[str], batch_size: in
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def tower_precision(device: torch.device) -> str:
-    """How the towers ran (models.tower_autocast): recorded in the cache, so that evaluation, which encodes
-    in float32, reuses only float32 features."""
-    return "float16-autocast" if device.type == "cuda" else "float32"
-
-
 def shard_bounds(n: int, world_size: int, rank: int, align: int) -> tuple[int, int]:
     """Contiguous shard [lo, hi) of n items for `rank`, starting on multiples of `align`."""
     blocks = -(-n // align)
@@ -150,7 +144,7 @@ def extract(config: dict, model_name: str, checkpoint: str, out: str, want_gpu: 
     """Extract the cache for one model over data.train_csv and data.captions (all ranks call this)."""
     # the device check comes first: a GPU job without a GPU fails before the slow model imports
     d = distributed.init(config, want_gpu)
-    from .models import Head, get_tokenizer, load_model, preprocess_config
+    from .models import Head, get_tokenizer, load_model, preprocess_config, tower_precision
 
     spec = config["models"][model_name]
     ft = config["finetune"]

@@ -26,11 +26,11 @@ DEFAULT_DRAWS = 2000
 MIN_REPLICATES = 3
 
 
-def t_interval(values: np.ndarray, level: float = 0.95, bounds: tuple[float, float] | None = None,
-               min_n: int = MIN_REPLICATES) -> tuple[int, float, float, float, float]:
+def t_interval(values: np.ndarray, level: float = 0.95,
+               bounds: tuple[float, float] | None = None) -> tuple[int, float, float, float, float]:
     """(n, mean, sd, ci_low, ci_high) of the non-NaN values: the two-sided Student t interval of the mean.
 
-    NaN interval for n < min_n (default MIN_REPLICATES); sd is NaN for n < 2. `bounds` is the statistic's
+    NaN interval for n < MIN_REPLICATES; sd is NaN for n < 2. `bounds` is the statistic's
     possible range (an accuracy's [0, 1], a difference of accuracies' [-1, 1]): the interval is cut to it,
     as the mean of values inside the range cannot leave it.
     """
@@ -43,7 +43,7 @@ def t_interval(values: np.ndarray, level: float = 0.95, bounds: tuple[float, flo
         return 0, np.nan, np.nan, np.nan, np.nan
     mean = float(v.mean())
     sd = float(v.std(ddof=1)) if n >= 2 else np.nan
-    if n < max(min_n, 2):
+    if n < MIN_REPLICATES:
         return n, mean, sd, np.nan, np.nan
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / np.sqrt(n)
     low, high = mean - half, mean + half

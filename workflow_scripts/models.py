@@ -273,10 +273,16 @@ def _text_tower(model: nn.Module) -> nn.Module:
     return model
 
 
+def tower_precision(device: torch.device) -> str:
+    """How the frozen towers run on `device` (tower_autocast); the feature cache records it, so that
+    evaluation, which encodes in float32, reuses only float32 features."""
+    return "float16-autocast" if device.type == "cuda" else "float32"
+
+
 def tower_autocast(device: torch.device):
     """fp16 autocast for the frozen towers while training features are made on a GPU (the original's AMP
     recipe, where the towers are the cost); full precision on the CPU."""
-    if device.type == "cuda":
+    if tower_precision(device) == "float16-autocast":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
 
