@@ -485,6 +485,22 @@ def training_examples(seed: int, n_train: int, image_size: int, n_rewrites: int,
         yield scene, pixels, caption, rewrites
 
 
+def heldout_scenes(world: dict, n: int, captions=None, where=lambda i: f"held-out pair {i}") -> list[Scene]:
+    """The scenes of the first n held-out pairs, regenerated as generate_world drew them (`world`: the
+    config's world section or world.json; its seed, image_size and max_caption_words). With `captions`,
+    each regenerated human caption must equal captions[i], else InputError at `where(i)` (the held-out file
+    was written with other world settings)."""
+    examples = training_examples(world["seed"], n, world["image_size"], 0, world["max_caption_words"], 0.0,
+                                 HELDOUT_STREAMS)
+    scenes = []
+    for i, (scene, _, caption, _) in enumerate(examples):
+        if captions is not None and caption != captions[i]:
+            raise InputError(f"{where(i)}: caption {captions[i]!r} is not the one the world's seed {world['seed']} "
+                             f"regenerates ({caption!r}); the world settings do not match the held-out file")
+        scenes.append(scene)
+    return scenes
+
+
 def generate_world(out: Path, seed: int, n_train: int, n_eval: int, image_size: int, n_rewrites: int,
                    max_caption_words: int, sets: list[str] | None = None,
                    rewrite_hallucination_rate: float = 0.1, n_heldout: int = 0, threads: int = 1) -> dict:

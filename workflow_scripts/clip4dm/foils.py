@@ -27,19 +27,11 @@ FLIP = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
 
 
 def heldout_scenes(world: dict, n: int, captions: Sequence[str] | None = None, where: str = "held-out pairs"):
-    """The scenes of the first n held-out pairs, regenerated from the world settings (config `world`);
-    when `captions` are given they must be the regenerated human captions (else the settings differ)."""
-    from ..world import HELDOUT_STREAMS, training_examples
+    """The scenes of the first n held-out pairs (world.heldout_scenes, settings: config `world`); given
+    `captions` must be their human captions, a mismatch is named '{where}, pair {i}'."""
+    from ..world import heldout_scenes as regenerate
 
-    gen = training_examples(world["seed"], n, world["image_size"], 0, world["max_caption_words"], 0.0,
-                            HELDOUT_STREAMS)
-    scenes = []
-    for i, (scene, _, caption, _) in enumerate(gen):
-        if captions is not None and caption != captions[i]:
-            raise InputError(f"{where}, pair {i}: caption {captions[i]!r} is not the world's {caption!r}; "
-                             "the world settings in the config do not match the held-out file")
-        scenes.append(scene)
-    return scenes
+    return regenerate(world, n, captions, lambda i: f"{where}, pair {i}")
 
 
 def canonical_words(scene) -> list[str]:

@@ -5,7 +5,7 @@ English is the world's own caption (results/world/captions.txt, heldout.csv): it
 with the world's caption stream. Every other language draws from its own stream (seed, language stream,
 split), so no caption is a translation of another and adding or removing a language changes nobody
 else's captions; the image is the only link between them. The world itself is read, never rewritten:
-training scenes from train_attributes.csv; held-out scenes are regenerated with world.training_examples
+training scenes from train_attributes.csv; held-out scenes are regenerated with world.heldout_scenes
 (the same seed and streams that wrote heldout.csv, checked caption by caption).
 
     python -m workflow_scripts.multilingual.world --config C --world results/world \\
@@ -61,22 +61,16 @@ def read_train_scenes(path: str | Path) -> pd.DataFrame:
 
 
 def heldout_scenes(world_info: dict, heldout_csv: str | Path) -> pd.DataFrame:
-    """Scenes of the held-out pairs, regenerated from the world's seed and held-out streams; each
-    regenerated caption must equal heldout.csv's (else the world was written with other settings)."""
+    """The held-out pairs (image, English caption) with their scenes, regenerated from the world's seed and
+    held-out streams (world.heldout_scenes); each regenerated caption must equal heldout.csv's (else the
+    world was written with other settings)."""
     from ..data import read_pairs_csv
-    from ..world import HELDOUT_STREAMS, training_examples
+    from ..world import heldout_scenes as regenerate
 
     paths, captions = read_pairs_csv(heldout_csv)
-    examples = training_examples(world_info["seed"], len(paths), world_info["image_size"], 0,
-                                 world_info["max_caption_words"], 0.0, HELDOUT_STREAMS)
-    rows = []
-    for i, (scene, _, caption, _) in enumerate(examples):
-        if caption != captions[i]:
-            raise InputError(f"{heldout_csv}:{i + 1}: caption {captions[i]!r} is not the one the world's seed "
-                             f"{world_info['seed']} regenerates ({caption!r}); was it written with other settings?")
-        rows.append({"image": paths[i], "shape": scene.shape, "colour": scene.colour, "size": scene.size,
-                     "count": scene.count, "position": scene.position, "background": scene.background})
-    return pd.DataFrame(rows)
+    scenes = regenerate(world_info, len(paths), captions, lambda i: f"{heldout_csv}:{i + 1}")
+    return pd.DataFrame([{"image": path, "caption": caption, **{c: getattr(scene, c) for c in SCENE_COLUMNS}}
+                         for path, caption, scene in zip(paths, captions, scenes)])
 
 
 def caption_table(scenes: pd.DataFrame, english: Sequence[str], languages: Sequence[str], seed: int,
@@ -93,7 +87,7 @@ def caption_table(scenes: pd.DataFrame, english: Sequence[str], languages: Seque
 
 def main(argv: list[str] | None = None) -> int:
     from ..config import load_config
-    from ..data import read_json, read_pairs_csv, read_text_lines
+    from ..data import read_json, read_text_lines
 
     ap = argparse.ArgumentParser(description="Multilingual captions of the embedded world (train + held-out).")
     ap.add_argument("--config", required=True)
@@ -111,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     english = read_text_lines(world / "captions.txt")
     write_table(caption_table(train, english, languages, ml["seed"], "train"), args.train_out)
     held = heldout_scenes(read_json(world / "world.json"), world / "heldout.csv")
-    held_english = read_pairs_csv(world / "heldout.csv")[1]
-    write_table(caption_table(held, held_english, languages, ml["seed"], "heldout"), args.heldout_out)
+    write_table(caption_table(held, list(held["caption"]), languages, ml["seed"], "heldout"), args.heldout_out)
     log.info("captions in %s for %d training and %d held-out images", languages, len(train), len(held))
     return 0
 
