@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from ..config import finetune_source
+
 ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon")
 
 
@@ -19,7 +21,7 @@ def detector_models(config: dict) -> list[str]:
     models = config["clip4dm"]["detect"]["models"]
     if models:
         return list(models)
-    return list(dict.fromkeys(config["models"][m].get("finetune_of", m) for m in config["finetune"]["models"]))
+    return list(dict.fromkeys(finetune_source(config, m) for m in config["finetune"]["models"]))
 
 
 def prepare_inputs(config: dict, model: str, pretrained: str, eval_features: str, cache: dict,
@@ -51,7 +53,7 @@ def finetunes(config: dict, model: str, runs: list[tuple[str, str]], seeds: list
         return []
     out = []
     for ft in config["finetune"]["models"]:
-        if config["models"][ft].get("finetune_of", ft) != model:
+        if finetune_source(config, ft) != model:
             continue
         for strategy, cs in runs:
             label = strategy if ft == model else f"{ft}.{strategy}"
