@@ -59,7 +59,7 @@ if config["world"]["enabled"]:
 rule multilingual_encoder:
     input:
         unpack(lambda w: ml_paths.base_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
-        code=code("multilingual.encoder", "multilingual.images", "pretrain", "models", "checkpoints",
+        code=code("multilingual.encoder", "multilingual.images", "pretrain", "finetune", "models", "checkpoints",
                   "evaluate", "features"),
         checkpoint=lambda w: PRETRAINED.format(model=config["multilingual"]["models"][w.mlmodel]["base"]),
         captions=f"{ML}/captions/train.parquet",
@@ -120,7 +120,7 @@ rule multilingual_embed:
 rule multilingual_align:
     input:
         code=code("multilingual.align", "multilingual.head", "multilingual.metrics", "multilingual.images",
-                  "evaluate"),
+                  "finetune", "evaluate"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
     output:
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
@@ -149,7 +149,7 @@ rule multilingual_align:
 rule multilingual_evaluate:
     input:
         code=code("multilingual.evaluate", "multilingual.align", "multilingual.head", "multilingual.metrics",
-                  "multilingual.images", "purity", "evaluate"),
+                  "multilingual.images", "finetune", "purity", "evaluate"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
         heads=f"{ML}/align/{{mlmodel}}/heads.npz",

@@ -88,9 +88,15 @@ def clip_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: floa
     a, b = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
     logits = logit_scale * a @ b.t()
     labels = torch.arange(logits.shape[0], device=logits.device)
-    loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
     acc = (logits.detach().argmax(1) == labels).sum() * (100.0 / logits.shape[0])
-    return loss, acc
+    return symmetric_cross_entropy(logits), acc
+
+
+def symmetric_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """(CE(logits) + CE(logitsᵀ)) / 2 with the diagonal as targets: the symmetric CLIP (InfoNCE) loss of a
+    square matrix of paired rows' logits (the fine-tune's clip_loss, the multilingual encoder and heads)."""
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
 
 
 def orthogonality_penalty(rows: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,7 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
 
     Loss: open_clip's symmetric CLIP loss with the model's own (fixed) logit scale; AdamW (no decay on
     gains/biases), linear warm-up over 10 % of the steps then cosine to 0."""
+    from ..finetune import symmetric_cross_entropy
     from ..pretrain import build_optimizer, lr_at
 
     full_embedding = model.token_embedding
@@ -87,9 +88,7 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
         ids = torch.from_numpy(batch_ids(n, bs, seed, step))
         lang = torch.from_numpy(language_choice(bs, n_lang, settings["other_share"], seed, step))
         text = F.normalize(model.encode_text(tokens[lang, ids]), dim=-1)
-        logits = scale * text @ image_emb[ids].T
-        labels = torch.arange(bs)
-        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        loss = symmetric_cross_entropy(scale * text @ image_emb[ids].T)
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"non-finite loss at step {step}")
         optimizer.zero_grad(set_to_none=True)

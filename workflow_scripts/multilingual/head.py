@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from ..finetune import symmetric_cross_entropy
 
 HEADS = ("linear", "mlp")
 
@@ -71,8 +72,7 @@ def make_head(kind: str, d_text: int, d_img: int, hidden: int = 1024) -> nn.Modu
 def info_nce(text: torch.Tensor, image: torch.Tensor, temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE of paired rows (row i of text with row i of image), fixed temperature."""
     s = F.normalize(text, dim=-1) @ F.normalize(image, dim=-1).T / temperature
-    labels = torch.arange(s.shape[0], device=s.device)
-    return 0.5 * (F.cross_entropy(s, labels) + F.cross_entropy(s.T, labels))
+    return symmetric_cross_entropy(s)
 
 
 def prox_id(head: nn.Module) -> torch.Tensor:
