@@ -22,9 +22,6 @@ from pathlib import Path
 
 from ..errors import InputError
 
-FORMATS = ("foil", "nocaps_foil", "hat")
-
-
 @dataclass(frozen=True)
 class Item:
     image: str
@@ -122,6 +119,7 @@ def read_hat(path: str | Path) -> list[Item]:
 
 
 READERS = {"foil": read_foil, "nocaps_foil": read_nocaps_foil, "hat": read_hat}
+FORMATS = tuple(READERS)
 
 
 def read_items(fmt: str, path: str | Path) -> list[Item]:

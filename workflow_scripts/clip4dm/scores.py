@@ -2,12 +2,13 @@
 
 - CLIPScore = 2.5 * max(cos, 0).
 - Threshold mode: the words (punctuation-only words dropped) whose attribution is below epsilon, sorted
-  ascending; their sum is `negative_sum` (0 when none), and F-CLIPScore = negative_sum * (1 - max(cos, 0))
+  ascending; their sum is the negative sum (0 when none), and F-CLIPScore = negative sum * (1 - max(cos, 0))
   (<= 0; closer to 0 = more aligned; a ranking score).
 - Most-negative mode: the single lowest-scoring word (any word, as the original).
+- `score_table` gives both per pair (negative_sum, fclipscore, worst_word...), vectorised.
 - Spans (HAT): flagged words with consecutive indices merged, each span scored by its mean; the most
   negative span is the prediction.
-- epsilon: the original's absolute -5e-5 (tuned on fp16 ViT-B/32..H/14) or, per model, a quantile of the
+- epsilon: the original's absolute -5e-5 (clip4dm.epsilon.absolute; tuned on fp16 ViT-B/32..H/14) or, per model, a quantile of the
   word attributions of held-out aligned pairs (attribution scales differ by orders of magnitude between
   models).
 """
@@ -22,7 +23,6 @@ import numpy as np
 from ..errors import InputError
 from .words import is_punctuation
 
-ORIGINAL_EPSILON = -5e-5
 CLIPSCORE_W = 2.5
 
 
@@ -40,19 +40,6 @@ def flagged(words: Sequence[str], scores: np.ndarray, epsilon: float) -> list[tu
     out = [(i, w, float(s)) for i, (w, s) in enumerate(zip(words, scores))
            if not is_punctuation(w) and np.isfinite(s) and s < epsilon]
     return sorted(out, key=lambda t: (t[2], t[0]))
-
-
-def negative_sum(words: Sequence[str], scores: np.ndarray, epsilon: float) -> float:
-    return float(sum(s for _, _, s in flagged(words, scores, epsilon)))
-
-
-def most_negative(words: Sequence[str], scores: np.ndarray) -> tuple[int, str, float]:
-    """(index, word, score) of the lowest-scoring word; (-1, '', nan) when no word has a score."""
-    scores = np.asarray(scores, np.float64)
-    if not len(scores) or np.isnan(scores).all():
-        return -1, "", float("nan")
-    i = int(np.nanargmin(scores))
-    return i, words[i], float(scores[i])
 
 
 @dataclass(frozen=True)
@@ -90,8 +77,8 @@ def score_table(words: Sequence[Sequence[str]], scores: Sequence[np.ndarray], co
                 epsilon: float) -> dict[str, np.ndarray]:
     """Per pair: cos, clipscore, negative_sum, fclipscore, n_flagged, most-negative word/index/score.
 
-    Vectorised over the flattened words; equal to `negative_sum` / `flagged` / `most_negative` per pair
-    (tests/test_clip4dm_scores.py)."""
+    Vectorised over the flattened words; equal to plain per-pair loops over `flagged`'s rule and the first
+    lowest finite score (tests/test_clip4dm_scores.py)."""
     cos = np.asarray(cos, np.float64)
     n = len(scores)
     sizes = np.asarray([len(s) for s in scores], np.int64)

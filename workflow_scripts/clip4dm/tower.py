@@ -10,7 +10,7 @@ explicit (attention.self_attention); tests check it against `model.encode_text`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -56,7 +56,6 @@ class TextTower:
     pool: str = "argmax"
     eos_id: int | None = None
     projection: str = "matmul"             # "matmul": x @ P, "linear": Linear(P), "none"
-    extra: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -116,7 +115,7 @@ class TextTower:
 
     def to_arrays(self, prefix: str = "tower.") -> dict[str, np.ndarray]:
         meta = {"layers": self.layers, "heads": self.heads, "activation": self.activation, "eps": self.eps,
-                "pool": self.pool, "eos_id": self.eos_id, "projection": self.projection, **self.extra}
+                "pool": self.pool, "eos_id": self.eos_id, "projection": self.projection}
         out = {f"{prefix}param.{k}": v.detach().float().cpu().numpy() for k, v in self.params.items()}
         out[f"{prefix}meta"] = np.asarray(json.dumps(meta, sort_keys=True))
         return out

@@ -18,7 +18,6 @@ import numpy as np
 
 from ..errors import InputError
 
-PUNCT_WORDS = (".", ",")
 _WORD_RE = re.compile(r"[^\s.,]+|[.,]")
 
 
