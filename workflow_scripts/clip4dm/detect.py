@@ -45,13 +45,12 @@ def swapped_lines(manifest: pd.DataFrame, n: int, where: str) -> np.ndarray:
 
 
 def detection_metrics(labels: dict[str, np.ndarray], scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """Base rate and AP / AUROC of each score (higher = more aligned, so -score ranks misalignment) for each
-    truth."""
+    """AP / AUROC of each score (higher = more aligned, so -score ranks misalignment) for each truth (its
+    base rate, rate_<truth>, is in the job's metrics.json)."""
     from .metrics import ap_auroc
 
     out = {}
     for truth, y in labels.items():
-        out[f"rate_{truth}"] = float(np.mean(y))
         for name in SCORES:
             ap, auroc = ap_auroc(y, -scores[name])
             out[f"ap_{name}_{truth}"], out[f"auroc_{name}_{truth}"] = ap, auroc
