@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..finetune import symmetric_cross_entropy
+from ..finetune import orthogonality_penalty, symmetric_cross_entropy
 
 HEADS = ("linear", "mlp")
 
@@ -84,10 +84,9 @@ def prox_id(head: nn.Module) -> torch.Tensor:
 
 
 def orthogonality(W: torch.Tensor) -> torch.Tensor:
-    """‖WᵀW − I‖²_F / d², d = W.shape[1] (columns pushed toward orthonormality)."""
-    d = W.shape[1]
-    gram = W.T @ W - torch.eye(d, dtype=W.dtype, device=W.device)
-    return gram.pow(2).sum() / d ** 2
+    """‖WᵀW − I‖²_F / d², d = W.shape[1] (columns pushed toward orthonormality): the fine-tune's
+    orthogonality penalty with W's columns as the rows."""
+    return orthogonality_penalty(W.T)
 
 
 def head_loss(head: nn.Module, text_by_lang: list[torch.Tensor], image: torch.Tensor, temperature: float,
