@@ -40,8 +40,7 @@ rule clip4dm_prepare:
     params:
         config=CONFIG,
         settings=c4_paths.settings(config, "foils"),
-        detector=lambda w: w.model in C4_DETECT,
-        options=lambda w, input: c4_paths.prepare_options(config, w.model, input.get("cache"), TRUE_ATTRIBUTES),
+        options=lambda w, input: c4_paths.prepare_options(input.get("cache"), TRUE_ATTRIBUTES),
     threads: 1
     resources:
         mem_mb=mem_mb(3000),

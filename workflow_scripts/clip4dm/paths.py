@@ -39,10 +39,12 @@ def prepare_inputs(config: dict, model: str, pretrained: str, eval_features: str
     return inputs
 
 
-def prepare_options(config: dict, model: str, cache: str | None, attributes: list[str]) -> str:
-    if model not in detector_models(config):
+def prepare_options(cache: str | None, attributes: list[str]) -> str:
+    """clip4dm_prepare's options: a detector model (prepare_inputs gave it a cache) gets its cache and the
+    true attributes; the others none."""
+    if cache is None:
         return ""
-    return f"--detector --cache {cache}" + (f" --attributes {attributes[0]}" if attributes else "")
+    return f"--cache {cache}" + (f" --attributes {attributes[0]}" if attributes else "")
 
 
 def finetunes(config: dict, model: str, runs: list[tuple[str, str]], seeds: list[str],

@@ -77,7 +77,9 @@ def training_block(config: dict, tower, head, table, settings: dict, cache_path:
 
 
 def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | None, eval_features: str,
-            out: str, calibration: str, detector: bool = True, attributes: str | None = None) -> None:
+            out: str, calibration: str, attributes: str | None = None) -> None:
+    """The pack and calibration of one model; with `cache_path` (a detector model) also the training pairs'
+    attributions."""
     from ..data import read_pairs_csv
     from ..evaluate import PAIR_SETS, SEP
     from ..io import load_npz, save_npz, write_json
@@ -95,9 +97,7 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
     table = TokenTable(settings["template"], tower.context_length, spec["arch"],
                        settings["long_captions"] == "truncate")
     arrays: dict[str, np.ndarray] = {}
-    if detector and not cache_path:
-        raise InputError("a detector model's pack needs its feature cache (--cache)")
-    if detector:    # training pairs: the swapped sets permute these captions; their own attributions are reused
+    if cache_path is not None:    # a detector: training pairs: the swapped sets permute these captions; their own attributions are reused
         arrays.update(training_block(config, tower, head, table, settings, cache_path, attributes))
         log.info("training pairs: %d attributions (%d distinct captions) in %.1f s", len(arrays["train.cos"]),
                  len(table.rows), time.time() - t0)
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--model", required=True, help="a key of models")
     ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--cache", help="the model's feature cache index (train.npz); detector models only")
-    ap.add_argument("--detector", action="store_true", help="also score the training pairs (detection)")
+    ap.add_argument("--cache", help="the model's feature cache index (train.npz); given for detector models "
+                    "only, whose training pairs are also scored")
     ap.add_argument("--attributes", help="true attributes per training line (embedded world)")
     ap.add_argument("--eval-features", required=True, help="results/eval/features/<model>.npz")
     ap.add_argument("--out", required=True, help="pack .npz")
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     check_model(config, args.model, args.config)
     prepare(config, args.model, args.checkpoint, args.cache, args.eval_features, args.out, args.calibration,
-            args.detector, args.attributes)
+            args.attributes)
     return 0
 
 
