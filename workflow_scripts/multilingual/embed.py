@@ -118,7 +118,7 @@ def zero_shot_arrays(encode, eval_features: dict, projections: str, sets: Sequen
     """Per world set and language: image embeddings, labels and one prompt embedding per class
     (English: the set's own templates, averaged; others: multilingual.lexicon.class_prompt)."""
     from ..world import EVAL_SETS
-    from ..zeroshot import format_prompts, zero_shot_classifier
+    from ..zeroshot import zero_shot_classifier
     from .lexicon import class_prompt
 
     out = {}
@@ -131,10 +131,7 @@ def zero_shot_arrays(encode, eval_features: dict, projections: str, sets: Sequen
         out[f"zs{SEP}{name}{SEP}labels"] = eval_features[f"{name}{SEP}labels"]
         for lang in languages:
             if lang == "en":
-                templates = eval_features[f"{name}{SEP}templates"].tolist()
-                prompts = [p for c in classnames for p in format_prompts(c, templates)]
-                lookup = dict(zip(prompts, encode(prompts)))
-                classes = zero_shot_classifier(lambda t: np.stack([lookup[x] for x in t]), classnames, templates).T
+                classes = zero_shot_classifier(encode, classnames, eval_features[f"{name}{SEP}templates"].tolist()).T
             else:
                 classes = encode([class_prompt(lang, EVAL_SETS[name][0], c) for c in classnames])
             out[f"zs{SEP}{name}{SEP}{lang}{SEP}classes"] = normalize(classes)
