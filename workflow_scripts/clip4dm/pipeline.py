@@ -46,6 +46,12 @@ class TokenTable:
         self.rows: dict[str, Tokenized] = dict(rows or {})
         self._tokenizer = tokenizer
 
+    @classmethod
+    def for_model(cls, settings: dict, context: int, arch: str) -> "TokenTable":
+        """An empty table with the clip4dm settings' template and long-caption rule, for a model of `arch`
+        with text context `context`."""
+        return cls(settings["template"], context, arch, settings["long_captions"] == "truncate")
+
     def tokenizer(self):
         if self._tokenizer is None:
             from ..models import get_tokenizer

@@ -94,8 +94,7 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
     model = load_model(spec, checkpoint, name=model_name)
     tower, head = TextTower.from_model(model), Head.from_model(model)
     del model
-    table = TokenTable(settings["template"], tower.context_length, spec["arch"],
-                       settings["long_captions"] == "truncate")
+    table = TokenTable.for_model(settings, tower.context_length, spec["arch"])
     arrays: dict[str, np.ndarray] = {}
     if cache_path is not None:    # a detector: training pairs: the swapped sets permute these captions; their own attributions are reused
         arrays.update(training_block(config, tower, head, table, settings, cache_path, attributes))

@@ -66,8 +66,7 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
     feats = extract_image_features(model, paths, spec_set["image_root"], pre, 1, False, 0, 256, device)[0]
     row_of = {p: i for i, p in enumerate(paths)}
     tower, head = TextTower.from_model(model).to(device), Head.from_model(model)
-    table = TokenTable(settings["template"], tower.context_length, config["models"][model_name]["arch"],
-                       settings["long_captions"] == "truncate")
+    table = TokenTable.for_model(settings, tower.context_length, config["models"][model_name]["arch"])
     emb = embed_images(head, feats)[[row_of[it.image] for it in items]]
     tok, cos, attr = score_pairs(tower, table, [it.caption for it in items], emb, settings,
                                  [it.record for it in items], "pairs")
