@@ -302,7 +302,7 @@ def evaluate_projections(features: dict[str, np.ndarray], image_p: np.ndarray, t
     write_table(_tag(pm.histogram_table(matrices), tags), out / "histograms.parquet")
     save_npz(out / "neurons.npz", **{f"{p}_per_neuron": pm.purity_metrics(P)["per_neuron"] for p, P in matrices.items()})
     # per-image top-1 correctness: paired bootstrap intervals over evaluation images (workflow_scripts.aggregate)
-    save_npz(out / "predictions.npz", tags=np.asarray(json.dumps({k: _parse_tag(v) for k, v in tags.items()})),
+    save_npz(out / "predictions.npz", tags=np.asarray(json.dumps({k: parse_tag(v) for k, v in tags.items()})),
              **{f"{CORRECT}{name}": c for name, c in correct.items()})
     return metrics_df, purity_df
 
@@ -316,11 +316,12 @@ def load_projections(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _tag(df: pd.DataFrame, tags: dict) -> pd.DataFrame:
     for i, (k, v) in enumerate(tags.items()):
-        df.insert(i, k, _parse_tag(v))
+        df.insert(i, k, parse_tag(v))
     return df
 
 
-def _parse_tag(value):
+def parse_tag(value):
+    """A tag's value as an int, else a float, else as given."""
     for cast in (int, float):
         try:
             return cast(value)
@@ -329,11 +330,12 @@ def _parse_tag(value):
     return value
 
 
-def _parse_tags(items: Sequence[str]) -> dict[str, str]:
+def parse_tags(items: Sequence[str], option: str = "--tag") -> dict[str, str]:
+    """KEY=VALUE items (of command-line `option`) as {key: value string}."""
     tags = {}
     for item in items:
         if "=" not in item:
-            raise InputError(f"--tag {item!r}: expected KEY=VALUE")
+            raise InputError(f"{option} {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         tags[k] = v
     return tags
@@ -370,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             write_projections(config["models"][args.model], args.checkpoint, args.projections)
         return 0
     image_p, text_p = load_projections(args.projections)
-    evaluate_projections(load_npz(args.features), image_p, text_p, _parse_tags(args.tag), args.out_dir,
+    evaluate_projections(load_npz(args.features), image_p, text_p, parse_tags(args.tag), args.out_dir,
                          args.save_embeddings)
     return 0
 

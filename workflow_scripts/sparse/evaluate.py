@@ -31,7 +31,7 @@ import pandas as pd
 
 from ..config import load_config
 from ..errors import InputError
-from ..evaluate import SEP, load_projections, set_embeddings
+from ..evaluate import SEP, load_projections, parse_tag, parse_tags, set_embeddings
 from ..io import load_npz, run_cli, setup_logging, torch_threads_from_env, write_table
 from ..zeroshot import zero_shot_logits
 from . import centring, solver
@@ -144,14 +144,9 @@ def evaluate_run(concepts: dict, features: dict, image_p: np.ndarray, text_p: np
 
 
 def parse_run(text: str) -> dict:
-    """'kind=finetune,strategy=random,cs=0.3,seed=0' -> tags (cs as float, seed as int)."""
-    tags = {}
-    for item in text.split(","):
-        if "=" not in item:
-            raise InputError(f"--run {text!r}: expected KEY=VALUE[,KEY=VALUE...]")
-        k, v = item.split("=", 1)
-        tags[k] = float(v) if k == "cs" else int(v) if k == "seed" else v
-    return tags
+    """'kind=finetune,strategy=random,cs=0.3,seed=0' -> tags, values parsed as evaluate's --tag values
+    (cs=0.3 a float, seed=0 an int, words strings)."""
+    return {k: parse_tag(v) for k, v in parse_tags(text.split(","), option="--run").items()}
 
 
 def main(argv: list[str] | None = None) -> int:
