@@ -64,12 +64,22 @@ def contradictions(captions: Sequence[str], truth: pd.DataFrame) -> pd.DataFrame
     return out
 
 
+def contradicts_any(captions: Sequence[str], truth: pd.DataFrame) -> np.ndarray:
+    """Boolean per line: the caption contradicts its image on at least one attribute."""
+    return contradictions(captions, truth).any(axis=1).to_numpy()
+
+
+def changed_lines(original: Sequence[str], swapped: Sequence[str]) -> np.ndarray:
+    """Boolean per line: the swapped set's caption text differs from the original caption of that line."""
+    return np.fromiter((a != b for a, b in zip(original, swapped)), bool, len(original))
+
+
 def effective_misalignment(original: Sequence[str], swapped: Sequence[str],
                            truth: pd.DataFrame | None = None) -> dict[str, float]:
     """text_changed and, with the truth, contradicts_<attribute> and contradicts_any of a swapped set."""
     if len(original) != len(swapped):
         raise InputError(f"the swapped caption set has {len(swapped)} lines, the original {len(original)}")
-    changed = np.fromiter((a != b for a, b in zip(original, swapped)), bool, len(original))
+    changed = changed_lines(original, swapped)
     row = {"text_changed": float(changed.mean()) if len(changed) else 0.0}
     if truth is not None:
         wrong = contradictions(swapped, truth)

@@ -73,7 +73,7 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
     import torch
 
     from ..captions import read_captions
-    from ..effective import contradictions, read_truth
+    from ..effective import changed_lines, contradicts_any, read_truth
     from .pipeline import Pack, score_pairs
     from .scores import score_table
 
@@ -92,14 +92,14 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
     except (OSError, ValueError) as exc:
         raise InputError(f"{manifest_path}: not a readable swap manifest ({exc})") from None
     labels = {"swapped": swapped_lines(manifest, n, manifest_path),
-              "changed": np.fromiter((a != b for a, b in zip(swapped, original)), bool, n)}
+              "changed": changed_lines(original, swapped)}
     if attributes_path:      # the pack knows the original captions' contradictions; only changed lines are read
         if "train.contradicts" not in pack.arrays:
             raise InputError(f"{pack_path}: made without the true attributes; cannot give the contradiction truth")
         contradicts = pack.arrays["train.contradicts"].copy()
         moved = np.flatnonzero(labels["changed"])
         truth = read_truth(attributes_path).iloc[moved].reset_index(drop=True)
-        contradicts[moved] = contradictions([swapped[i] for i in moved], truth).any(axis=1).to_numpy()
+        contradicts[moved] = contradicts_any([swapped[i] for i in moved], truth)
         labels["contradicts"] = contradicts
     lines = np.arange(n)
     if det["subsample"] and det["subsample"] < n:

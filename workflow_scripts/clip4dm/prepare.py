@@ -70,9 +70,9 @@ def training_block(config: dict, tower, head, table, settings: dict, cache_path:
                                [f"{captions_file}:{i + 1}" for i in range(len(captions))], "training pairs")
     arrays = {"train.image_emb": image_emb.astype(np.float32), "train.cos": cos, **ragged_arrays("train.attr", attr)}
     if attributes:
-        from ..effective import contradictions, read_truth
+        from ..effective import contradicts_any, read_truth
 
-        arrays["train.contradicts"] = contradictions(captions, read_truth(attributes)).any(axis=1).to_numpy()
+        arrays["train.contradicts"] = contradicts_any(captions, read_truth(attributes))
     return arrays
 
 
