@@ -182,7 +182,8 @@ C4_REPORT = {
 
 rule clip4dm_summary:
     input:
-        code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "intervals", "figures"),
+        code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "intervals", "figures",
+                  "data"),
         detect=C4_DETECT_RUNS,
         scores=[p.replace("metrics.json", "scores.parquet") for p in C4_DETECT_RUNS],
         localisation=expand(f"{C4}/{{model}}/localisation.parquet", model=C4_MODELS) if C4_FOILS else [],

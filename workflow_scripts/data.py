@@ -297,12 +297,16 @@ def read_imagefolder(root: str | os.PathLike, raw_names: bool = False) -> tuple[
     return paths, np.asarray(labels, dtype=np.int64), classnames, templates
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    """Read a JSON file, naming it on error."""
+def read_json(path: str | os.PathLike) -> dict | list:
+    """Read a JSON file (UTF-8), naming it on error."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+        raise InputError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON (not UTF-8: {exc})") from None

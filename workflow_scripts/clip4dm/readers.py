@@ -16,10 +16,10 @@ InputError naming the file and the record.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import read_json
 from ..errors import InputError
 
 @dataclass(frozen=True)
@@ -32,19 +32,9 @@ class Item:
     record: str = ""     # where it came from (file and record), for messages
 
 
-def _load(path: str | Path):
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
-
-
 def _records(path: str | Path) -> list[tuple[str, dict]]:
     """(where, record) for each record of a JSON file holding a list of records."""
-    data = _load(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a list of records")
     return [(f"{path}: record {i}", rec) for i, rec in enumerate(data)]
@@ -65,7 +55,7 @@ def _field(record: dict, key: str, kind: type | tuple[type, ...], where: str):
 
 
 def read_foil(path: str | Path) -> list[Item]:
-    data = _load(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected an object with 'images' and 'annotations'")
     images = _field(data, "images", list, str(path))

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -114,17 +113,14 @@ def with_detection_metrics(runs: pd.DataFrame, scores: list[str]) -> pd.DataFram
 
 
 def read_runs(paths: list[str]) -> pd.DataFrame:
-    rows = []
-    for path in paths:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                rows.append(json.load(fh))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise InputError(f"{path}: not a readable detection result ({exc})") from None
-    return pd.DataFrame(rows)
+    """One row per metrics .json file."""
+    from ..data import read_json
+
+    return pd.DataFrame([read_json(p) for p in paths])
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..data import read_json
     from ..io import setup_logging, write_table
     from . import render
 
@@ -149,8 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = rate_table(runs, misalign) if len(runs) else pd.DataFrame()
     loc = localisation_table(pd.concat([pd.read_parquet(p) for p in args.localisation], ignore_index=True)) \
         if args.localisation else pd.DataFrame()
-    calib = pd.DataFrame([{k: v for k, v in json.load(open(p, encoding="utf-8")).items() if not isinstance(v, dict)}
-                          for p in args.calibration])
+    calib = pd.DataFrame([{k: v for k, v in read_json(p).items() if not isinstance(v, dict)} for p in args.calibration])
     real = read_runs(args.real)
     if "by_group" in real:
         real = real.drop(columns="by_group")
