@@ -74,14 +74,16 @@ def _select(df: pd.DataFrame, run: dict) -> pd.DataFrame:
     return df[mask]
 
 
-def headline_table(summary: pd.DataFrame, per_query: dict[str, dict], runs: dict[str, dict],
+def headline_table(summary: pd.DataFrame, per_query: dict[str, dict], sweeps: pd.DataFrame, runs: dict[str, dict],
                    languages: Sequence[str]) -> pd.DataFrame:
     """Non-English (and English, and all-language) macro text→image R@1: frozen vs each chosen run, with
-    the t interval over seeds and a bootstrap interval over held-out images of the difference."""
+    the t interval over seeds and a bootstrap interval over held-out images of the difference (per_query
+    hits of the run's sweep keys, one per seed)."""
     rows = []
     others = list(languages[1:])
     for label, run in runs.items():
         sel = _select(summary, run)
+        run_keys = sorted(_select(sweeps, run)["key"])
         for language in ("macro_other", languages[0], "macro"):
             r = sel[(sel["task"] == "t2i") & (sel["metric"] == "R@1") & (sel["language"] == language)]
             if r.empty:
@@ -92,20 +94,12 @@ def headline_table(summary: pd.DataFrame, per_query: dict[str, dict], runs: dict
                    "diff_low": r["diff_low"], "diff_high": r["diff_high"]}
             hits = per_query[run["model"]]
             langs = others if language == "macro_other" else (languages if language == "macro" else [language])
-            keys = [k for k in hits if k.split(SEP)[0] != FROZEN and _key_matches(k, run)]
-            seeds = sorted({k.split(SEP)[0] for k in keys})
-            per_image = np.mean([np.mean([hits[f"{s}{SEP}{lang}"] - hits[f"{FROZEN}{SEP}{lang}"] for s in seeds], axis=0)
-                                 for lang in langs], axis=0)
+            per_image = np.mean([np.mean([hits[f"{k}{SEP}{lang}"] - hits[f"{FROZEN}{SEP}{lang}"] for k in run_keys],
+                                         axis=0) for lang in langs], axis=0)
             row["boot_low"], row["boot_high"] = bootstrap_mean_ci(per_image)
             row["n_images"] = len(per_image)
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _key_matches(key: str, run: dict) -> bool:
-    head, prox, ortho, _ = key.split(SEP)[0].split("|")
-    return head == run["head"] and np.isclose(float(prox), float(run["prox_id"])) \
-        and np.isclose(float(ortho), float(run["ortho"]))
 
 
 def run_table(summary: pd.DataFrame, runs: dict[str, dict], task: str) -> pd.DataFrame:
@@ -199,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = chosen_runs(sweeps, ml["evaluate"]["headline"])
     write_table(summary, args.parquet)
     retrieval = summary[summary["task"].isin(["t2i", "i2t", "i2t_all"])]
-    tables = [retrieval, headline_table(summary, per_query, runs, languages),
+    tables = [retrieval, headline_table(summary, per_query, sweeps, runs, languages),
               pd.concat([run_table(summary, runs, "pivot"), run_table(summary, runs, "direct")], ignore_index=True),
               run_table(summary, runs, "zero_shot"), run_table(summary, runs, "diagnostics"), gram_table(grams, runs)]
     for table, path in zip(tables, args.tables):
