@@ -55,7 +55,7 @@ rule clip4dm_prepare:
 
 rule clip4dm_detect:
     input:
-        code=code(*C4_CORE, "clip4dm.detect", "effective", "world", "captions"),
+        code=code(*C4_CORE, "clip4dm.detect", "effective", "world", "captions", "aggregate"),
         pack=f"{C4}/{{model}}/pack.npz",
         captions=f"{SWAPS_DIR}/captions.txt",
         manifest=f"{SWAPS_DIR}/swaps.parquet",
@@ -183,7 +183,7 @@ C4_REPORT = {
 rule clip4dm_summary:
     input:
         code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "intervals", "figures",
-                  "data"),
+                  "data", "aggregate"),
         detect=C4_DETECT_RUNS,
         scores=[p.replace("metrics.json", "scores.parquet") for p in C4_DETECT_RUNS],
         localisation=expand(f"{C4}/{{model}}/localisation.parquet", model=C4_MODELS) if C4_FOILS else [],

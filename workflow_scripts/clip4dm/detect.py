@@ -32,10 +32,7 @@ SCORES = ("fclipscore", "clipscore")
 
 
 def swapped_lines(manifest: pd.DataFrame, n: int, where: str) -> np.ndarray:
-    """Boolean [n]: the lines a swap touched (both ends of every swapped pair)."""
-    for col in ("line_a", "line_b"):
-        if col not in manifest.columns:
-            raise InputError(f"{where}: swap manifest lacks column {col!r}")
+    """Boolean [n]: the lines a swap touched (both ends of every swapped pair, columns line_a and line_b)."""
     lines = np.concatenate([manifest["line_a"].to_numpy(), manifest["line_b"].to_numpy()]).astype(np.int64)
     if len(lines) and (lines.min() < 0 or lines.max() >= n):
         raise InputError(f"{where}: swap manifest names lines outside 0..{n - 1}")
@@ -72,6 +69,7 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
            attributes_path: str | None, tags: dict) -> tuple[dict, pd.DataFrame]:
     import torch
 
+    from ..aggregate import read_tables
     from ..captions import read_captions
     from ..effective import changed_lines, contradicts_any, read_truth
     from .pipeline import Pack, score_pairs
@@ -87,10 +85,7 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
     if len(swapped) != n or len(pack.arrays["train.cos"]) != n:
         raise InputError(f"{captions_path}: {len(swapped)} lines, the original {original_path} {n}, the pack "
                          f"{pack_path} {len(pack.arrays['train.cos'])}")
-    try:
-        manifest = pd.read_parquet(manifest_path)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{manifest_path}: not a readable swap manifest ({exc})") from None
+    manifest = read_tables([manifest_path], required=("line_a", "line_b"))
     labels = {"swapped": swapped_lines(manifest, n, manifest_path),
               "changed": changed_lines(original, swapped)}
     if attributes_path:      # the pack knows the original captions' contradictions; only changed lines are read

@@ -97,16 +97,14 @@ def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
 
 def with_detection_metrics(runs: pd.DataFrame, scores: list[str]) -> pd.DataFrame:
     """Each run's AP / AUROC (detect.detection_metrics) from its per-line scores, run i <-> scores[i]."""
+    from ..aggregate import read_tables
     from .detect import SCORES, TRUTHS, detection_metrics
 
     if len(scores) != len(runs):
         raise InputError(f"{len(runs)} detection results but {len(scores)} score tables")
     rows = []
     for path, (_, run) in zip(scores, runs.iterrows()):
-        try:
-            table = pd.read_parquet(path)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{path}: not a readable score table ({exc})") from None
+        table = read_tables([path], required=SCORES)
         labels = {t: table[t].to_numpy(bool) for t in TRUTHS if t in table}
         rows.append({**run.to_dict(), **detection_metrics(labels, {k: table[k].to_numpy() for k in SCORES})})
     return pd.DataFrame(rows)
@@ -120,6 +118,7 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..aggregate import read_tables
     from ..data import read_json
     from ..io import setup_logging, write_table
     from . import render
@@ -140,11 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log)
     tables, figures = Path(args.tables_dir), Path(args.figures_dir)
     runs = with_detection_metrics(read_runs(args.detect), args.scores)
-    misalign = pd.read_parquet(args.misalign) if args.misalign else None
+    misalign = read_tables([args.misalign], required=()) if args.misalign else None
     det = detection_table(runs) if len(runs) else pd.DataFrame()
     rate = rate_table(runs, misalign) if len(runs) else pd.DataFrame()
-    loc = localisation_table(pd.concat([pd.read_parquet(p) for p in args.localisation], ignore_index=True)) \
-        if args.localisation else pd.DataFrame()
+    loc = localisation_table(read_tables(args.localisation, required=())) if args.localisation else pd.DataFrame()
     calib = pd.DataFrame([{k: v for k, v in read_json(p).items() if not isinstance(v, dict)} for p in args.calibration])
     real = read_runs(args.real)
     if "by_group" in real:
@@ -153,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         ("clip4dm_calibration", calib), ("clip4dm_real", real)):
         for suffix in (".csv", ".parquet"):
             write_table(table, tables / f"{name}{suffix}")
-    foils = pd.concat([pd.read_parquet(p) for p in args.foils], ignore_index=True) if args.foils else pd.DataFrame()
+    foils = read_tables(args.foils, required=()) if args.foils else pd.DataFrame()
     render.write_all(det, rate, loc, foils, figures, args.examples)
     log.info("detection:\n%s", det.to_string(index=False) if len(det) else "(none)")
     return 0
