@@ -180,7 +180,8 @@ rule multilingual_evaluate:
 
 rule multilingual_report:
     input:
-        code=code("multilingual.report", "multilingual.evaluate", "multilingual.images", "intervals", "figures"),
+        code=code("multilingual.report", "multilingual.evaluate", "multilingual.images", "aggregate", "intervals",
+                  "figures"),
         metrics=expand(f"{ML}/eval/{{mlmodel}}/metrics.parquet", mlmodel=ML_MODELS),
         gram=expand(f"{ML}/eval/{{mlmodel}}/gram.parquet", mlmodel=ML_MODELS),
         per_query=expand(f"{ML}/eval/{{mlmodel}}/per_query.npz", mlmodel=ML_MODELS),

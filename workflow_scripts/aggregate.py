@@ -70,18 +70,22 @@ def read_tables(paths: Sequence[str | Path], required: Sequence[str] = ("metric"
     return pd.concat(frames, ignore_index=True)
 
 
-# The possible range of the bounded metrics (accuracies, recalls, mean |cos|); t intervals of their means
-# are cut to it, and those of paired differences to its span around 0.
+# The possible range of the bounded metrics (accuracies, recalls, mean |cos|, the retrieval rates mAP and
+# MRR); t intervals of their means are cut to it, and those of paired differences to its span around 0.
+# Also in [0, 1]: every recall at K (R@1, R@5, ...) and every per-set accuracy (<set>_acc1).
 METRIC_RANGES = {
     "acc1": (0.0, 1.0), "acc5": (0.0, 1.0), "mean_per_class_recall": (0.0, 1.0), "silhouette": (-1.0, 1.0),
     "avg_abs_cos_sim": (0.0, 1.0), "avg_abs_cos_sim_offdiag": (0.0, 1.0), "median_abs_cos_sim": (0.0, 1.0),
-    "max_abs_cos_sim": (0.0, 1.0), "avg_cos_sim": (-1.0, 1.0),
+    "max_abs_cos_sim": (0.0, 1.0), "avg_cos_sim": (-1.0, 1.0), "mAP": (0.0, 1.0), "MRR": (0.0, 1.0),
 }
+UNIT_PREFIXES, UNIT_SUFFIXES = ("R@",), ("_acc1",)
 
 
 def metric_bounds(metric: str, difference: bool = False) -> tuple[float, float] | None:
     """The range of `metric` (or of a difference of two of its values), None when unbounded/unknown."""
     bounds = METRIC_RANGES.get(metric)
+    if bounds is None and (metric.startswith(UNIT_PREFIXES) or metric.endswith(UNIT_SUFFIXES)):
+        bounds = (0.0, 1.0)
     if bounds is None or not difference:
         return bounds
     span = bounds[1] - bounds[0]

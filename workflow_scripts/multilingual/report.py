@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from ..aggregate import metric_bounds
 from ..errors import InputError
 from ..io import load_npz, run_cli, setup_logging, write_table
 from ..intervals import bootstrap_mean_ci, t_interval
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 CONFIG_COLUMNS = ["model", "head", "prox_id", "ortho"]
 
 
-def _bounds(metric: str) -> tuple[float, float] | None:
-    """[0, 1] for the rates (R@K, mAP, MRR, accuracies), whose intervals are cut to it; None otherwise."""
-    return (0.0, 1.0) if metric.startswith("R@") or metric in ("mAP", "MRR") or metric.endswith("acc1") else None
-
-
 def summarise(metrics: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
     """Per (model, head, λp, λo, task, language, metric): frozen value, aligned mean ± t interval over
     seeds (n), and the paired difference aligned − frozen with its t interval."""
@@ -44,10 +40,9 @@ def summarise(metrics: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
     aligned = m[m["head"] != FROZEN].merge(frozen, on=["model", "task", "language", "metric"], how="left")
     rows = []
     for keys, g in aligned.groupby(CONFIG_COLUMNS + ["task", "language", "metric"], sort=True):
-        bounds = _bounds(keys[-1])
-        n, mean, sd, low, high = t_interval(g["value"].to_numpy(), bounds=bounds)
-        diff_bounds = None if bounds is None else (-1.0, 1.0)
-        _, diff, _, dlow, dhigh = t_interval((g["value"] - g["frozen"]).to_numpy(), bounds=diff_bounds)
+        n, mean, sd, low, high = t_interval(g["value"].to_numpy(), bounds=metric_bounds(keys[-1]))
+        _, diff, _, dlow, dhigh = t_interval((g["value"] - g["frozen"]).to_numpy(),
+                                             bounds=metric_bounds(keys[-1], difference=True))
         rows.append(dict(zip(CONFIG_COLUMNS + ["task", "language", "metric"], keys),
                          frozen=float(g["frozen"].iloc[0]), mean=mean, ci_low=low, ci_high=high, n=n,
                          diff=diff, diff_low=dlow, diff_high=dhigh))
