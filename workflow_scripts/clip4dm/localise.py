@@ -50,15 +50,15 @@ def localisation_metrics(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def score_foils(tower, head, table, settings: dict, pack, epsilon: float) -> pd.DataFrame:
-    """The pack's foil table with each caption scored against its held-out image."""
-    from .pipeline import embed_images, score_pairs
+def score_foils(tower, table, settings: dict, pack, image_emb: np.ndarray, epsilon: float) -> pd.DataFrame:
+    """The pack's foil table with each caption scored against its held-out image (`image_emb`: the held-out
+    images' embeddings with the checkpoint's head)."""
+    from .pipeline import score_pairs
     from .scores import score_table
 
     cols = ("image", "kind", "attribute", "caption", "foil_word", "foil_index")
     rows = pd.DataFrame({c: pack.arrays[f"foils.{c}"] for c in cols})
-    emb = embed_images(head, pack.arrays["heldout.features"])
-    items, cos, attr = score_pairs(tower, table, list(rows["caption"]), emb[rows["image"].to_numpy()], settings)
+    items, cos, attr = score_pairs(tower, table, list(rows["caption"]), image_emb[rows["image"].to_numpy()], settings)
     words = [t.words for t in items]
     scored = score_table(words, attr, cos, epsilon)
     for key in ("cos", "clipscore", "fclipscore", "negative_sum", "worst_word", "worst_index"):
@@ -75,8 +75,8 @@ def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> 
 
     from ..checkpoints import load_checkpoint
     from ..models import state_dict_of
-    from .pipeline import Pack, with_checkpoint
-    from .prepare import heldout_block
+    from .pipeline import Pack, embed_images, with_checkpoint
+    from .prepare import epsilon_for
 
     torch.set_num_threads(1)
     settings = config["clip4dm"]
@@ -85,6 +85,7 @@ def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> 
         raise InputError(f"{pack_path}: has no foil table (the embedded world is off or there are no held-out pairs)")
     tower, head, table = pack.tower(), pack.head(), pack.table()
     held = [str(c) for c in pack.arrays["heldout.captions"]]
+    where = [f"held-out pair {i}" for i in range(len(held))]
     checkpoints = [("pretrained", 0.0, -1, None)]
     for item in finetuned:
         parts = item.split(":", 3)
@@ -95,15 +96,12 @@ def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> 
     for strategy, cs, seed, path in checkpoints:
         t0 = time.time()
         if path is None:
-            tw, hd, epsilon = tower, head, float(pack.arrays["epsilon"])
+            tw, hd = tower, head
         else:
             tw, hd = with_checkpoint(tower, head, state_dict_of(load_checkpoint(path), path), path)
-            if settings["epsilon"]["mode"] == "absolute":   # no calibration: the held-out pairs need no scoring
-                epsilon = float(settings["epsilon"]["absolute"])
-            else:
-                epsilon = float(heldout_block(tw, hd, table, settings, pack.arrays["heldout.features"], held,
-                                              [f"held-out pair {i}" for i in range(len(held))])[0]["epsilon"])
-        rows = score_foils(tw, hd, table, settings, pack, epsilon)
+        emb = embed_images(hd, pack.arrays["heldout.features"])     # once per checkpoint: epsilon and foils
+        epsilon = float(pack.arrays["epsilon"]) if path is None else epsilon_for(tw, table, settings, emb, held, where)
+        rows = score_foils(tw, table, settings, pack, emb, epsilon)
         m = localisation_metrics(rows)
         m.insert(0, "model", model)
         m.insert(1, "checkpoint", "pretrained" if path is None else "finetuned")

@@ -31,6 +31,17 @@ def calibrate(settings: dict, words: list[list[str]], scores: list[np.ndarray]) 
     return calibrate_epsilon(words, scores, eps["quantile"])
 
 
+def epsilon_for(tower, table, settings: dict, image_emb: np.ndarray, captions: list[str], where: list[str]) -> float:
+    """epsilon of the config for one checkpoint: the absolute value (nothing scored), or the quantile of the
+    word attributions of the held-out aligned pairs (image_emb[i], captions[i])."""
+    from .pipeline import score_pairs
+
+    if settings["epsilon"]["mode"] == "absolute":
+        return float(settings["epsilon"]["absolute"])
+    items, _, attr = score_pairs(tower, table, captions, image_emb, settings, where)
+    return calibrate(settings, [t.words for t in items], attr)
+
+
 def heldout_block(tower, head, table, settings: dict, features: np.ndarray, captions: list[str],
                   where: list[str], prefix: str = "heldout") -> tuple[dict[str, np.ndarray], dict]:
     """Calibrate epsilon on held-out aligned pairs and score them: arrays for a pack and a summary."""
