@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .words import Tokenized, tokenize_caption
+from .words import Tokenized, template_words, tokenize_caption
 
 
 # ----------------------------------------------------------------------------- ragged arrays
@@ -45,6 +45,7 @@ class TokenTable:
         self.template, self.context, self.arch, self.truncate = template, context, arch, truncate
         self.rows: dict[str, Tokenized] = dict(rows or {})
         self._tokenizer = tokenizer
+        self._n_template: int | None = None     # template_words of the tokenizer, once it is loaded
 
     @classmethod
     def for_model(cls, settings: dict, context: int, arch: str) -> "TokenTable":
@@ -64,8 +65,10 @@ class TokenTable:
         for i, caption in enumerate(captions):
             item = self.rows.get(caption)
             if item is None:
+                if self._n_template is None:    # checks the tokenizer too
+                    self._n_template = template_words(self.tokenizer(), self.template)
                 item = tokenize_caption(self.tokenizer(), caption, self.template, self.context, self.truncate,
-                                        where[i] if where else f"caption {i}")
+                                        where[i] if where else f"caption {i}", self._n_template)
                 self.rows[caption] = item
             out.append(item)
         return out

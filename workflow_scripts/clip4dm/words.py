@@ -49,19 +49,27 @@ def _chunk_tokens(tokenizer, chunk: str) -> list[int]:
     return [tokenizer.encoder[t] for t in tokenizer.bpe(mapped).split(" ")]
 
 
+def template_words(tokenizer, template: str) -> int:
+    """The number of words of the cleaned template (InputError unless the tokenizer is open_clip's
+    SimpleTokenizer): once per tokenizer and template, not per caption."""
+    _require_simple_tokenizer(tokenizer)
+    return len(split_words(tokenizer.clean_fn(template))) if template.strip() else 0
+
+
 def tokenize_caption(tokenizer, caption: str, template: str, context_length: int,
-                     truncate: bool = False, where: str = "caption") -> Tokenized:
+                     truncate: bool = False, where: str = "caption", n_template: int | None = None) -> Tokenized:
     """Tokens and token->word map of `template + caption`.
 
     Raises InputError naming `where` for an empty caption and, unless `truncate`, for a text longer than
     the context; with `truncate`, open_clip's rule applies (cut, last position = EOT) and only the words
-    whose tokens all fit are kept."""
-    _require_simple_tokenizer(tokenizer)
+    whose tokens all fit are kept. `n_template`: template_words(tokenizer, template), computed here unless
+    the caller has it."""
+    if n_template is None:
+        n_template = template_words(tokenizer, template)
     if not caption or not caption.strip():
         raise InputError(f"{where}: empty caption")
     text = tokenizer.clean_fn(template + caption)
     spans = split_words(text)
-    n_template = len(split_words(tokenizer.clean_fn(template))) if template.strip() else 0
     starts = np.asarray([s for s, _ in spans])
     ids: list[int] = [tokenizer.sot_token_id]
     word_ids: list[int] = [-1]
