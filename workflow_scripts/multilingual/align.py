@@ -19,6 +19,7 @@ import itertools
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -83,25 +84,57 @@ def macro_r1(head: torch.nn.Module | None, image: torch.Tensor, texts: list[torc
     return float(np.mean(values))
 
 
-def train_run(data: dict, languages: Sequence[str], run: dict, settings: dict, seed: int, base_seed: int) -> tuple[dict, list[dict], dict]:
-    """One sweep run; returns (summary row, per-epoch history, best head's state dict as arrays)."""
+@dataclass(frozen=True)
+class SeedSplit:
+    """One seed's train / validation split of the paired training images (rows of V), the validation
+    images and captions, and the frozen encoder's validation macro R@1 (it depends on the seed alone)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    val_img: torch.Tensor
+    val_txt: list[torch.Tensor]
+    frozen: float
+
+
+def paired_tensors(data: dict, languages: Sequence[str]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The training images that have a caption in every language (V) and per language those captions (T),
+    row i of each pairing with image i."""
     images, caption_rows = paired_rows(data, "train", languages)
-    rng = np.random.default_rng(derive_seed(base_seed, SPLIT_STREAM, seed))
-    perm = rng.permutation(len(images))
-    n_val = int(round(settings["validation_fraction"] * len(images)))
-    if n_val < 2 or len(images) - n_val < settings["batch_per_lang"]:
-        raise InputError(f"multilingual.align: {len(images)} training images cannot give a validation split of "
-                         f"{n_val} and a batch of {settings['batch_per_lang']}")
-    val, train = perm[:n_val][: settings["validation_max"]], perm[n_val:]
     V = torch.from_numpy(data["train::image"][images])
     T = [torch.from_numpy(data[f"train{SEP}{lang}{SEP}text"][rows]) for lang, rows in zip(languages, caption_rows)]
+    return V, T
+
+
+def seed_split(V: torch.Tensor, T: list[torch.Tensor], settings: dict, seed: int, base_seed: int) -> SeedSplit:
+    """The validation split drawn for `seed` (validation_fraction of the images, at most validation_max)."""
+    rng = np.random.default_rng(derive_seed(base_seed, SPLIT_STREAM, seed))
+    perm = rng.permutation(len(V))
+    n_val = int(round(settings["validation_fraction"] * len(V)))
+    if n_val < 2 or len(V) - n_val < settings["batch_per_lang"]:
+        raise InputError(f"multilingual.align: {len(V)} training images cannot give a validation split of "
+                         f"{n_val} and a batch of {settings['batch_per_lang']}")
+    val, train = perm[:n_val][: settings["validation_max"]], perm[n_val:]
     val_img, val_txt = V[val], [t[val] for t in T]
+    return SeedSplit(train, val, val_img, val_txt, macro_r1(None, val_img, val_txt))
+
+
+def train_run(data: dict, languages: Sequence[str], run: dict, settings: dict, seed: int, base_seed: int) -> tuple[dict, list[dict], dict]:
+    """One sweep run from the embeddings; returns (summary row, per-epoch history, best head's state dict as
+    arrays). sweep() builds the paired tensors once and each seed's split once, then calls fit per run."""
+    V, T = paired_tensors(data, languages)
+    return fit(V, T, seed_split(V, T, settings, seed, base_seed), run, settings, seed, base_seed)
+
+
+def fit(V: torch.Tensor, T: list[torch.Tensor], split: SeedSplit, run: dict, settings: dict, seed: int,
+        base_seed: int) -> tuple[dict, list[dict], dict]:
+    """Train run `run` with seed `seed` on the paired tensors V, T and that seed's split; returns what
+    train_run does."""
+    train, val_img, val_txt = split.train, split.val_img, split.val_txt
     torch.manual_seed(derive_seed(base_seed, seed))
     head = make_head(run["head"], T[0].shape[1], V.shape[1], settings["mlp_hidden"])
     optimizer = torch.optim.Adam(head.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     epochs, steps, bs = settings["epochs"], settings["steps_per_epoch"], settings["batch_per_lang"]
     total = epochs * steps
-    frozen = macro_r1(None, val_img, val_txt)
     best, best_epoch, best_state, history, stale = -1.0, 0, None, [], 0
     for epoch in range(epochs):
         order = np.random.default_rng(derive_seed(base_seed, ORDER_STREAM, seed, epoch)).permutation(len(train))
@@ -129,8 +162,8 @@ def train_run(data: dict, languages: Sequence[str], run: dict, settings: dict, s
             stale += 1
             if settings["patience"] and stale >= settings["patience"]:
                 break
-    summary = {**run, "seed": seed, "best_epoch": best_epoch, "epochs_run": len(history),
-               "val_macro_r1": best, "val_macro_r1_frozen": frozen, "n_train": len(train), "n_val": len(val)}
+    summary = {**run, "seed": seed, "best_epoch": best_epoch, "epochs_run": len(history), "val_macro_r1": best,
+               "val_macro_r1_frozen": split.frozen, "n_train": len(train), "n_val": len(split.val)}
     return summary, history, best_state
 
 
@@ -147,9 +180,13 @@ def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> "pd.DataFra
     settings = ml["align"]
     data = load_npz(embeddings)
     runs = sweep_grid(settings)
+    V, T = paired_tensors(data, ml["languages"])
+    splits: dict[int, SeedSplit] = {}
     rows, logs, heads = [], [], {}
     for run, seed in progress(list(itertools.product(runs, settings["seeds"])), desc="alignment sweep"):
-        summary, history, state = train_run(data, ml["languages"], run, settings, int(seed), ml["seed"])
+        if int(seed) not in splits:
+            splits[int(seed)] = seed_split(V, T, settings, int(seed), ml["seed"])
+        summary, history, state = fit(V, T, splits[int(seed)], run, settings, int(seed), ml["seed"])
         key = run_key(run, seed)
         rows.append({"model": name, "key": key, **summary})
         logs += [json.dumps({"key": key, **h}, sort_keys=True) for h in history]
