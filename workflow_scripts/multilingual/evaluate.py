@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -51,29 +52,65 @@ def _rows(task: str, language: str, metrics: dict) -> list[dict]:
     return [{"task": task, "language": language, "metric": k, "value": float(v)} for k, v in metrics.items()]
 
 
-def evaluate_key(data: dict, languages: Sequence[str], head: torch.nn.Module | None,
+@dataclass
+class HeldOut:
+    """What every key's evaluation shares (it depends on no head): the unit held-out images, the caption
+    ids, the relevance masks of each task, the images' diagnostics and the rows of the images captioned in
+    every language (the Gram spaces)."""
+
+    V: np.ndarray
+    ids: np.ndarray
+    tid: dict[str, np.ndarray]
+    t2i: dict[str, np.ndarray]                  # caption × image relevance per language
+    has: dict[str, np.ndarray]                  # images with a caption in the language
+    i2t: dict[str, np.ndarray]                  # those images × the language's captions
+    pooled: np.ndarray                          # image × every language's captions
+    pairs: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]    # (a, b): relevance, keep
+    image_diagnostics: dict[str, float]
+    gram_rows: dict[str, np.ndarray]            # per space ("image", languages) its rows of the common images
+
+
+def heldout(data: dict, languages: Sequence[str]) -> HeldOut:
+    """The head-independent part of the held-out evaluation, computed once for all keys."""
+    from ..purity import representation_diagnostics
+
+    V = normalize(data["heldout::image"])
+    ids = data["heldout::ids"]
+    tid = {lang: data[f"heldout{SEP}{lang}{SEP}ids"] for lang in languages}
+    has = {lang: np.isin(ids, tid[lang]) for lang in languages}
+    pairs = {}
+    for a, b in itertools.permutations(languages, 2):
+        relevant = same_id(tid[a], tid[b])
+        pairs[a, b] = relevant, relevant.any(axis=1)              # keep: the query's image has a b-caption
+    common = np.asarray(sorted(set(ids).intersection(*[set(tid[lang]) for lang in languages])))
+    gram_rows = {"image": np.searchsorted(ids, common)}
+    for lang in languages:
+        order = np.argsort(tid[lang])
+        gram_rows[lang] = order[np.searchsorted(tid[lang][order], common)]
+    return HeldOut(V=V, ids=ids, tid=tid, t2i={lang: same_id(tid[lang], ids) for lang in languages}, has=has,
+                   i2t={lang: same_id(ids[has[lang]], tid[lang]) for lang in languages},
+                   pooled=same_id(ids, np.concatenate([tid[lang] for lang in languages])), pairs=pairs,
+                   image_diagnostics=representation_diagnostics(V), gram_rows=gram_rows)
+
+
+def evaluate_key(data: dict, held: HeldOut, languages: Sequence[str], head: torch.nn.Module | None,
                  zero_shot_sets: Sequence[str]) -> tuple[list[dict], dict[str, np.ndarray], pd.DataFrame]:
     """Every task for one head on the held-out split: (metric rows, per-language t2i R@1 hits, Gram table)."""
     from ..purity import representation_diagnostics, rsa_correlation
 
-    V = normalize(data["heldout::image"])
-    ids = data["heldout::ids"]
+    V = held.V
     text = {lang: apply(head, data[f"heldout{SEP}{lang}{SEP}text"]) for lang in languages}
-    tid = {lang: data[f"heldout{SEP}{lang}{SEP}ids"] for lang in languages}
     rows, hits = [], {}
     for lang in languages:
-        t2i = per_query(text[lang] @ V.T, same_id(tid[lang], ids))
+        t2i = per_query(text[lang] @ V.T, held.t2i[lang])
         hits[lang] = t2i["R@1"]
         rows += _rows("t2i", lang, {k: v.mean() for k, v in t2i.items()})
-        has = np.isin(ids, tid[lang])
-        rows += _rows("i2t", lang, retrieval_metrics(V[has] @ text[lang].T, same_id(ids[has], tid[lang])))
+        rows += _rows("i2t", lang, retrieval_metrics(V[held.has[lang]] @ text[lang].T, held.i2t[lang]))
     pooled = np.concatenate([text[lang] for lang in languages])
-    pooled_ids = np.concatenate([tid[lang] for lang in languages])
-    rows += _rows("i2t_all", "all", retrieval_metrics(V @ pooled.T, same_id(ids, pooled_ids)))
+    rows += _rows("i2t_all", "all", retrieval_metrics(V @ pooled.T, held.pooled))
     for a, b in itertools.permutations(languages, 2):
         pivot = (text[a] @ V.T).argmax(axis=1)                     # each a-caption's best image
-        relevant = same_id(tid[a], tid[b])
-        keep = relevant.any(axis=1)                                 # the query's image has a b-caption
+        relevant, keep = held.pairs[a, b]
         rows += _rows("pivot", f"{a}>{b}", retrieval_metrics((V[pivot] @ text[b].T)[keep], relevant[keep]))
         rows += _rows("direct", f"{a}>{b}", retrieval_metrics((text[a] @ text[b].T)[keep], relevant[keep]))
     for name in zero_shot_sets:
@@ -84,12 +121,10 @@ def evaluate_key(data: dict, languages: Sequence[str], head: torch.nn.Module | N
             rows += _rows("zero_shot", lang, {f"{name}_acc1": acc})
     for lang in languages:
         rows += _rows("diagnostics", lang, representation_diagnostics(text[lang]))
-    rows += _rows("diagnostics", "image", representation_diagnostics(V))
-    common = np.asarray(sorted(set(ids).intersection(*[set(tid[lang]) for lang in languages])))
-    spaces = {"image": V[np.searchsorted(ids, common)]}
+    rows += _rows("diagnostics", "image", held.image_diagnostics)
+    spaces = {"image": V[held.gram_rows["image"]]}
     for lang in languages:
-        order = np.argsort(tid[lang])
-        spaces[lang] = text[lang][order[np.searchsorted(tid[lang][order], common)]]
+        spaces[lang] = text[lang][held.gram_rows[lang]]
     gram = [{"a": a, "b": b, "rsa": rsa_correlation(spaces[a], spaces[b]) if a != b else 1.0}
             for a in spaces for b in spaces]
     return rows, hits, pd.DataFrame(gram)
@@ -118,12 +153,13 @@ def evaluate(config: dict, name: str, embeddings: str, sweep_table: str, heads_p
     runs = pd.read_parquet(sweep_table)
     d_text, d_img = data[f"heldout{SEP}{languages[0]}{SEP}text"].shape[1], data["heldout::image"].shape[1]
     heads = load_heads(heads_path, runs["key"].tolist(), d_text, d_img, ml["align"]["mlp_hidden"])
+    held = heldout(data, languages)
     tables, grams, hits = [], [], {}
     specs = [(FROZEN, None, {"head": FROZEN, "prox_id": np.nan, "ortho": np.nan, "seed": -1})]
     specs += [(r.key, heads[r.key], {"head": r.head, "prox_id": r.prox_id, "ortho": r.ortho, "seed": r.seed})
               for r in runs.itertuples()]
     for key, head, tags in specs:
-        rows, key_hits, gram = evaluate_key(data, languages, head, zs)
+        rows, key_hits, gram = evaluate_key(data, held, languages, head, zs)
         tables.append(pd.DataFrame(rows).assign(key=key, **tags))
         grams.append(gram.assign(key=key, **tags))
         hits.update({f"{key}{SEP}{lang}": h for lang, h in key_hits.items()})
