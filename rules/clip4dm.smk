@@ -123,8 +123,7 @@ C4_REAL = c4_paths.real_runs(config)
 
 rule clip4dm_realdata:
     input:
-        code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "features", "data", "checkpoints",
-                  "distributed"),
+        code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "data", "checkpoints", "distributed"),
         json=lambda wildcards: C4_SETTINGS["real_data"][wildcards.c4set]["json"],
         checkpoint=PRETRAINED,
         pack=f"{C4}/{{model}}/pack.npz",

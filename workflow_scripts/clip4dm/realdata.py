@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+import numpy as np
 import pandas as pd
 
 from ..errors import InputError
@@ -45,9 +46,11 @@ def benchmark_metrics(fmt: str, samples: pd.DataFrame) -> dict:
 
 
 def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: str, pack_path: str):
+    import torch
+
+    from ..data import load_preprocessed, to_model_input
     from ..distributed import config_device
-    from ..features import extract_image_features
-    from ..models import Head, load_model, preprocess_config
+    from ..models import Head, image_features, load_model, preprocess_config
     from .metrics import span_correct
     from .pipeline import Pack, TokenTable, embed_images, score_pairs
     from .readers import read_items
@@ -63,7 +66,12 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
     model = load_model(config["models"][model_name], checkpoint, name=model_name).to(device).eval()
     pre = preprocess_config(model, config["models"][model_name], "evaluate")
     paths = sorted({it.image for it in items})
-    feats = extract_image_features(model, paths, spec_set["image_root"], pre, 1, False, 0, 256, device)[0]
+    feats = []
+    with torch.no_grad():
+        for s in range(0, len(paths), 256):
+            x = load_preprocessed(paths[s:s + 256], spec_set["image_root"], pre, desc="images")
+            feats.append(image_features(model, to_model_input(x, pre["mean"], pre["std"]).to(device)).float().cpu().numpy())
+    feats = np.concatenate(feats)
     row_of = {p: i for i, p in enumerate(paths)}
     tower, head = TextTower.from_model(model).to(device), Head.from_model(model)
     table = TokenTable.for_model(settings, tower.context_length, config["models"][model_name]["arch"])
