@@ -65,19 +65,18 @@ def top_concepts(weights: np.ndarray, names: np.ndarray, n: int) -> list[tuple[s
     return [(str(names[k]), float(weights[k])) for k in order if weights[k] > 0]
 
 
-def decompose_set(C: np.ndarray, mu: np.ndarray, data: dict, lambdas, settings: dict, torch_dtype=None):
-    """Yield (lambda, weights (N, K), l0 (N,), predicted classes (N,), per-lambda metrics) over the sweep,
-    largest lambda first."""
+def decompose_set(C: np.ndarray, mu: np.ndarray, data: dict, settings: dict):
+    """Yield (lambda, weights (N, K), l0 (N,), predicted classes (N,), per-lambda metrics) over the sweep of
+    settings['lambdas'], largest lambda first (solved in float64)."""
     import torch
 
-    torch_dtype = torch_dtype or torch.float64
     Z = data["image"].astype(np.float64)
-    Ct = torch.from_numpy(C).to(torch_dtype)
-    Zc = torch.from_numpy(centring.center_images(Z, mu)).to(torch_dtype)
+    Ct = torch.from_numpy(C).to(torch.float64)
+    Zc = torch.from_numpy(centring.center_images(Z, mu)).to(torch.float64)
     labels, classifier = data["labels"], data["classifier"]
     acc1_dense = float((zero_shot_logits(Z, classifier).argmax(axis=1) == labels).mean())
     prev = None
-    for lam in sorted(lambdas, reverse=True):
+    for lam in sorted(settings["lambdas"], reverse=True):
         start = time.perf_counter()
         sol = solver.solve(Ct, Zc, lam, tol=settings["tol"], warm_start=prev)
         seconds = time.perf_counter() - start
@@ -132,7 +131,7 @@ def evaluate_run(concepts: dict, features: dict, image_p: np.ndarray, text_p: np
         data = set_embeddings(features, name, image_p, text_p)
         if settings["max_images"]:
             data = {k: (v[:settings["max_images"]] if k in ("image", "labels") else v) for k, v in data.items()}
-        for lam, W, l0, pred, metrics in decompose_set(C, mu, data, settings["lambdas"], settings):
+        for lam, W, l0, pred, metrics in decompose_set(C, mu, data, settings):
             key = {**tags, "set": name, "lambda": lam}
             sweep.append({**key, **metrics})
             values, counts = np.unique(l0, return_counts=True)
