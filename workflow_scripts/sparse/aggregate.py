@@ -32,10 +32,14 @@ def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Pretrained rows get strategy 'pretrained', Cs NaN and seed 0, so that every row has the run keys."""
     df = df.copy()
     for col, fill in (("strategy", "pretrained"), ("cs", np.nan), ("seed", 0)):
-        if col not in df.columns:
-            df[col] = fill
-        df[col] = df[col].fillna(fill) if col != "cs" else df[col]
+        df[col] = df[col].fillna(fill) if col in df.columns else fill
     return df
+
+
+def pretrained_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The pretrained checkpoints' rows (with the run columns)."""
+    df = with_run_columns(df)
+    return df[df["kind"] == "pretrained"]
 
 
 def summarise(df: pd.DataFrame, keys: list[str], values: list[str], level: float = 0.95) -> pd.DataFrame:
@@ -153,8 +157,7 @@ def memory_table(sweep: pd.DataFrame) -> pd.DataFrame:
 
 def concept_table(concepts: pd.DataFrame) -> pd.DataFrame:
     """One row per class or example image of the pretrained models: 'concept (weight)' strings by rank."""
-    c = with_run_columns(concepts)
-    c = c[c["kind"] == "pretrained"]
+    c = pretrained_rows(concepts)
     if c.empty:
         return pd.DataFrame()
     keys = ["model", "set", "lambda", "scope", "class", "image"] + (["predicted"] if "predicted" in c else [])

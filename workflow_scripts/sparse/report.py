@@ -173,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     save_figure(accuracy_vs_l0(summary), [figures / "sparse_accuracy_vs_l0.png", figures / "sparse_accuracy_vs_l0.svg"])
     save_figure(versus_purity_figure(runs, table, sp["target_l0"]) if not table.empty else _empty("no fine-tunes"),
                 [figures / "sparse_accuracy_vs_purity.png", figures / "sparse_accuracy_vs_purity.svg"])
-    pre = agg.with_run_columns(concepts)
-    pre = pre[pre["kind"] == "pretrained"]
-    save_figure(examples_figure(pre, set_image_paths(config, decomposed_sets(config)), sp["examples"]),
+    save_figure(examples_figure(agg.pretrained_rows(concepts), set_image_paths(config, decomposed_sets(config)),
+                                sp["examples"]),
                 [figures / "sparse_examples.png", figures / "sparse_examples.svg"])
     log.info("sparse tables in %s, figures in %s", tables, figures)
     return 0
