@@ -26,7 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from workflow_scripts.evaluate import SEP, load_projections  # noqa: E402
+from workflow_scripts.io import load_npz  # noqa: E402
 from workflow_scripts.sparse import centring, solver  # noqa: E402
+from workflow_scripts.sparse.evaluate import checkpoint_dictionary  # noqa: E402
 
 
 def load_data(n: int, results: Path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -34,10 +37,10 @@ def load_data(n: int, results: Path) -> tuple[np.ndarray, np.ndarray, str]:
     res = results
     paths = [res / "sparse/clip/concepts.npz", res / "eval/features/clip.npz", res / "eval/pretrained/clip/projections.npz"]
     if all(p.exists() for p in paths):
-        concepts, features, proj = (np.load(p) for p in paths)
-        C = centring.center_concepts(concepts["text"].astype(np.float64) @ proj["text"].T)
-        mu = centring.image_mean(concepts["image"].astype(np.float64) @ proj["image"].T)
-        Z = centring.center_images(features["shape::image"].astype(np.float64) @ proj["image"].T, mu)[:n]
+        concepts, features = load_npz(paths[0]), load_npz(paths[1])
+        image_p, text_p = load_projections(paths[2])
+        C, mu = checkpoint_dictionary(concepts, image_p, text_p)      # as sparse.evaluate makes them
+        Z = centring.center_images(features[f"shape{SEP}image"].astype(np.float64) @ image_p.T, mu)[:n]
         return C, Z, f"embedded study: pretrained clip, {len(C)} caption concepts, shape images"
     rng = np.random.default_rng(0)
     C = centring.center_concepts(rng.normal(size=(500, 64)) + 0.8 * rng.normal(size=(1, 64)))
