@@ -21,7 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from ..io import derive_seed, load_npz, progress, run_cli, save_npz, setup_loggi
 from .head import head_loss, make_head
 from .images import SEP
 from .metrics import recall_at_1
+
+if TYPE_CHECKING:                                  # pandas is imported where the sweep table is written
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +175,7 @@ def run_key(run: dict, seed: int) -> str:
     return f"{run['head']}|{run['prox_id']!r}|{run['ortho']!r}|{seed}"
 
 
-def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> "pd.DataFrame":
+def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> pd.DataFrame:
     """Every run of the sweep; writes sweep.parquet, heads.npz and log.jsonl under out_dir."""
     import pandas as pd
 
