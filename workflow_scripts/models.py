@@ -23,12 +23,15 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +442,7 @@ class Head:
         image, text = linear_projections(model)
         return cls(copy_of(image), copy_of(text), names, float(model.logit_scale.detach().exp()))
 
-    def to_arrays(self, prefix: str = "head.") -> dict[str, "np.ndarray"]:
+    def to_arrays(self, prefix: str = "head.") -> dict[str, np.ndarray]:
         import json
 
         import numpy as np
