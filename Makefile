@@ -32,8 +32,8 @@ run: $(VENV)/.installed
 	snakemake --profile profiles/default --cores $(CORES) $(if $(GPUS),--resources gpu=$(GPUS))
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html
 
-# Seed 003, multilingual alignment through the image pivot (off in `make run`: multilingual.enabled), then
-# the report with its category 8.
+# Seed 003 alone, multilingual alignment through the image pivot (make run includes it while
+# multilingual.enabled is true, as in config.yaml), then the report.
 multilingual: $(VENV)/.installed
 	snakemake --profile profiles/default --cores $(CORES) multilingual
 	snakemake --profile profiles/default --cores $(CORES) --report results/report.html multilingual

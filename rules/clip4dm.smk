@@ -14,8 +14,9 @@ from workflow_scripts.clip4dm import paths as c4_paths
 C4 = f"{RESULTS}/clip4dm"
 C4_SETTINGS = config["clip4dm"]
 C4_CATEGORY = category("Dense misalignment (CLIP4DM)")
-# the pretrained models (not the fine-tune arms' pseudo-models) and the detectors among them
-C4_MODELS = TOWER_MODELS
+# the pretrained models (not the fine-tune arms' pseudo-models; the first pretraining of each, not its
+# pretrain.seeds replicas) and the detectors among them
+C4_MODELS = [m for m in TOWER_MODELS if m in FIRST_PRETRAINING_MODELS]
 C4_DETECT = c4_paths.detector_models(config)
 C4_FOILS = bool(config["world"]["enabled"] and config["data"]["heldout_csv"])
 C4_CORE = (  # the modules every CLIP4DM job runs

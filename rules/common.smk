@@ -15,7 +15,9 @@ from workflow_scripts.config import (
     canonical,
     claim_run,
     finetune_source,
+    is_replica,
     pretrain_replicas,
+    replicate_towers,
     format_cs,
     run_paths,
     validate_config,
@@ -67,7 +69,7 @@ PRUNING_MODELS = list(config["evaluate"]["pruning"]["models"])
 FINETUNE_SETTINGS = {
     k: v
     for k, v in config["finetune"].items()
-    if k not in ("models", "seeds", "gpus", "processes", "checkpoint_every")
+    if k not in ("models", "seeds", "gpus", "processes", "checkpoint_every", "pretraining")
 }
 
 
@@ -184,11 +186,23 @@ EVAL_FEATURES = f"{RESULTS}/eval/features/{{model}}.npz"
 # The models with a checkpoint of their own. An Exp 3 orthogonality arm <model>-ortho has its base model's
 # checkpoint, frozen towers, feature cache and evaluation features (towers_of): only its fine-tunes are its own.
 TOWER_MODELS = [m for m in MODELS if finetune_source(config, m) == m]
+# The models of the seed systems and Exp 2: every model but the pretraining replicas <name>-p<seed> (the
+# seed systems use each model's first pretraining, and the fine-tunes that start from it).
+FIRST_PRETRAINING_MODELS = [m for m in MODELS if not is_replica(config["models"][m])]
 
 
-def towers_of(model):
-    """The model whose checkpoint and frozen towers `model` uses: itself, or an arm's base model."""
-    return finetune_source(config, model)
+def towers_of(model, seed=None):
+    """The model whose checkpoint and frozen towers `model` uses: itself, or an arm's base model; for
+    fine-tune replicate `seed`, the pretraining that replicate starts from (finetune.pretraining)."""
+    if seed is None:
+        return finetune_source(config, model)
+    return replicate_towers(config, model, seed)
+
+
+def first_pretraining_seeds(model):
+    """The replicates of `model`'s fine-tunes that start from its first pretraining (the seed systems'
+    fine-tunes: with finetune.pretraining matched and 3 pretrainings, replicate 0 only)."""
+    return [r for r in SEEDS if towers_of(model, r) == towers_of(model)]
 
 
 MODEL_SOURCE = {name: config["models"][name]["source"] for name in TOWER_MODELS}
@@ -242,20 +256,22 @@ FEATURE_CACHE = {
 }
 
 
-def feature_cache(model):
-    """The feature cache of `model`'s towers, which cached mode reads (end2end reads images itself: [])."""
+def feature_cache(model, seed=None):
+    """The feature cache of `model`'s towers (replicate `seed`'s pretraining), which cached mode reads
+    (end2end reads images itself: [])."""
     if config["finetune"]["mode"] == "cached":
-        return expand(list(FEATURE_CACHE.values()), model=towers_of(model))
+        return expand(list(FEATURE_CACHE.values()), model=towers_of(model, seed))
     return []
 
 
 def feature_cache_input(wildcards):
-    return feature_cache(wildcards.model)
+    return feature_cache(wildcards.model, wildcards.get("seed"))
 
 
 def eval_features_input(wildcards):
-    """The evaluation features of the model's towers (an orthogonality arm's are its base model's)."""
-    return EVAL_FEATURES.format(model=towers_of(wildcards.model))
+    """The evaluation features of the model's towers (an orthogonality arm's are its base model's; a
+    fine-tune replicate's those of the pretraining it started from)."""
+    return EVAL_FEATURES.format(model=towers_of(wildcards.model, wildcards.get("seed")))
 
 
 def nproc(wildcards, resources):

@@ -10,7 +10,7 @@
 # job checks again (checkpoint hash, float32 towers) and encodes the pairs itself otherwise.
 REUSED_FEATURE_CACHE = {
     m: feature_cache(m)[:1]  # the index (in cached mode)
-    for m in FT_MODELS
+    for m in dict.fromkeys(towers_of(f, r) for f in FT_MODELS for r in SEEDS)  # every pretraining fine-tuned from
     if m in TOWER_MODELS
     and not config["data"]["heldout_csv"]
     and gpus() == 0  # a cache extracted on GPUs holds fp16 autocast features: never reused, so not waited for
@@ -95,6 +95,7 @@ rule evaluate_finetune:
         f"{LOGS}/evaluate/finetune/{{model}}/{{strategy}}/Cs{{cs}}/seed{{seed}}.log",
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        pretraining=lambda w: towers_of(w.model, w.seed),
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
@@ -105,7 +106,8 @@ rule evaluate_finetune:
         "python -m workflow_scripts.evaluate projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir}"
         " --tag model={wildcards.model} --tag kind=finetune --tag strategy={wildcards.strategy}"
-        " --tag cs={wildcards.cs} --tag seed={wildcards.seed} > {log} 2>&1"
+        " --tag cs={wildcards.cs} --tag seed={wildcards.seed} --tag pretraining={params.pretraining}"
+        " > {log} 2>&1"
 
 
 rule pruning_sweep:

@@ -3,13 +3,16 @@
 
 rule aggregate:
     input:
-        code=code("aggregate", "intervals", "purity", "evaluate"),
+        code=code("aggregate", "replicates", "intervals", "purity", "evaluate"),
         metrics=eval_tables("metrics.parquet"),
         purity=eval_tables("purity.parquet"),
         histograms=eval_tables("histograms.parquet"),
         predictions=eval_tables("predictions.npz"),
         misalignment=f"{MISALIGN}/summary.parquet",
         eval_features=expand(EVAL_FEATURES, model=TOWER_MODELS),
+        # how far pretraining moved each pretrained model's projections from their initialisation
+        initial=expand(f"{RESULTS}/pretrain/{{model}}/initial_projections.npz", model=PRETRAIN_MODELS),
+        trained=expand(f"{RESULTS}/eval/pretrained/{{model}}/projections.npz", model=PRETRAIN_MODELS),
     output:
         exp1=report_table("exp1", "exp1_table", category("Exp 1: CLIP vs LaCLIP"), "CLIP vs LaCLIP"),
         exp3_purity=report_table(
@@ -30,6 +33,27 @@ rule aggregate:
             category("Exp 1: CLIP vs LaCLIP"),
             "accuracy differences",
         ),
+        exp1_by_seed=report_table(
+            "exp1_by_seed", "exp1_by_seed_table", category("Exp 1: CLIP vs LaCLIP"), "per pretraining seed"
+        ),
+        exp1_projections=report_table(
+            "exp1_projections",
+            "exp1_projections_table",
+            category("Exp 1: CLIP vs LaCLIP"),
+            "projection drift from initialisation",
+        ),
+        exp3_within_groups=report_table(
+            "exp3_within_groups",
+            "exp3_within_groups_table",
+            category("Exp 3: misalignment"),
+            "purity-accuracy within treatment groups",
+        ),
+        exp3_replicates=report_table(
+            "exp3_replicates",
+            "exp3_replicates_table",
+            category("Exp 3: misalignment"),
+            "per-replicate effects",
+        ),
         evaluation_settings=report_table(
             "evaluation_settings",
             "evaluation_settings_table",
@@ -47,6 +71,10 @@ rule aggregate:
             name=[
                 "exp1",
                 "exp1_differences",
+                "exp1_by_seed",
+                "exp1_projections",
+                "exp3_within_groups",
+                "exp3_replicates",
                 "exp3_purity",
                 "exp3_metrics",
                 "exp3_spearman",
@@ -70,6 +98,7 @@ rule aggregate:
         "python -m workflow_scripts.aggregate --metrics {input.metrics} --purity {input.purity}"
         " --histograms {input.histograms} --predictions {input.predictions}"
         " --misalignment {input.misalignment} --eval-features {input.eval_features}"
+        " --initial-projections {input.initial} --pretrained-projections {input.trained}"
         " --out-dir {params.out_dir} > {log} 2>&1"
 
 

@@ -39,8 +39,9 @@ rule extract_features:
 rule finetune:
     input:
         code=code("finetune", "adamw", "features", "distributed", "data", "models", "checkpoints"),
-        # an Exp 3 orthogonality arm <model>-ortho starts from its base model's checkpoint and feature cache
-        pretrained=lambda w: PRETRAINED.format(model=towers_of(w.model)),
+        # replicate r starts from its pretraining's checkpoint and feature cache (finetune.pretraining); an
+        # Exp 3 orthogonality arm <model>-ortho from its base model's
+        pretrained=lambda w: PRETRAINED.format(model=towers_of(w.model, w.seed)),
         csv=training_csv,
         features=feature_cache_input,
         # end-to-end fine-tunes read the images themselves (cached ones through the feature cache)
@@ -61,6 +62,7 @@ rule finetune:
             f"--features {input.features[0]}" if input.features else ""
         ),
         out_dir=lambda wildcards, output: os.path.dirname(output.checkpoint),
+        pretraining=lambda w: towers_of(w.model, w.seed),
         launch=launcher,
     threads: 1
     priority: 20  # the widest stage of the longest chain
@@ -75,6 +77,7 @@ rule finetune:
         + "{params.launch} -m workflow_scripts.finetune"
         " --config {params.config} --model {wildcards.model} --strategy {wildcards.strategy}"
         " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
+        " --pretraining {params.pretraining}"
         " --train-csv {input.csv} {params.features} --out-dir {params.out_dir}"
         " --gpus {resources.gpu} >> {log} 2>&1"
 

@@ -14,6 +14,7 @@ if PRETRAIN_MODELS:
         output:
             checkpoint=PRETRAINED,
             train_log=f"{RESULTS}/pretrain/{{model}}/log.jsonl",
+            initial=f"{RESULTS}/pretrain/{{model}}/initial_projections.npz",
             plot=report(
                 f"{RESULTS}/pretrain/{{model}}/training.png",
                 caption="report/pretrain.rst",
@@ -49,6 +50,7 @@ if PRETRAIN_MODELS:
             LOG_VISIBLE_GPUS
             + "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
             " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
+            " --initial-projections {output.initial}"
             " --eval-sets {params.sets} --threads {threads} --gpus {resources.gpu} >> {log} 2>&1"
 
 

@@ -15,9 +15,12 @@ SPARSE_VOCABULARY = config["sparse"]["vocabulary"] or f"{SPARSE}/vocabulary.txt"
 SPARSE_TABLES = ["sparse_sweep", "sparse_memory", "sparse_runs", "sparse_vs_purity", "sparse_spearman", "sparse_concepts"]
 SPARSE_FIGURES = ["sparse_accuracy_vs_l0", "sparse_accuracy_vs_purity", "sparse_examples"]
 # (tags, projections.npz) of every checkpoint a model's decomposition job reads
+# (the first pretraining of each model and the fine-tune replicates that start from it)
 SPARSE_RUNS = {
-    m: sparse_paths.checkpoint_runs(m, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, SEEDS, towers_of(m))
-    for m in MODELS
+    m: sparse_paths.checkpoint_runs(
+        m, RESULTS, FINETUNE_DIR, FT_MODELS, FINETUNE_RUNS, first_pretraining_seeds(m), towers_of(m)
+    )
+    for m in FIRST_PRETRAINING_MODELS
 }
 SPARSE_TABLE_LABELS = {
     "sparse_sweep": "accuracy, l0 and cosine per lambda",
@@ -117,8 +120,8 @@ rule sparse_evaluate:
 rule sparse_report:
     input:
         code=code("sparse.report", "sparse.aggregate", "aggregate", "intervals", "figures", "data"),
-        sweeps=expand(f"{SPARSE}/{{model}}/sweep.parquet", model=MODELS),
-        concepts=expand(f"{SPARSE}/{{model}}/concepts.parquet", model=MODELS),
+        sweeps=expand(f"{SPARSE}/{{model}}/sweep.parquet", model=FIRST_PRETRAINING_MODELS),
+        concepts=expand(f"{SPARSE}/{{model}}/concepts.parquet", model=FIRST_PRETRAINING_MODELS),
         purity=eval_tables("purity.parquet"),
         misalignment=f"{MISALIGN}/summary.parquet",
         sets=[eval_set_input(s) for s in sparse_paths.decomposed_sets(config)],

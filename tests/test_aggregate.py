@@ -5,6 +5,7 @@ distinct runs, and the CLI."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -162,7 +163,9 @@ def test_spearman_over_distinct_runs_with_replicate_clusters():
     assert len(j) == 7 * 3                                    # each control once: 1 + 6 runs x 3 replicates
     assert row["n_runs"] == 21 and row["n_replicates"] == 3
     assert row["rho"] == pytest.approx(stats.spearmanr(j["value_y"], j["value_x"])[0])
-    assert row["ci_low"] <= row["rho"] <= row["ci_high"] and row["rho"] < -0.5
+    assert row["rho"] < -0.5
+    # 3 replicates cannot resolve a 95 % cluster-bootstrap interval: withheld, and the table says why
+    assert np.isnan(row["ci_low"]) and np.isnan(row["ci_high"]) and row["interval"].startswith("withheld")
     sim = out[(out.strategy == "similarity") & (out.set == "shape")].iloc[0]
     assert sim["n_runs"] == 4 * 3                             # its 3 Cs and the shared control
 
@@ -176,7 +179,7 @@ def test_exp3_tables_reference_levels_and_effective_misalignment():
     tables = aggregate.exp3_tables(metrics, purity, predictions(), mis)
     pur = tables["exp3_purity"]
     row = pur[(pur.strategy == "random") & (pur.cs == 0.5) & (pur.projection == "text")].iloc[0]
-    assert row["pretrained"] == 0.05 and row["contradicts_any"] == pytest.approx(0.45)
+    assert row["pretrained"] == pytest.approx(0.05) and row["contradicts_any"] == pytest.approx(0.45)
     rng = np.random.default_rng(0)                            # the random level, computed here by hand
     levels = []
     for _ in range(200):
@@ -189,6 +192,49 @@ def test_exp3_tables_reference_levels_and_effective_misalignment():
     assert set(tables["exp3_effective"]["quantity"]) == {"purity text", "purity image", "acc1 shape", "acc1 colour"}
     with pytest.raises(InputError, match="no Cs = 0 control"):
         aggregate.exp3_tables(metrics[metrics.strategy != "none"], purity[purity.strategy != "none"])
+
+
+def test_replicates_from_their_own_pretrainings():
+    """Fine-tunes tagged with the pretraining they start from (replicates 0 and 3 from `clip`, 1 from
+    clip-p1, 2 from clip-p2): the pretrained reference is the mean over the replicates' pretrainings
+    (clip counted twice, as in the replicate mean), the per-replicate table pairs each run with its own
+    replicate's control, and the histograms average over replicates whatever their pretraining."""
+    seeds = (0, 1, 2, 3)
+    source = {0: "clip", 1: "clip-p1", 2: "clip-p2", 3: "clip"}
+    metrics, purity = finetune_tables(seeds)
+    for df in (metrics, purity):
+        ft = df["kind"] == "finetune"
+        df.loc[ft, "pretraining"] = df.loc[ft, "seed"].map(source)
+    extra_m, extra_p = [], []
+    for name, seed, acc, pur in (("clip-p1", 1, 0.3, 0.2), ("clip-p2", 2, 0.9, 0.4)):
+        tags = {"model": name, "kind": "pretrained", "base_model": "clip", "pretrain_seed": seed}
+        extra_m += [{**tags, "set": s, "metric": "acc1", "value": acc} for s in SETS]
+        extra_p += [{**tags, "projection": p, "metric": m, "value": v} for p, sc in (("text", 1), ("image", 2))
+                    for m, v in (("avg_abs_cos_sim", sc * pur), ("n_neurons", 16), ("in_dim", 8))]
+    metrics = pd.concat([metrics, pd.DataFrame(extra_m)], ignore_index=True)
+    purity = pd.concat([purity, pd.DataFrame(extra_p)], ignore_index=True)
+    tables = aggregate.exp3_tables(metrics, purity)
+    m = tables["exp3_metrics"]
+    acc = m[(m.metric == "acc1") & (m.set == "shape")]
+    assert acc["pretrained"].tolist() == pytest.approx([(0.6 * 2 + 0.3 + 0.9) / 4] * len(acc))
+    pur = tables["exp3_purity"]
+    text = pur[(pur.metric == "avg_abs_cos_sim") & (pur.projection == "text")]
+    assert text["pretrained"].tolist() == pytest.approx([(0.05 * 2 + 0.2 + 0.4) / 4] * len(text))
+    reps = tables["exp3_replicates"]
+    row = reps[(reps.strategy == "random") & (reps.cs == 0.8) & (reps.seed == 2) & (reps.quantity == "acc1 shape")].iloc[0]
+    sel = metrics[(metrics.kind == "finetune") & (metrics.set == "shape") & (metrics.metric == "acc1")
+                  & (metrics.seed == 2)].set_index(["strategy", "cs"])["value"]
+    assert row["pretraining"] == "clip-p2" and row["control"] == sel.loc[("none", 0.0)]
+    assert row["diff"] == pytest.approx(sel.loc[("random", 0.8)] - sel.loc[("none", 0.0)])
+    assert len(reps[reps.quantity == "purity text"]) == len(RUNS) * len(seeds)
+    within = tables["exp3_within_groups"]
+    assert set(within.projection) == {"text", "image"} and (within["n_runs"] == len(RUNS) * len(seeds)).all()
+    assert (within["n_replicates"] == 4).all() and within["within_r"].notna().all()
+    hist = pd.DataFrame({"model": "clip", "strategy": "none", "cs": 0.0, "seed": [0, 1, 2],
+                         "pretraining": ["clip", "clip-p1", "clip-p2"], "projection": "text",
+                         "bin_left": 0.0, "bin_right": 1.0, "count": [3, 6, 9]})
+    mean = aggregate.mean_histograms(hist)
+    assert len(mean) == 1 and mean["count"].iloc[0] == 6.0
 
 
 def test_exp1_table_and_paired_differences():
@@ -237,6 +283,23 @@ def test_pretrain_seeds_add_replicas_of_pretrained_models_only():
         pretrain_replicas({**cfg, "models": {**cfg["models"], "clip-p3": {"source": "checkpoint"}}})
 
 
+def test_replicate_r_starts_from_pretraining_r():
+    """finetune.pretraining matched: replicate r of a model (and of its orthogonality arm) starts from its
+    pretraining r mod P; `first` and imported checkpoints: every replicate from the model's own."""
+    from workflow_scripts.config import pretrain_replicas, pretrainings, replicate_towers
+
+    cfg = {"models": {"clip": {"source": "pretrain", "arch": "a"}, "ext": {"source": "checkpoint", "arch": "b"},
+                      "clip-ortho": {"source": "pretrain", "arch": "a", "finetune_of": "clip"}},
+           "pretrain": {"seed": 0, "seeds": [1, 2]}, "finetune": {"pretraining": "matched"}}
+    cfg["models"].update(pretrain_replicas({**cfg, "models": {"clip": cfg["models"]["clip"]}}))
+    assert pretrainings(cfg, "clip") == ["clip", "clip-p1", "clip-p2"] == pretrainings(cfg, "clip-ortho")
+    assert [replicate_towers(cfg, "clip", r) for r in (0, 1, 2, 3)] == ["clip", "clip-p1", "clip-p2", "clip"]
+    assert replicate_towers(cfg, "clip-ortho", "2") == "clip-p2"
+    assert [replicate_towers(cfg, "ext", r) for r in (0, 1)] == ["ext", "ext"]
+    cfg["finetune"]["pretraining"] = "first"
+    assert {replicate_towers(cfg, "clip", r) for r in range(3)} == {"clip"}
+
+
 def test_cli_writes_every_table(tmp_path):
     metrics, purity = finetune_tables()
     paths = {"metrics": [], "purity": [], "predictions": []}
@@ -271,24 +334,85 @@ def test_cli_writes_every_table(tmp_path):
 
 
 def test_cluster_bootstrap_enumerates_every_ordered_resample_of_few_replicates():
-    """With 3 replicates the interval equals the quantiles over all 27 equally likely ordered resamples of
-    whole replicates, written out here by brute force."""
+    """With 4 replicates the interval equals the quantiles over all 256 equally likely ordered resamples of
+    whole replicates, written out here by brute force; with 3 (10 distinct resamples, each one-replicate
+    resample 1/27 > 2.5 %) it cannot be resolved and is withheld."""
     import itertools
 
     rng = np.random.default_rng(4)
-    clusters = np.repeat([0, 1, 2], 5)
-    x = rng.normal(size=15) + clusters
-    y = -x + rng.normal(size=15)
+    clusters = np.repeat([0, 1, 2, 3], 5)
+    x = rng.normal(size=20) + clusters
+    y = -x + rng.normal(size=20)
     rho, lo, hi = intervals.cluster_bootstrap_spearman(x, y, clusters)
     rhos = []
-    for pick in itertools.product(range(3), repeat=3):
+    for pick in itertools.product(range(4), repeat=4):
         idx = np.concatenate([np.flatnonzero(clusters == c) for c in pick])
         rhos.append(stats.spearmanr(x[idx], y[idx])[0])
     rhos = np.sort(rhos)
-    cum = np.arange(1, 28) / 27
+    cum = np.arange(1, 257) / 256
     assert rho == pytest.approx(stats.spearmanr(x, y)[0])
     assert lo == pytest.approx(rhos[np.searchsorted(cum, 0.025 - 1e-12)])
     assert hi == pytest.approx(rhos[np.searchsorted(cum, 0.975 - 1e-12)])
+    three = clusters < 3
+    rho3, lo3, hi3 = intervals.cluster_bootstrap_spearman(x[three], y[three], clusters[three])
+    assert rho3 == pytest.approx(stats.spearmanr(x[three], y[three])[0]) and np.isnan(lo3) and np.isnan(hi3)
+    assert "10 distinct resamples" in intervals.cluster_resolution(3)
+    assert intervals.cluster_resolution(4) is None
+
+
+def test_combined_interval_against_a_hand_computation_and_a_two_stage_bootstrap():
+    """The combined interval on a small fixed table: mean ± t(R-1)·sqrt(var of replicate means / R + var of
+    image means / N), written out by hand; it is at least as wide as a two-stage bootstrap that resamples
+    replicates and then images (brute-force loops), and wider than either noise source alone."""
+    table = np.array([[1, 0, 1, 1, 0, 1, 0, 0],
+                      [1, 1, 1, 1, 0, 1, 1, 0],
+                      [0, 0, 1, 0, 0, 1, 0, 0]], dtype=float)
+    lo, hi = intervals.combined_t_interval(table)
+    rep_means = [sum(row) / 8 for row in table.tolist()]
+    img_means = [sum(table[r][i] for r in range(3)) / 3 for i in range(8)]
+    grand = sum(rep_means) / 3
+    var_rep = sum((m - grand) ** 2 for m in rep_means) / 2
+    var_img = sum((m - grand) ** 2 for m in img_means) / 7
+    half = stats.t.ppf(0.975, 2) * math.sqrt(var_rep / 3 + var_img / 8)
+    assert (lo, hi) == pytest.approx((grand - half, grand + half), abs=1e-12)
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(4000):                          # two-stage: replicates, then images (shared by replicates)
+        reps, imgs = rng.integers(0, 3, 3), rng.integers(0, 8, 8)
+        boot.append(sum(table[r][i] for r in reps for i in imgs) / 24)
+    b_lo, b_hi = np.quantile(boot, [0.025, 0.975])
+    assert hi - lo >= b_hi - b_lo                  # 3 replicates: the percentile bootstrap is the narrower
+    t_lo, t_hi = intervals.t_interval(np.array(rep_means))[3:]
+    i_lo, i_hi = intervals.bootstrap_mean_ci(np.array(img_means), seed=0)
+    assert hi - lo > max(t_hi - t_lo, i_hi - i_lo)
+    assert intervals.combined_t_interval(table, bounds=(0.0, 0.5))[1] == 0.5
+    assert all(np.isnan(intervals.combined_t_interval(table[:2])))          # 2 replicates: none given
+
+
+def test_within_group_correlation_against_a_plain_regression():
+    """The partial correlation given groups (and replicates) equals the correlation of the residuals of x
+    and y regressed on the group and replicate indicators (plain normal equations); the Fisher-z interval
+    uses se 1/sqrt(n - q - 3), q the covariates beyond the intercept."""
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(6), 4)
+    reps = np.tile(np.arange(4), 6)
+    shift = rng.normal(size=6)[groups] * 5 + rng.normal(size=4)[reps] * 3   # treatment and replicate move both
+    x = shift + rng.normal(size=24)
+    y = shift + 0.5 * x - 0.5 * shift + rng.normal(size=24)    # beyond them, y follows x with slope 0.5
+    r, lo, hi, n, q = intervals.within_group_correlation(x, y, groups, reps)
+    X = np.column_stack([(groups == k).astype(float) for k in range(6)]
+                        + [(reps == k).astype(float) for k in range(1, 4)])
+    beta_x = np.linalg.solve(X.T @ X, X.T @ x)
+    beta_y = np.linalg.solve(X.T @ X, X.T @ y)
+    rx, ry = x - X @ beta_x, y - X @ beta_y
+    want = float(rx @ ry / math.sqrt((rx @ rx) * (ry @ ry)))
+    assert (n, q) == (24, 8) and r == pytest.approx(want, abs=1e-12)
+    half = stats.norm.ppf(0.975) / math.sqrt(24 - 8 - 3)
+    assert (lo, hi) == pytest.approx((math.tanh(math.atanh(want) - half), math.tanh(math.atanh(want) + half)))
+    assert stats.pearsonr(x, y)[0] > 0.9 > r                  # the pooled value is the treatment's
+    assert intervals.within_group_correlation(x, y, groups)[4] == 5       # groups only: 5 covariates
+    flat = np.repeat([0.3, 0.5, 0.7, 0.2, 0.1, 0.9], 4)
+    assert np.isnan(intervals.within_group_correlation(x, flat, groups)[0])   # constant within groups
 
 
 def test_wilson_interval_matches_scipy():

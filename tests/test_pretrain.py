@@ -8,6 +8,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +124,23 @@ def test_weight_decay_groups():
     assert no_decay | decay == set(names.values()) and not no_decay & decay
 
 
+def test_projection_learning_rate_group():
+    """projection_lr_scale puts exactly the two projection matrices in a third, decayed group whose lr the
+    schedule scales; at 1 the groups are open_clip's two."""
+    from workflow_scripts.models import build_model
+
+    model = build_model(ARCH)
+    names = {id(p): n for n, p in model.named_parameters()}
+    opt = P.build_optimizer(model, 1e-3, 0.1, projection_lr_scale=5.0)
+    assert len(opt.param_groups) == 3
+    proj = opt.param_groups[2]
+    assert {names[id(p)] for p in proj["params"]} == {"visual.proj", "text_projection"}
+    assert proj["weight_decay"] == 0.1 and proj["lr"] == pytest.approx(5e-3) and opt.param_groups[1]["lr"] == 1e-3
+    decay = {names[id(p)] for p in opt.param_groups[1]["params"]}
+    assert "visual.proj" not in decay and "token_embedding.weight" in decay
+    assert len(P.build_optimizer(model, 1e-3, 0.1).param_groups) == 2
+
+
 # ----------------------------------------------------------------------------- training runs
 
 
@@ -201,13 +219,39 @@ def test_clip_and_laclip_differ_only_in_caption_sampling(runs, tmp_path):
 
 
 def test_seeded_rerun_identical_other_seed_differs(runs, tmp_path):
+    """The same pretraining seed reproduces the run bit for bit, initial projections included; another
+    seed starts from other initial projections (their hashes differ) and ends elsewhere; a replica
+    <name>-p<seed> (pretrain_seed) is the run with that seed."""
+    import hashlib
+
+    from workflow_scripts.io import load_npz
+
+    def digest(path):
+        arrays = load_npz(path)
+        return hashlib.sha256(b"".join(arrays[k].tobytes() for k in ("image", "text"))).hexdigest()
+
     config, out, records = runs
-    P.run(config, "clip", tmp_path / "a" / "checkpoint.pt", tmp_path / "a" / "log.jsonl", eval_sets=["shape"])
+    P.run(config, "clip", tmp_path / "a" / "checkpoint.pt", tmp_path / "a" / "log.jsonl", eval_sets=["shape"],
+          initial_projections=tmp_path / "a" / "initial.npz")
+    P.run(config, "clip", tmp_path / "a2" / "checkpoint.pt", tmp_path / "a2" / "log.jsonl",
+          initial_projections=tmp_path / "a2" / "initial.npz")
     assert same_weights(state(tmp_path / "a" / "checkpoint.pt"), state(out / "clip" / "checkpoint.pt"))
     assert (tmp_path / "a" / "log.jsonl").read_text() == (out / "clip" / "log.jsonl").read_text()
+    assert digest(tmp_path / "a" / "initial.npz") == digest(tmp_path / "a2" / "initial.npz")
     other = make_config(Path(config["data"]["image_root"]), seed=1)
-    P.run(other, "clip", tmp_path / "b" / "checkpoint.pt", tmp_path / "b" / "log.jsonl")
+    P.run(other, "clip", tmp_path / "b" / "checkpoint.pt", tmp_path / "b" / "log.jsonl",
+          initial_projections=tmp_path / "b" / "initial.npz")
     assert not same_weights(state(tmp_path / "b" / "checkpoint.pt"), state(out / "clip" / "checkpoint.pt"))
+    assert digest(tmp_path / "b" / "initial.npz") != digest(tmp_path / "a" / "initial.npz")
+    replica = {**config, "models": {**config["models"], "clip-p1": {**config["models"]["clip"], "pretrain_seed": 1}}}
+    P.run(replica, "clip-p1", tmp_path / "c" / "checkpoint.pt", tmp_path / "c" / "log.jsonl",
+          initial_projections=tmp_path / "c" / "initial.npz")
+    assert digest(tmp_path / "c" / "initial.npz") == digest(tmp_path / "b" / "initial.npz")
+    assert same_weights(state(tmp_path / "c" / "checkpoint.pt"), state(tmp_path / "b" / "checkpoint.pt"))
+    init = load_npz(tmp_path / "a" / "initial.npz")
+    trained = state(tmp_path / "a" / "checkpoint.pt")
+    assert init["text"].shape == tuple(trained["text_projection"].T.shape)   # rows = output neurons
+    assert not np.array_equal(init["text"], trained["text_projection"].T.numpy())
 
 
 def test_interrupted_run_resumes_to_the_same_result(runs, tmp_path):

@@ -130,6 +130,33 @@ def test_tables_are_sane_with_one_control_per_replicate(full_run):
     assert a != (full_run / "results/misalign/random/Cs0.5/seed1/captions.txt").read_text()
 
 
+def test_replicates_start_from_their_own_pretraining(full_run):
+    """finetune.pretraining matched: replicate r fine-tunes from pretraining r (recorded in its checkpoint),
+    and Exp 1 has per-seed rows, the projections' drift from initialisation and a combined interval."""
+    import pandas as pd
+    import torch
+
+    r = full_run / "results"
+    meta = {seed: torch.load(r / f"finetune/clip/random/Cs0.5/seed{seed}/checkpoint.pt", weights_only=True)["meta"]
+            for seed in (0, 1)}
+    assert meta[0]["pretraining"] == "clip" and meta[1]["pretraining"] == "clip-p1"
+    assert meta[0]["pretrained_sha256"] != meta[1]["pretrained_sha256"]
+    for seed in (0, 1):   # the control of a replicate starts from the same pretraining as its treatments
+        control = torch.load(r / f"finetune/clip/none/Cs0.0/seed{seed}/checkpoint.pt", weights_only=True)["meta"]
+        assert control["pretraining"] == meta[seed]["pretraining"]
+    tables = r / "tables"
+    by_seed = pd.read_parquet(tables / "exp1_by_seed.parquet")
+    assert sorted(by_seed["pretrain_seed"].unique()) == [0, 1]
+    drift = pd.read_parquet(tables / "exp1_projections.parquet")
+    assert set(drift["pretraining"]) == {"clip", "clip-p1", "laclip", "laclip-p1"}
+    assert ((drift["cos_to_init"] > 0) & (drift["cos_to_init"] < 1)).all() and drift["purity_init"].notna().all()
+    reps = pd.read_parquet(tables / "exp3_replicates.parquet")
+    assert set(zip(reps["seed"], reps["pretraining"])) == {(0, "clip"), (1, "clip-p1")}
+    assert pd.read_parquet(tables / "exp3_within_groups.parquet")["n_runs"].gt(0).all()
+    # the seed systems use the first pretraining: no CLIP4DM or sparse job for a replica
+    assert not list(r.glob("clip4dm/clip-p1")) and not list(r.glob("sparse/clip-p1"))
+
+
 def test_report_contains_every_figure_and_table(full_run):
     html = (full_run / "results" / "report.html").read_text()
     figures = sorted(p.name for p in (full_run / "results" / "figures").glob("*.svg"))

@@ -42,13 +42,15 @@ import pandas as pd
 
 from .config import CONTROL_STRATEGY
 from .errors import InputError
-from .intervals import bootstrap_mean_ci, cluster_bootstrap_spearman, t_interval
+from .intervals import (bootstrap_mean_ci, cluster_bootstrap_spearman, cluster_resolution, t_interval,
+                        combined_t_interval)
 from .io import load_npz, run_cli, setup_logging, write_table
 from .purity import random_reference
+from . import replicates
 
 log = logging.getLogger(__name__)
 
-TAG_COLUMNS = ("model", "kind", "strategy", "cs", "seed", "base_model", "pretrain_seed")
+TAG_COLUMNS = ("model", "kind", "strategy", "cs", "seed", "base_model", "pretrain_seed", "pretraining")
 
 
 def read_tables(paths: Sequence[str | Path], required: Sequence[str] = ("metric", "value")) -> pd.DataFrame:
@@ -123,9 +125,12 @@ def paired_summary(runs: pd.DataFrame, scope: str, level: float = 0.95) -> pd.Da
 def bootstrap_accuracy(summary: pd.DataFrame, predictions: dict[tuple, dict[str, np.ndarray]],
                        level: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Add to the acc1 rows of an Exp 3 metrics summary the bootstrap intervals over evaluation images of
-    the level (boot_ci_*) and of the paired difference to the control (boot_diff_ci_*), and n_images."""
+    the level (boot_ci_*) and of the paired difference to the control (boot_diff_ci_*), n_images, and the
+    intervals that combine replicate and image noise (combined_ci_*, combined_diff_ci_*:
+    `intervals.combined_t_interval`)."""
     out = summary.copy()
-    for col in ("n_images", "boot_ci_low", "boot_ci_high", "boot_diff_ci_low", "boot_diff_ci_high"):
+    for col in ("n_images", "boot_ci_low", "boot_ci_high", "boot_diff_ci_low", "boot_diff_ci_high",
+                "combined_ci_low", "combined_ci_high", "combined_diff_ci_low", "combined_diff_ci_high"):
         out[col] = np.nan
     by_run: dict[tuple, dict[int, dict[str, np.ndarray]]] = {}
     for tags, sets in predictions.items():
@@ -138,13 +143,18 @@ def bootstrap_accuracy(summary: pd.DataFrame, predictions: dict[tuple, dict[str,
         reps = sorted(r for r in runs if row["set"] in runs[r])
         if not reps:
             continue
-        level_per_image = np.mean([runs[r][row["set"]] for r in reps], axis=0)
-        out.loc[i, ["boot_ci_low", "boot_ci_high"]] = bootstrap_mean_ci(level_per_image, level, seed=seed)
-        out.loc[i, "n_images"] = len(level_per_image)
+        per_replicate = np.stack([runs[r][row["set"]].astype(float) for r in reps])
+        out.loc[i, ["boot_ci_low", "boot_ci_high"]] = bootstrap_mean_ci(per_replicate.mean(axis=0), level, seed=seed)
+        out.loc[i, ["combined_ci_low", "combined_ci_high"]] = combined_t_interval(per_replicate, level,
+                                                                                  bounds=metric_bounds("acc1"))
+        out.loc[i, "n_images"] = per_replicate.shape[1]
         paired = [r for r in reps if r in control and row["set"] in control[r]]
         if paired:
-            diff = np.mean([runs[r][row["set"]].astype(float) - control[r][row["set"]] for r in paired], axis=0)
-            out.loc[i, ["boot_diff_ci_low", "boot_diff_ci_high"]] = bootstrap_mean_ci(diff, level, seed=seed)
+            diffs = np.stack([runs[r][row["set"]].astype(float) - control[r][row["set"]] for r in paired])
+            out.loc[i, ["boot_diff_ci_low", "boot_diff_ci_high"]] = bootstrap_mean_ci(diffs.mean(axis=0), level,
+                                                                                      seed=seed)
+            out.loc[i, ["combined_diff_ci_low", "combined_diff_ci_high"]] = combined_t_interval(
+                diffs, level, bounds=metric_bounds("acc1", difference=True))
     return out
 
 
@@ -159,12 +169,40 @@ def effective_columns(misalignment: pd.DataFrame | None) -> pd.DataFrame:
     return table
 
 
-def purity_references(purity: pd.DataFrame, draws: int = 200, seed: int = 0) -> pd.DataFrame:
-    """Per (model, projection, metric): the pretrained checkpoint's value and the random-matrix level of
-    the projection's shape (mean and sd over `draws` Gaussian matrices)."""
+def pretraining_uses(finetunes: pd.DataFrame) -> pd.DataFrame:
+    """(model, seed, pretraining): the pretrained checkpoint each fine-tune replicate starts from (the
+    `pretraining` tag; the model itself for tables without it). Averages over these rows weight each
+    pretraining by its number of replicates, as the replicate means do."""
+    if "pretraining" in finetunes.columns:
+        uses = finetunes[["model", "seed", "pretraining"]].copy()
+        uses["pretraining"] = uses["pretraining"].fillna(uses["model"])
+    else:
+        uses = finetunes[["model", "seed"]].assign(pretraining=finetunes["model"])
+    return uses.drop_duplicates(ignore_index=True)
+
+
+def pretrained_levels(df: pd.DataFrame, uses: pd.DataFrame, scope: str) -> pd.DataFrame:
+    """Per (fine-tuned model, scope, metric): the pretrained value averaged over the replicates' pretrainings
+    (`uses`), as `pretrained`."""
+    pre = _kind(df, "pretrained")
+    if pre.empty or uses.empty:
+        return pd.DataFrame(columns=["model", scope, "metric", "pretrained"])
+    pre = pre[["model", scope, "metric", "value"]].rename(columns={"model": "pretraining"})
+    joined = uses.merge(pre, on="pretraining")
+    return (joined.groupby(["model", scope, "metric"], sort=True)["value"].mean()
+            .rename("pretrained").reset_index())
+
+
+def purity_references(purity: pd.DataFrame, draws: int = 200, seed: int = 0,
+                      uses: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (model, projection, metric): the pretrained checkpoint's value (the mean over the pretrainings
+    in `uses` when given) and the random-matrix level of the projection's shape (mean and sd over `draws`
+    Gaussian matrices)."""
     pre = _kind(purity, "pretrained")
     if pre.empty:
         return pd.DataFrame(columns=["model", "projection", "metric", "pretrained"])
+    if uses is not None:
+        pre = pretrained_levels(purity, uses, "projection").rename(columns={"pretrained": "value"})
     refs = []
     for (model, projection), g in pre.groupby(["model", "projection"], sort=True):
         shape = g.set_index("metric")["value"]
@@ -172,6 +210,15 @@ def purity_references(purity: pd.DataFrame, draws: int = 200, seed: int = 0) -> 
         table = g[["metric", "value"]].rename(columns={"value": "pretrained"}).merge(random, on="metric", how="left")
         refs.append(table.assign(model=model, projection=projection))
     return pd.concat(refs, ignore_index=True)
+
+
+def spearman_note(runs: pd.DataFrame, rho: float, level: float) -> str:
+    """What the interval column of a Spearman row says: why there is no rho or no interval, or how the
+    interval was made."""
+    if np.isnan(rho):
+        constant = [c for c in ("accuracy", "purity") if runs[c].nunique() <= 1]
+        return f"undefined: {' and '.join(constant) or 'a variable'} constant over these runs"
+    return cluster_resolution(runs["seed"].nunique(), level) or "cluster bootstrap over replicates"
 
 
 def purity_accuracy_spearman(purity: pd.DataFrame, metrics: pd.DataFrame, purity_metric: str = "avg_abs_cos_sim",
@@ -196,12 +243,13 @@ def purity_accuracy_spearman(purity: pd.DataFrame, metrics: pd.DataFrame, purity
             rows.append({"model": model, "set": set_name, "strategy": strategy, "purity_metric": purity_metric,
                          "projection": projection, "accuracy_metric": accuracy_metric, "n_runs": len(g),
                          "n_replicates": g["seed"].nunique(), "rho": rho, "ci_low": lo, "ci_high": hi,
-                         "interval": "cluster bootstrap over replicates"})
+                         "interval": spearman_note(g, rho, level)})
     return pd.DataFrame(rows, columns=cols)
 
 
 def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict | None = None,
-                misalignment: pd.DataFrame | None = None, level: float = 0.95) -> dict[str, pd.DataFrame]:
+                misalignment: pd.DataFrame | None = None, level: float = 0.95,
+                drift: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """exp3_metrics, exp3_purity (see the module docstring), exp3_spearman and exp3_effective (purity of
     the text projection and every set's acc1 against the effective misalignment, one row per run group)."""
     m, p = _kind(metrics, "finetune"), _kind(purity, "finetune")
@@ -209,14 +257,18 @@ def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict |
         if not df.empty and not (df["strategy"] == CONTROL_STRATEGY).any():
             raise InputError(f"Exp 3: no Cs = 0 control runs (strategy {CONTROL_STRATEGY!r}) among the fine-tunes")
     effective = effective_columns(misalignment)
+    uses = pretraining_uses(m)
     metrics_summary = bootstrap_accuracy(paired_summary(m, "set", level), predictions or {}, level)
-    pretrained = _kind(metrics, "pretrained")
+    pretrained = pretrained_levels(metrics, uses, "set")
     if not pretrained.empty:
-        metrics_summary = metrics_summary.merge(
-            pretrained[["model", "set", "metric", "value"]].rename(columns={"value": "pretrained"}),
-            on=["model", "set", "metric"], how="left")
-    purity_summary = paired_summary(p, "projection", level).merge(purity_references(purity),
+        metrics_summary = metrics_summary.merge(pretrained, on=["model", "set", "metric"], how="left")
+    purity_summary = paired_summary(p, "projection", level).merge(purity_references(purity, uses=uses),
                                                                  on=["model", "projection", "metric"], how="left")
+    if drift is not None and not drift.empty:   # the initialisation's purity, mean over the same pretrainings
+        init = (uses.merge(drift[["pretraining", "projection", "purity_init"]], on="pretraining")
+                .groupby(["model", "projection"], sort=True)["purity_init"].mean().reset_index()
+                .assign(metric=replicates.PURITY_METRIC))
+        purity_summary = purity_summary.merge(init, on=["model", "projection", "metric"], how="left")
     tables = {"exp3_metrics": metrics_summary, "exp3_purity": purity_summary}
     for name in tables:
         tables[name]["cs"] = tables[name]["cs"].astype(float)
@@ -224,6 +276,8 @@ def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict |
             tables[name] = tables[name].merge(effective, on=["strategy", "cs"], how="left")
     tables["exp3_spearman"] = pd.concat([purity_accuracy_spearman(p, m, projection=proj, level=level)
                                          for proj in ("text", "image")], ignore_index=True)
+    tables["exp3_within_groups"] = replicates.within_group_table(p, m, tables["exp3_spearman"], level)
+    tables["exp3_replicates"] = replicates.exp3_replicates(m, p)
     tables["exp3_effective"] = pd.concat([
         tables["exp3_purity"][(tables["exp3_purity"]["metric"] == "avg_abs_cos_sim")]
         .assign(quantity=lambda d: "purity " + d["projection"]).drop(columns=["projection"]),
@@ -272,15 +326,11 @@ def exp1_differences(predictions: dict[tuple, dict[str, np.ndarray]], level: flo
     """acc1(a) − acc1(b) for every pair of pretrained models per set: the mean over their common pretraining
     seeds, with a paired bootstrap interval over the evaluation images (both models scored on the same
     resampled images; per image, the difference averaged over seeds) and, with >= MIN_REPLICATES seeds, a t
-    interval over the seeds' differences."""
-    pre: dict[str, dict[int, dict[str, np.ndarray]]] = {}
-    for tags, sets in predictions.items():
-        if tags[1] == "pretrained":
-            base = tags[5] if len(tags) > 5 and tags[5] is not None else tags[0]
-            pseed = int(tags[6]) if len(tags) > 6 and tags[6] is not None else 0
-            pre.setdefault(base, {})[pseed] = sets
+    interval over the seeds' differences and an interval combining seed and image noise (combined_ci_*,
+    `intervals.combined_t_interval`)."""
+    pre = replicates.pretrained_predictions(predictions)
     cols = ["set", "model_a", "model_b", "acc1_a", "acc1_b", "diff", "ci_low", "ci_high", "n_images", "n_seeds",
-            "seed_ci_low", "seed_ci_high"]
+            "seed_ci_low", "seed_ci_high", "combined_ci_low", "combined_ci_high"]
     rows = []
     models = sorted(pre)
     for ia, a in enumerate(models):
@@ -293,17 +343,19 @@ def exp1_differences(predictions: dict[tuple, dict[str, np.ndarray]], level: flo
                 lo, hi = bootstrap_mean_ci(d, level, seed=seed)
                 _, _, _, slo, shi = t_interval(per_seed.mean(axis=1), level,
                                                bounds=metric_bounds("acc1", difference=True))
+                clo, chi = combined_t_interval(per_seed, level, bounds=metric_bounds("acc1", difference=True))
                 rows.append({"set": name, "model_a": a, "model_b": b,
                              "acc1_a": float(np.mean([pre[a][s][name].mean() for s in seeds])),
                              "acc1_b": float(np.mean([pre[b][s][name].mean() for s in seeds])),
                              "diff": float(d.mean()), "ci_low": lo, "ci_high": hi, "n_images": len(d),
-                             "n_seeds": len(seeds), "seed_ci_low": slo, "seed_ci_high": shi})
+                             "n_seeds": len(seeds), "seed_ci_low": slo, "seed_ci_high": shi,
+                             "combined_ci_low": clo, "combined_ci_high": chi})
     return pd.DataFrame(rows, columns=cols)
 
 
 def mean_histograms(hist: pd.DataFrame) -> pd.DataFrame:
     """Mean bin counts over seeds per (model, strategy, cs, projection, bin)."""
-    by = group_keys(hist, value="count")
+    by = group_keys(hist, over=("seed", "pretraining"), value="count")
     return hist.groupby(by, sort=True, dropna=False)["count"].mean().reset_index()
 
 
@@ -337,6 +389,23 @@ def _drop_tags(df: pd.DataFrame) -> pd.DataFrame:
     return df.drop(columns=[c for c in ("kind",) if c in df.columns])
 
 
+def projection_drift(initial_paths: Sequence[str], trained_paths: Sequence[str], metrics: pd.DataFrame) -> pd.DataFrame:
+    """replicates.projection_drift over files named by model (the directory holding each file); a
+    model's base model and pretraining seed come from its pretrained rows' tags in `metrics`."""
+    from .evaluate import load_projections
+
+    def by_model(paths: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        return {Path(p).parent.name: dict(zip(("image", "text"), load_projections(p))) for p in paths}
+
+    pre = _kind(metrics, "pretrained")
+    tags = {}
+    if {"base_model", "pretrain_seed"} <= set(pre.columns):
+        for row in pre[["model", "base_model", "pretrain_seed"]].drop_duplicates().itertuples():
+            tags[row.model] = (row.base_model if isinstance(row.base_model, str) else row.model,
+                               int(row.pretrain_seed) if pd.notna(row.pretrain_seed) else 0)
+    return replicates.projection_drift(by_model(initial_paths), by_model(trained_paths), tags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Aggregate evaluation tables (Exp 1, Exp 3).")
     parser.add_argument("--metrics", nargs="+", required=True, help="metrics.parquet of every checkpoint")
@@ -347,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-features", nargs="*", default=[],
                         help="evaluation features of every model (results/eval/features/<model>.npz): their "
                              "per-set settings (templates and their source, class names, preprocessing)")
+    parser.add_argument("--initial-projections", nargs="*", default=[],
+                        help="the projections at initialisation of every pretrained model "
+                             "(results/pretrain/<model>/initial_projections.npz)")
+    parser.add_argument("--pretrained-projections", nargs="*", default=[],
+                        help="the same models' trained projections (results/eval/pretrained/<model>/projections.npz)")
     parser.add_argument("--out-dir", required=True)
     parser.add_argument("--level", type=float, default=0.95, help="confidence level of every interval")
     parser.add_argument("--log")
@@ -355,9 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics, purity = read_tables(args.metrics), read_tables(args.purity)
     predictions = read_predictions(args.predictions)
     misalignment = read_tables([args.misalignment], required=("strategy", "cs")) if args.misalignment else None
-    tables = exp3_tables(metrics, purity, predictions, misalignment, args.level)
+    drift = projection_drift(args.initial_projections, args.pretrained_projections, metrics)
+    tables = exp3_tables(metrics, purity, predictions, misalignment, args.level, drift)
     tables["exp1"] = exp1_table(metrics, purity)
     tables["exp1_differences"] = exp1_differences(predictions, args.level)
+    tables["exp1_by_seed"] = replicates.exp1_by_seed(predictions)
+    tables["exp1_projections"] = drift
     if args.eval_features:
         from .evaluate import eval_settings_table
 

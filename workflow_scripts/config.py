@@ -196,6 +196,35 @@ def pretrain_replicas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def pretrainings(config: dict[str, Any], model: str) -> list[str]:
+    """The independent pretrainings of the model `model` fine-tunes from (finetune_source): that model
+    first, then its pretrain.seeds replicas <name>-p<seed> in config order. One entry for an imported
+    model (a checkpoint has one pretraining) or a replica itself."""
+    base = finetune_source(config, model)
+    spec = config["models"][base]
+    if spec["source"] != "pretrain" or "pretrain_seed" in spec:
+        return [base]
+    own = config["pretrain"]["seed"]
+    return [base] + [f"{base}-p{s}" for s in config["pretrain"].get("seeds", []) if s != own]
+
+
+def replicate_towers(config: dict[str, Any], model: str, seed: int | str) -> str:
+    """The model whose checkpoint and frozen towers replicate `seed` of `model`'s fine-tunes start from.
+
+    finetune.pretraining `matched` (the default): replicate r starts from pretraining r mod P of the model
+    (`pretrainings`), so replicates differ in their pretraining as well as their swaps and batch order;
+    `first`: every replicate starts from the first pretraining (the model's own checkpoint)."""
+    options = pretrainings(config, model)
+    if config["finetune"].get("pretraining", "matched") != "matched":
+        options = options[:1]
+    return options[int(seed) % len(options)]
+
+
+def is_replica(spec: dict[str, Any]) -> bool:
+    """Whether a model spec is a pretraining replica <name>-p<seed> that pretrain.seeds added."""
+    return "pretrain_seed" in spec
+
+
 def base_model(name: str, spec: dict[str, Any]) -> str:
     """The model a pretraining replica <name>-p<seed> replicates (the name itself otherwise)."""
     suffix = f"-p{spec['pretrain_seed']}" if "pretrain_seed" in spec else ""

@@ -299,10 +299,11 @@ def _stop_requested(stop: distributed.StopSignal | None, d: distributed.Dist) ->
 
 
 def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pretrained: str, train_csv: str,
-        features_path: str | None, out_dir: str, want_gpu: bool = False) -> list[dict]:
+        features_path: str | None, out_dir: str, want_gpu: bool = False, pretraining: str | None = None) -> list[dict]:
     """Fine-tune one (model, strategy, Cs, seed) and write checkpoint.pt, log.jsonl and projections.npz.
 
-    checkpoint.pt holds the projections only, with the pretrained checkpoint's path and SHA-256
+    checkpoint.pt holds the projections only, with the pretrained checkpoint's path and SHA-256 and the
+    name of the pretraining it is (`pretraining`: the model whose checkpoint replicate `seed` starts from)
     (`checkpoints.materialize` rebuilds the full model). In cached mode no model is built: the projection
     head comes with the feature cache."""
     from .checkpoints import save_checkpoint
@@ -348,7 +349,8 @@ def run(config: dict, model_name: str, strategy: str, cs: float, seed: int, pret
         write_log(history)
         meta = {"model": model_name, "arch": spec["arch"], "strategy": strategy, "cs": float(cs), "seed": seed,
                 "mode": ft["mode"], "processes": d.world_size, "config_hash": run_hash,
-                "contents": "projections", "pretrained": str(pretrained), "pretrained_sha256": pretrained_sha256}
+                "contents": "projections", "pretrained": str(pretrained), "pretrained_sha256": pretrained_sha256,
+                "pretraining": pretraining or model_name}
         # the optimizer state is in resume.pt while training; the final file holds the projections only
         save_checkpoint(out / "checkpoint.pt", head.names, epoch=ft["epochs"], meta=meta)
         image_p, text_p = head.matrices()
@@ -367,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cs", required=True, type=float)
     parser.add_argument("--seed", required=True, type=int)
     parser.add_argument("--pretrained", required=True, help="checkpoint to start from")
+    parser.add_argument("--pretraining", help="name of the model whose checkpoint --pretrained is (recorded in "
+                                              "checkpoint.pt's meta; default --model)")
     parser.add_argument("--train-csv", required=True)
     parser.add_argument("--features", help="feature cache (.npz) for finetune.mode cached")
     parser.add_argument("--out-dir", required=True)
@@ -377,10 +381,12 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log if rank == 0 else None)
     config = load_config(args.config)
     check_model(config, args.model, args.config)
+    if args.pretraining:
+        check_model(config, args.pretraining, args.config)
     if not 0.0 <= args.cs <= 1.0:
         raise InputError(f"--cs {args.cs}: Cs must lie in [0, 1]")
     run(config, args.model, args.strategy, args.cs, args.seed, args.pretrained, args.train_csv, args.features,
-        args.out_dir, want_gpu=args.gpus > 0)
+        args.out_dir, want_gpu=args.gpus > 0, pretraining=args.pretraining)
     return 0
 
 

@@ -36,6 +36,7 @@ from .distributed import config_device
 from .config import check_model
 from .errors import InputError
 from .io import derive_seed
+from .models import projection_parameters
 
 log = logging.getLogger(__name__)
 
@@ -152,19 +153,31 @@ def no_weight_decay(name: str, p: torch.nn.Parameter) -> bool:
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float,
-                    fused: bool | None = None) -> torch.optim.AdamW:
+                    fused: bool | None = None, projection_lr_scale: float = 1.0) -> torch.optim.AdamW:
     """AdamW with open_clip's ViT settings (betas 0.9/0.98, eps 1e-6) and two decay groups, over the
-    parameters that require gradients.
+    parameters that require gradients; with projection_lr_scale != 1 the two projection matrices form a
+    third group whose learning rate is lr x projection_lr_scale (each group's `lr_scale`; `train` sets
+    every group's lr to the schedule's value times it).
 
     fused None: the fused kernel whenever every parameter is a float on CPU or CUDA (~2x faster than
     foreach here, where the 49,408-row token embedding is most of the parameters); True/False are passed
     to torch as given (False: no fused kernel, torch's per-tensor loop on CPU; the multilingual encoder's).
     """
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if no_weight_decay(n, p)], "weight_decay": 0.0},
-              {"params": [p for n, p in named if not no_weight_decay(n, p)], "weight_decay": weight_decay}]
+    # the projection matrices (not their biases, if any: those stay undecayed at the base rate)
+    projections = ({n for n, p in projection_parameters(model).items() if not no_weight_decay(n, p)}
+                   if projection_lr_scale != 1.0 else set())
+    rest = [(n, p) for n, p in named if n not in projections]
+    groups = [{"params": [p for n, p in rest if no_weight_decay(n, p)], "weight_decay": 0.0, "lr_scale": 1.0},
+              {"params": [p for n, p in rest if not no_weight_decay(n, p)], "weight_decay": weight_decay,
+               "lr_scale": 1.0}]
+    if projections:
+        groups.append({"params": [p for n, p in named if n in projections], "weight_decay": weight_decay,
+                       "lr_scale": float(projection_lr_scale)})
     if fused is None:
         fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for _, p in named)
+    for group in groups:
+        group["lr"] = lr * group["lr_scale"]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=fused)
 
 
@@ -184,7 +197,8 @@ def train(model: torch.nn.Module, data: PairData, settings: dict, mean: Sequence
 
     device = device or torch.device("cpu")
     steps, bs, seed = settings["steps"], settings["batch_size"], settings["seed"]
-    optimizer = build_optimizer(model, settings["lr"], settings["weight_decay"])
+    optimizer = build_optimizer(model, settings["lr"], settings["weight_decay"],
+                                projection_lr_scale=settings.get("projection_lr_scale", 1.0))
     loss_fn = ClipLoss()
     history: list[dict] = []
     window: list[tuple[float, float]] = []  # (loss, accuracy) of the steps since the last record
@@ -204,7 +218,7 @@ def train(model: torch.nn.Module, data: PairData, settings: dict, mean: Sequence
     for step in bar:
         lr = lr_at(step, steps, settings["warmup_steps"], settings["lr"])
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         idx = batch_indices(len(data), bs, seed, step)
         images = to_model_input(data.images[idx], mean, std).to(device)
         tokens = batch_tokens(data, idx, augmented, seed, step).to(device)
@@ -264,12 +278,16 @@ def zero_shot_accuracy(model: torch.nn.Module, tokenizer, evalset, pre: dict, de
 
 def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | os.PathLike,
         eval_sets: Sequence[str] = (), plot: str | os.PathLike | None = None,
-        on_step: Callable[[int], None] | None = None, want_gpu: bool = False) -> list[dict]:
-    """Pretrain one model and write its checkpoint, JSON-lines log and (optionally) a plot."""
+        on_step: Callable[[int], None] | None = None, want_gpu: bool = False,
+        initial_projections: str | os.PathLike | None = None) -> list[dict]:
+    """Pretrain one model and write its checkpoint, JSON-lines log and (optionally) a plot and the
+    projection matrices at initialisation (rows = output neurons, as evaluate writes the trained ones):
+    the reference for how far pretraining moved them."""
     from .checkpoints import save_checkpoint
     from .evalsets import open_set
-    from .io import config_hash, sha256_file, write_lines
-    from .models import build_model, get_tokenizer, model_config, num_parameters, preprocess_config
+    from .io import config_hash, save_npz, sha256_file, write_lines
+    from .models import (build_model, get_tokenizer, model_config, num_parameters, preprocess_config,
+                         projection_matrices)
 
     spec = check_model(config, model_name)
     if spec["source"] != "pretrain":
@@ -291,6 +309,9 @@ def run(config: dict, model_name: str, out: str | os.PathLike, train_log: str | 
                            "device": device.type, "data": [sha256_file(f) for f in data_files if os.path.isfile(f)]})
     torch.manual_seed(settings["seed"])
     model = build_model(spec["arch"]).to(device)
+    if initial_projections:
+        image_p, text_p = projection_matrices(model)
+        save_npz(initial_projections, image=image_p.cpu().numpy(), text=text_p.cpu().numpy())
     # training images as the model's finetune stage (LaCLIP pretrained and fine-tuned with one train.py);
     # the final zero-shot check as its evaluate stage
     pre = preprocess_config(model, spec, "finetune")
@@ -374,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output checkpoint")
     ap.add_argument("--train-log", required=True, help="JSON-lines training log")
     ap.add_argument("--plot", help="training curve image (PNG/SVG)")
+    ap.add_argument("--initial-projections", help="write the projection matrices at initialisation (.npz)")
     ap.add_argument("--eval-sets", nargs="*", default=[], help="evaluate.sets names for a final zero-shot check")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--gpus", type=int, default=0, help="GPUs this job was given (0 = CPU); a job given a GPU that "
@@ -384,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = load_config(args.config)
-    run(config, args.model, args.out, args.train_log, args.eval_sets, args.plot, want_gpu=args.gpus > 0)
+    run(config, args.model, args.out, args.train_log, args.eval_sets, args.plot, want_gpu=args.gpus > 0,
+        initial_projections=args.initial_projections)
     return 0
 
 
