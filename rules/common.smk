@@ -5,6 +5,8 @@ import os
 import sys
 from pathlib import Path
 
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
+
 # Rules run `python -m workflow_scripts.<stage>`: the package is installed into the environment
 # (`pip install -e .`, done by `make install`); the workflow's own imports below use its source tree.
 sys.path.insert(0, workflow.basedir)
@@ -53,8 +55,14 @@ SETTINGS = str(write_settings(config, f"{RESULTS}/settings"))
 CONFIG = '"$WORKFLOW_SETTINGS"'
 # Jobs import this checkout's code (`python -m workflow_scripts.<stage>`, whatever the working directory
 # and whatever checkout the environment's editable install points at) and read SETTINGS.
+# Without a conda environment (--sdm conda), jobs run the Python of the environment that runs Snakemake: its
+# bin directory goes first on PATH, so `.venv/bin/snakemake ...` works without activating the virtualenv
+# (`python` and `torchrun` in the rules are that environment's). With conda, the job's environment decides.
+_USES_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+_INTERPRETER_PATH = "" if _USES_CONDA else f'PATH="{os.path.dirname(sys.executable)}:$PATH" '
 shell.prefix(
-    f'export PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}" WORKFLOW_SETTINGS="{SETTINGS}"; '
+    f'export {_INTERPRETER_PATH}PYTHONPATH="{workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"'
+    f' WORKFLOW_SETTINGS="{SETTINGS}"; '
 )
 
 CS_LABELS = [format_cs(c) for c in config["misalign"]["cs_values"]]

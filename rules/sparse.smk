@@ -65,6 +65,9 @@ rule sparse_encode:
         checkpoint=PRETRAINED,
         vocabulary=SPARSE_VOCABULARY,
         csv=config["data"]["train_csv"],
+        # it reads training images (their mean embedding): only once they are validated, and again when
+        # one of them changes
+        validated=TRAIN_IMAGES_CHECKED,
     output:
         f"{SPARSE}/{{model}}/concepts.npz",
     log:

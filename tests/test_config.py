@@ -110,7 +110,15 @@ def test_a_run_name_stands_for_one_data_set_and_its_models(default_config, tmp_p
     assert "third" in json.loads((results / "run.json").read_text())["models"]
     other_data = copy.deepcopy(real)
     other_data["data"]["captions"] = "elsewhere/captions.txt"
-    with pytest.raises(InputError, match="run.json"):
+    # nothing made yet (only run.json and settings/, as a dry run leaves them): the name is released
+    (results / "settings").mkdir()
+    (results / "settings" / "abc.yaml").write_text("x")
+    claim_run(other_data, results)
+    assert json.loads((results / "run.json").read_text())["data"]["captions"] == "elsewhere/captions.txt"
+    claim_run(real, results)                                              # and back, still nothing made
+    (results / "pretrain").mkdir()
+    (results / "pretrain" / "checkpoint.pt").write_bytes(b"made")         # a run made something: protected
+    with pytest.raises(InputError, match=r"other data\.captions .*run\.json.*delete"):
         claim_run(other_data, results)
     other_model = copy.deepcopy(real)
     other_model["models"]["clip"]["arch"] = "ViT-B-16"

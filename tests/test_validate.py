@@ -167,9 +167,18 @@ def test_replaced_image_is_noticed_through_the_manifest(data, tmp_path):
     assert changed_files(manifest) == [str(target)]
     assert mark_changes(manifest, stamp) == [str(target)]
     assert stamp.stat().st_mtime_ns > manifest.stat().st_mtime_ns     # so Snakemake reruns the manifest's job
-    assert stamp.read_text() == f"{target}\n"
+    st = target.stat()
+    assert stamp.read_text() == f"{target}\t{st.st_size} {st.st_mtime_ns}\n"
+    first = stamp.read_text()
+    # replaced a second time (the manifest not yet rewritten): the stamp's content changes again, so a
+    # Snakemake that compares the stamp by checksum still sees a new input
+    target.write_bytes(Path(table["file"].iloc[5]).read_bytes())
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert mark_changes(manifest, stamp) == [str(target)] and stamp.read_text() != first
     target.unlink()
     assert changed_files(manifest) == [str(target)]
+    mark_changes(manifest, stamp)
+    assert stamp.read_text() == f"{target}\tmissing\n"
     manifest.write_bytes(b"not parquet")
     assert changed_files(manifest)[0].startswith(f"{manifest} (unreadable")
 

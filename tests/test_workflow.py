@@ -58,6 +58,27 @@ def test_bad_config_stops_before_the_dag(tmp_path, override, key):
     assert "On instance" not in text and len(text.splitlines()) < 15, text
 
 
+def test_jobs_use_the_interpreter_that_runs_snakemake(tmp_path):
+    """Started through this environment's interpreter with another `python` first on PATH (as
+    `.venv/bin/snakemake` without activating the virtualenv), the jobs still run this environment's Python."""
+    import os
+
+    from local_env import local_env as env_of
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python").write_text("#!/bin/sh\necho 'not the workflow interpreter' >&2\nexit 3\n")
+    (fake / "python").chmod(0o755)
+    env = env_of(OMP_NUM_THREADS="1")
+    env["PATH"] = os.pathsep.join([str(fake), *(p for p in env["PATH"].split(os.pathsep)
+                                                 if Path(p) != Path(sys.executable).parent)])
+    proc = subprocess.run([*SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "results/world/world.json", "--cores", "1",
+                           "--configfile", str(TEST_CONFIG)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "world" / "world.json").exists()
+
+
 def test_lint_is_clean(tmp_path):
     proc = snakemake("--lint", "--configfile", str(TEST_CONFIG), cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -314,10 +335,20 @@ def test_each_study_has_its_own_results_tree(tiny_world, tmp_path):
 
     other = tiny_world / "other_captions.txt"
     other.write_text((tiny_world / "captions.txt").read_text())
+    # a dry run made nothing: another config may take the name (and gives it back the same way)
+    taken = snakemake("-n", "--cores", "1", "--configfile",
+                      str(_real_style_config(tmp_path, tiny_world, "study-a", other.name)), cwd=work)
+    assert "Job stats" in taken.stdout + taken.stderr
+    snakemake("-n", "--cores", "1", "--configfile", str(_real_style_config(tmp_path, tiny_world, "study-a")),
+              cwd=work)
+    made = work / "results/runs/study-a/logs/made.log"                 # once a run has made something
+    made.parent.mkdir(parents=True)
+    made.write_text("x")
     clash = snakemake("-n", "--cores", "1", "--configfile",
                       str(_real_style_config(tmp_path, tiny_world, "study-a", other.name)), cwd=work, check=False)
     text = clash.stdout + clash.stderr
     assert clash.returncode != 0 and "results/runs/study-a/run.json" in text, text[-2000:]
+    assert "data.captions" in text and "start that study afresh" in text, text[-2000:]
     out_b = snakemake("-n", "--cores", "1", "--configfile",
                       str(_real_style_config(tmp_path, tiny_world, "study-b", other.name)), cwd=work).stdout
     assert not set(_planned_paths(out_b)) & set(paths)

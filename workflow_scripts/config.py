@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -297,18 +297,47 @@ def claim_run(config: dict[str, Any], results: str | os.PathLike, source: str = 
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not valid JSON ({exc}); delete it if that results tree is disposable") from None
-    differs = [k for k in ("run", "world", "data") if recorded.get(k) != identity[k]]
+    differs = _differing_keys(recorded, identity, ("run", "world", "data"))
     old_models = recorded.get("models", {})
     differs += [f"models.{name}" for name, spec in identity["models"].items()
                 if name in old_models and old_models[name] != spec]
+    if differs and not made_anything(Path(results)):
+        # claimed by a dry run (or a run that stopped before its first output): nothing to protect
+        write_json(path, identity)
+        return path
     if differs:
         raise InputError(
             f"{source}: key 'run': {identity['run']!r} names the results tree {results}/, which was made with "
-            f"other {', '.join(differs)} (recorded in {path}); give this config its own `run:` name"
+            f"other {', '.join(differs)} (recorded in {path}); give this config its own `run:` name, or delete "
+            f"{results}/ to start that study afresh"
         )
     if set(identity["models"]) - set(old_models):
         write_json(path, {**recorded, "models": {**old_models, **identity["models"]}})
     return path
+
+
+def _differing_keys(recorded: dict[str, Any], identity: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """The keys (one level down, as `data.train_csv`) whose recorded value differs from the config's."""
+    out = []
+    for key in keys:
+        old, new = recorded.get(key), identity.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{key}.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        else:
+            out.append(key)
+    return out
+
+
+def made_anything(results: Path) -> bool:
+    """Whether a results tree holds any output: a file other than what every Snakemake start, dry runs
+    included, writes (run.json, settings/, and the image validation's `*.changed` stamps)."""
+    for p in results.rglob("*"):
+        rel = p.relative_to(results).parts
+        if p.is_file() and rel != ("run.json",) and rel[0] != "settings" and p.suffix != ".changed":
+            return True
+    return False
 
 
 def write_settings(config: dict[str, Any], directory: str | os.PathLike) -> Path:

@@ -68,18 +68,30 @@ def changed_files(manifest: str | os.PathLike, threads: int = 8, chunk: int = 40
         return [f for part in pool.map(_stat_differs, chunks) for f in part]
 
 
+def file_state(path: str) -> str:
+    """What a file is now, as the stamp records it: 'size mtime_ns', or 'missing'."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size} {st.st_mtime_ns}"
+
+
 def mark_changes(manifest: str | os.PathLike, stamp: str | os.PathLike) -> list[str]:
     """Make `stamp` (an input of the job that writes `manifest`) tell Snakemake whether images changed.
 
-    Images changed since the manifest: the stamp gets their list and the current time, so it is newer than
-    the manifest and the validation job runs again (and, through the manifest, everything reading the
-    images). Nothing changed, or no manifest yet: an existing stamp is left alone, a missing one is created
-    with mtime 0 (older than any output, it triggers nothing). Returns the changed files."""
+    Images changed since the manifest: the stamp gets, per changed file, its path and what it is now (size
+    and mtime in ns, or `missing`), and the current time, so it is newer than the manifest and the validation
+    job runs again (and, through the manifest, everything reading the images). Its content differs with
+    every new state of the files, so a second change of the same image is noticed too (Snakemake compares
+    small inputs by checksum: a stamp rewritten with the same text would count as unchanged). Nothing
+    changed, or no manifest yet: an existing stamp is left alone, a missing one is created with mtime 0
+    (older than any output, it triggers nothing). Returns the changed files."""
     changed = changed_files(manifest)
     stamp = Path(stamp)
     if changed:
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text("".join(f"{f}\n" for f in changed), encoding="utf-8")
+        stamp.write_text("".join(f"{f}\t{file_state(f)}\n" for f in changed), encoding="utf-8")
     elif not stamp.exists():
         stamp.parent.mkdir(parents=True, exist_ok=True)
         stamp.write_text("", encoding="utf-8")
