@@ -186,6 +186,10 @@ def test_report_contains_every_figure_and_table(full_run):
         assert name in html, f"{name} missing from the report"
     for name in sorted(p.name for p in (full_run / "results" / "tables").glob("*.csv")):
         assert name in html, f"{name} missing from the report"
+        lines = (full_run / "results" / "tables" / name).read_text().splitlines()
+        assert len(lines) >= 2, f"{name}: a table without rows (it must carry a note saying why)"
+    real = (full_run / "results" / "tables" / "clip4dm_real.csv").read_text()   # no real benchmark configured
+    assert real.startswith("note") and "clip4dm.real_data" in real
 
 
 def test_rerun_is_a_no_op_and_forcerun_reruns_only_downstream_identically(full_run):

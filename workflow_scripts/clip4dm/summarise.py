@@ -117,6 +117,22 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame([read_json(p) for p in paths])
 
 
+# Why a summary table can have no rows: written instead of an empty file, so the report says why.
+EMPTY_REASONS = {
+    "clip4dm_detection": "no detection runs: no detector model (clip4dm.detect.models) or no swapped caption sets",
+    "clip4dm_rate": "no detection runs: no detector model (clip4dm.detect.models) or no swapped caption sets",
+    "clip4dm_localisation": "no FOIL-style localisation: it needs the embedded world and held-out pairs "
+                            "(world.enabled and data.heldout_csv)",
+    "clip4dm_calibration": "no calibration: no model was prepared",
+    "clip4dm_real": "no real benchmark configured (clip4dm.real_data is empty)",
+}
+
+
+def with_note(table: pd.DataFrame, reason: str) -> pd.DataFrame:
+    """The table itself, or, when it has no rows, a one-row table whose `note` says why."""
+    return table if len(table) else pd.DataFrame({"note": [reason]})
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..aggregate import read_tables
     from ..data import read_json
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in (("clip4dm_detection", det), ("clip4dm_rate", rate), ("clip4dm_localisation", loc),
                         ("clip4dm_calibration", calib), ("clip4dm_real", real)):
         for suffix in (".csv", ".parquet"):
-            write_table(table, tables / f"{name}{suffix}")
+            write_table(with_note(table, EMPTY_REASONS[name]), tables / f"{name}{suffix}")
     foils = read_tables(args.foils, required=()) if args.foils else pd.DataFrame()
     render.write_all(det, rate, loc, foils, figures, args.examples)
     log.info("detection:\n%s", det.to_string(index=False) if len(det) else "(none)")
