@@ -20,6 +20,7 @@ from workflow_scripts.config import (
     is_replica,
     pretrain_replicas,
     replicate_towers,
+    replicates_from,
     format_cs,
     run_paths,
     validate_config,
@@ -210,7 +211,7 @@ def towers_of(model, seed=None):
 def first_pretraining_seeds(model):
     """The replicates of `model`'s fine-tunes that start from its first pretraining (the seed systems'
     fine-tunes: with finetune.pretraining matched and 3 pretrainings, replicate 0 only)."""
-    return [r for r in SEEDS if towers_of(model, r) == towers_of(model)]
+    return replicates_from(config, model, SEEDS, towers_of(model))
 
 
 MODEL_SOURCE = {name: config["models"][name]["source"] for name in TOWER_MODELS}

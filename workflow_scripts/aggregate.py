@@ -187,10 +187,15 @@ def pretrained_levels(df: pd.DataFrame, uses: pd.DataFrame, scope: str) -> pd.Da
     pre = _kind(df, "pretrained")
     if pre.empty or uses.empty:
         return pd.DataFrame(columns=["model", scope, "metric", "pretrained"])
-    pre = pre[["model", scope, "metric", "value"]].rename(columns={"model": "pretraining"})
-    joined = uses.merge(pre, on="pretraining")
-    return (joined.groupby(["model", scope, "metric"], sort=True)["value"].mean()
-            .rename("pretrained").reset_index())
+    pre = pre.rename(columns={"model": "pretraining"})
+    return mean_over_pretrainings(uses, pre, [scope, "metric"], "value").rename(columns={"value": "pretrained"})
+
+
+def mean_over_pretrainings(uses: pd.DataFrame, table: pd.DataFrame, keys: Sequence[str], column: str) -> pd.DataFrame:
+    """Per (fine-tuned model, *keys): `column` of `table` (rows per `pretraining`) averaged over the
+    replicates' pretrainings in `uses`."""
+    joined = uses.merge(table[["pretraining", *keys, column]], on="pretraining")
+    return joined.groupby(["model", *keys], sort=True)[column].mean().reset_index()
 
 
 def purity_references(purity: pd.DataFrame, draws: int = 200, seed: int = 0,
@@ -265,9 +270,8 @@ def exp3_tables(metrics: pd.DataFrame, purity: pd.DataFrame, predictions: dict |
     purity_summary = paired_summary(p, "projection", level).merge(purity_references(purity, uses=uses),
                                                                  on=["model", "projection", "metric"], how="left")
     if drift is not None and not drift.empty:   # the initialisation's purity, mean over the same pretrainings
-        init = (uses.merge(drift[["pretraining", "projection", "purity_init"]], on="pretraining")
-                .groupby(["model", "projection"], sort=True)["purity_init"].mean().reset_index()
-                .assign(metric=replicates.PURITY_METRIC))
+        init = mean_over_pretrainings(uses, drift, ["projection"], "purity_init").assign(
+            metric=replicates.PURITY_METRIC)
         purity_summary = purity_summary.merge(init, on=["model", "projection", "metric"], how="left")
     tables = {"exp3_metrics": metrics_summary, "exp3_purity": purity_summary}
     for name in tables:
@@ -313,8 +317,10 @@ def exp1_table(metrics: pd.DataFrame, purity: pd.DataFrame, eval_metrics: Sequen
 
 
 def _pretrained_by_base(df: pd.DataFrame) -> pd.DataFrame:
-    """Pretrained rows with `model` = the replicated model and `pretrain_seed` (0 where untagged)."""
+    """Pretrained rows with `model` = the replicated model, `pretraining` = the checkpoint's own model name
+    and `pretrain_seed` (0 where untagged)."""
     out = _kind(df, "pretrained").copy()
+    out["pretraining"] = out["model"]
     if "base_model" in out.columns:
         out["model"] = out["base_model"].fillna(out["model"])
     out["pretrain_seed"] = out["pretrain_seed"].fillna(0) if "pretrain_seed" in out.columns else 0
@@ -397,12 +403,8 @@ def projection_drift(initial_paths: Sequence[str], trained_paths: Sequence[str],
     def by_model(paths: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         return {Path(p).parent.name: dict(zip(("image", "text"), load_projections(p))) for p in paths}
 
-    pre = _kind(metrics, "pretrained")
-    tags = {}
-    if {"base_model", "pretrain_seed"} <= set(pre.columns):
-        for row in pre[["model", "base_model", "pretrain_seed"]].drop_duplicates().itertuples():
-            tags[row.model] = (row.base_model if isinstance(row.base_model, str) else row.model,
-                               int(row.pretrain_seed) if pd.notna(row.pretrain_seed) else 0)
+    pre = _pretrained_by_base(metrics)[["pretraining", "model", "pretrain_seed"]].drop_duplicates()
+    tags = {row.pretraining: (row.model, int(row.pretrain_seed)) for row in pre.itertuples()}
     return replicates.projection_drift(by_model(initial_paths), by_model(trained_paths), tags)
 
 

@@ -180,16 +180,32 @@ def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 CONTROL_STRATEGY = "none"
 
 
+def is_replica(spec: dict[str, Any]) -> bool:
+    """Whether a model spec is a pretraining replica <name>-p<seed> that pretrain.seeds added."""
+    return "pretrain_seed" in spec
+
+
+def replica_name(name: str, seed: int) -> str:
+    """The name of model `name`'s pretraining with seed `seed`: <name>-p<seed>."""
+    return f"{name}-p{seed}"
+
+
+def _replicated(spec: dict[str, Any]) -> bool:
+    """Whether pretrain.seeds replicates this model: pretrained here, and not itself a replica."""
+    return spec["source"] == "pretrain" and not is_replica(spec)
+
+
+def _replica_seeds(config: dict[str, Any]) -> list[int]:
+    """pretrain.seeds without pretrain.seed (the model's own pretraining), in config order."""
+    return [int(s) for s in config["pretrain"].get("seeds", []) if s != config["pretrain"]["seed"]]
+
+
 def pretrain_replicas(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The models pretrain.seeds adds: <name>-p<seed> for every model with source pretrain, the same spec
-    with `pretrain_seed` set (Exp 1's replicates over pretraining; never fine-tuned or pruned)."""
-    out = {}
-    for name, spec in config["models"].items():
-        if spec["source"] != "pretrain" or "pretrain_seed" in spec:
-            continue
-        for seed in config["pretrain"].get("seeds", []):
-            if seed != config["pretrain"]["seed"]:
-                out[f"{name}-p{seed}"] = {**spec, "pretrain_seed": int(seed)}
+    with `pretrain_seed` set (the further pretrainings of Exp 1 and of Exp 3's replicates)."""
+    out = {replica_name(name, seed): {**spec, "pretrain_seed": seed}
+           for name, spec in config["models"].items() if _replicated(spec)
+           for seed in _replica_seeds(config)}
     clash = sorted(set(out) & set(config["models"]))
     if clash:
         raise InputError(f"models: {clash} clash with the pretraining replicas that pretrain.seeds adds")
@@ -201,11 +217,9 @@ def pretrainings(config: dict[str, Any], model: str) -> list[str]:
     first, then its pretrain.seeds replicas <name>-p<seed> in config order. One entry for an imported
     model (a checkpoint has one pretraining) or a replica itself."""
     base = finetune_source(config, model)
-    spec = config["models"][base]
-    if spec["source"] != "pretrain" or "pretrain_seed" in spec:
+    if not _replicated(config["models"][base]):
         return [base]
-    own = config["pretrain"]["seed"]
-    return [base] + [f"{base}-p{s}" for s in config["pretrain"].get("seeds", []) if s != own]
+    return [base] + [replica_name(base, s) for s in _replica_seeds(config)]
 
 
 def replicate_towers(config: dict[str, Any], model: str, seed: int | str) -> str:
@@ -220,14 +234,15 @@ def replicate_towers(config: dict[str, Any], model: str, seed: int | str) -> str
     return options[int(seed) % len(options)]
 
 
-def is_replica(spec: dict[str, Any]) -> bool:
-    """Whether a model spec is a pretraining replica <name>-p<seed> that pretrain.seeds added."""
-    return "pretrain_seed" in spec
+def replicates_from(config: dict[str, Any], model: str, seeds, towers: str) -> list:
+    """The replicates among `seeds` of `model`'s fine-tunes that start from the checkpoint of `towers`
+    (the seed systems read only the fine-tunes of the first pretraining)."""
+    return [r for r in seeds if replicate_towers(config, model, r) == towers]
 
 
 def base_model(name: str, spec: dict[str, Any]) -> str:
     """The model a pretraining replica <name>-p<seed> replicates (the name itself otherwise)."""
-    suffix = f"-p{spec['pretrain_seed']}" if "pretrain_seed" in spec else ""
+    suffix = replica_name("", spec["pretrain_seed"]) if is_replica(spec) else ""
     return name[: -len(suffix)] if suffix and name.endswith(suffix) else name
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import finetune_source, replicate_towers
+from ..config import finetune_source, replicates_from
 
 ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon")
 
@@ -50,7 +50,7 @@ def prepare_options(cache: str | None, attributes: list[str]) -> str:
 def finetunes(config: dict, model: str, runs: list[tuple[str, str]], seeds: list[str],
               finetune_dir: str) -> list[tuple[str, str, str, str]]:
     """(label, Cs, replicate, checkpoint) of every fine-tune whose pretrained model is `model` (none unless
-    clip4dm.foils.finetuned): the replicates that start from `model`'s checkpoint (replicate_towers; with
+    clip4dm.foils.finetuned): the replicates that start from `model`'s checkpoint (replicates_from; with
     finetune.pretraining matched, those of its first pretraining); the label is the strategy, prefixed by
     the fine-tuned model for an arm."""
     if not config["clip4dm"]["foils"]["finetuned"]:
@@ -61,7 +61,7 @@ def finetunes(config: dict, model: str, runs: list[tuple[str, str]], seeds: list
             continue
         for strategy, cs in runs:
             label = strategy if ft == model else f"{ft}.{strategy}"
-            for seed in [r for r in seeds if replicate_towers(config, ft, r) == model]:
+            for seed in replicates_from(config, ft, seeds, model):
                 path = os.path.join(finetune_dir.format(model=ft, strategy=strategy, cs=cs, seed=seed), "checkpoint.pt")
                 out.append((label, cs, seed, path))
     return out

@@ -118,9 +118,10 @@ def read_runs(paths: list[str]) -> pd.DataFrame:
 
 
 # Why a summary table can have no rows: written instead of an empty file, so the report says why.
+NO_DETECTION = "no detection runs: no detector model (clip4dm.detect.models) or no swapped caption sets"
 EMPTY_REASONS = {
-    "clip4dm_detection": "no detection runs: no detector model (clip4dm.detect.models) or no swapped caption sets",
-    "clip4dm_rate": "no detection runs: no detector model (clip4dm.detect.models) or no swapped caption sets",
+    "clip4dm_detection": NO_DETECTION,
+    "clip4dm_rate": NO_DETECTION,
     "clip4dm_localisation": "no FOIL-style localisation: it needs the embedded world and held-out pairs "
                             "(world.enabled and data.heldout_csv)",
     "clip4dm_calibration": "no calibration: no model was prepared",
