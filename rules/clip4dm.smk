@@ -124,8 +124,9 @@ C4_REAL = c4_paths.real_runs(config)
 
 rule clip4dm_realdata:
     input:
+        unpack(lambda w: c4_paths.real_inputs(config, w.c4set)),
         code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "data", "checkpoints", "distributed"),
-        json=lambda wildcards: C4_SETTINGS["real_data"][wildcards.c4set]["json"],
+        validated=VALIDATED["eval"],  # the benchmark's images, checked by validate_eval_images
         checkpoint=PRETRAINED,
         pack=f"{C4}/{{model}}/pack.npz",
     output:
@@ -139,7 +140,7 @@ rule clip4dm_realdata:
         c4set="|".join(C4_SETTINGS["real_data"]) or "_none_",
     params:
         config=CONFIG,
-        settings=lambda w: {**c4_paths.settings(config), "set": C4_SETTINGS["real_data"][w.c4set]},
+        settings=lambda w: {**c4_paths.settings(config, "refclipscore"), "set": C4_SETTINGS["real_data"][w.c4set]},
     threads: 2
     resources:
         mem_mb=mem_mb(6000),
@@ -163,6 +164,7 @@ C4_TABLE_LABELS = {
     "clip4dm_localisation": "FOIL-style localisation",
     "clip4dm_calibration": "epsilon calibration",
     "clip4dm_real": "real benchmarks",
+    "clip4dm_truncated": "captions cut to the context",
 }
 C4_FIGURE_LABELS = {
     "clip4dm_detection_auroc": "detection AUROC vs Cs",

@@ -10,7 +10,8 @@ if PRETRAIN_MODELS:
         input:
             unpack(pretrain_inputs),
             code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate"),
-            validated=TRAIN_IMAGES_CHECKED,
+            # its zero-shot check at the end reads the evaluation sets: their validation too
+            validated=TRAIN_IMAGES_CHECKED + ([VALIDATED["eval"]] if PRETRAIN_EVAL_SETS else []),
         output:
             checkpoint=PRETRAINED,
             train_log=f"{RESULTS}/pretrain/{{model}}/log.jsonl",

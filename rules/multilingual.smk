@@ -1,5 +1,6 @@
 # Seed 003: multilingual alignment through the image pivot (workflow_scripts/multilingual).
 #   captions per language (embedded world) -> multilingual text encoder (embedded) -> cached embeddings
+#   (or real data: text embedding files, or multilingual.captions CSVs + a local SentenceTransformer)
 #   -> alignment-head sweep -> evaluation before/after -> tables and figures (its report section)
 # The image side is always the base model's (models.<base>): its feature cache and evaluation features.
 # Off in rule all unless multilingual.enabled; `make multilingual` builds the outputs either way.
@@ -91,8 +92,9 @@ rule multilingual_encoder:
 rule multilingual_embed:
     input:
         unpack(lambda w: ml_paths.embed_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
-        code=code("multilingual.embed", "multilingual.paths", "multilingual.images", "multilingual.lexicon", "models",
-                  "checkpoints", "evaluate", "features", "zeroshot", "world", "data"),
+        code=code("multilingual.embed", "multilingual.paths", "multilingual.images", "multilingual.lexicon",
+                  "multilingual.sentence_tower", "models", "checkpoints", "evaluate", "features", "zeroshot", "world",
+                  "data"),
     output:
         f"{ML}/embeddings/{{mlmodel}}.npz",
     log:
@@ -149,7 +151,7 @@ rule multilingual_align:
 rule multilingual_evaluate:
     input:
         code=code("multilingual.evaluate", "multilingual.align", "multilingual.head", "multilingual.metrics",
-                  "multilingual.images", "finetune", "purity", "evaluate"),
+                  "multilingual.diagnostics", "multilingual.images", "finetune", "purity", "evaluate"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
         heads=f"{ML}/align/{{mlmodel}}/heads.npz",
@@ -180,8 +182,8 @@ rule multilingual_evaluate:
 
 rule multilingual_report:
     input:
-        code=code("multilingual.report", "multilingual.evaluate", "multilingual.images", "aggregate", "intervals",
-                  "figures"),
+        code=code("multilingual.report", "multilingual.evaluate", "multilingual.align", "multilingual.images",
+                  "aggregate", "intervals", "figures"),
         metrics=expand(f"{ML}/eval/{{mlmodel}}/metrics.parquet", mlmodel=ML_MODELS),
         gram=expand(f"{ML}/eval/{{mlmodel}}/gram.parquet", mlmodel=ML_MODELS),
         per_query=expand(f"{ML}/eval/{{mlmodel}}/per_query.npz", mlmodel=ML_MODELS),

@@ -1,7 +1,8 @@
 # Seed 002: sparse concept decompositions of the embeddings (SpLiCE; workflow_scripts/sparse).
 #   caption phrases -> vocabulary.txt (SpLiCE format) -> per model: the frozen towers' features of the
-#   concepts and of a sample of training images (concepts.npz) -> per model: every checkpoint's dictionary,
-#   image mean and non-negative Lasso sweep from its projections alone (sweep/l0/concepts.parquet)
+#   concepts and of a sample of training pairs, images and captions (concepts.npz) -> per model: every
+#   checkpoint's dictionary, image and caption means and non-negative Lasso sweep over every evaluation set
+#   and the held-out pairs' images and captions, from its projections alone (sweep/l0/concepts.parquet)
 #   -> tables and figures (report category "Sparse concepts (SpLiCE)").
 # The decompositions run one job per model, not per checkpoint: a job's ~3 s of Python start-up is more
 # than a checkpoint's whole sweep.
@@ -22,8 +23,9 @@ SPARSE_RUNS = {
     )
     for m in FIRST_PRETRAINING_MODELS
 }
+SPARSE_PAIRS_CSV = config["data"].get("heldout_csv") or config["data"]["train_csv"]  # the pairs' captions
 SPARSE_TABLE_LABELS = {
-    "sparse_sweep": "accuracy, l0 and cosine per lambda",
+    "sparse_sweep": "accuracy, l0 and cosine per lambda, set and modality",
     "sparse_memory": "memory dense vs sparse",
     "sparse_runs": "per fine-tune read-offs and purity",
     "sparse_vs_purity": "sparsity vs purity and Cs",
@@ -76,7 +78,7 @@ rule sparse_encode:
         f"{BENCHMARKS}/sparse/encode/{{model}}.tsv"
     params:
         config=CONFIG,
-        settings={k: config["sparse"][k] for k in ("top_k", "template", "mean_images", "seed")},
+        settings={k: config["sparse"][k] for k in ("top_k", "template", "mean_images", "seed", "captions")},
         preprocess=lambda wildcards: config["models"][wildcards.model]["preprocess"]["evaluate"],
     threads: 1
     resources:
@@ -128,6 +130,7 @@ rule sparse_report:
         purity=eval_tables("purity.parquet"),
         misalignment=f"{MISALIGN}/summary.parquet",
         sets=[eval_set_input(s) for s in sparse_paths.decomposed_sets(config)],
+        pairs_csv=SPARSE_PAIRS_CSV,
     output:
         tables=[
             report(
@@ -166,4 +169,5 @@ rule sparse_report:
         "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.sparse.report --config {params.config} --sweeps {input.sweeps}"
-        " --concepts {input.concepts} --purity {input.purity} --misalignment {input.misalignment} --tables {params.tables} --figures {params.figures} > {log} 2>&1"
+        " --concepts {input.concepts} --purity {input.purity} --misalignment {input.misalignment}"
+        " --pairs-csv {input.pairs_csv} --tables {params.tables} --figures {params.figures} > {log} 2>&1"

@@ -1,13 +1,17 @@
 # Data validation at the head of the DAG: cheap checks of the files the config points at (on the embedded
 # default, what make_world wrote), so that no expensive job starts on data that would fail it later.
 #   validate_text          pair CSVs (fields, strict quoting, one record per line), caption and rewrite files
-#                          (UTF-8, no empty lines, line count = CSV rows), naming the file and line
+#                          (UTF-8, no empty lines, line count = CSV rows), naming the file and line; captions
+#                          longer than each model's text context counted, every line listed in its log
 #   validate_train_images  every training image present and decodable (header level, parallel) + manifest
-#   validate_eval_images   the same for the held-out pairs and the ImageFolder evaluation sets
+#   validate_eval_images   the same for the held-out pairs and the ImageFolder evaluation sets; each torchvision
+#                          set (CIFAR, Food-101, ...) opened as the evaluation opens it and every item decoded;
+#                          the images of CLIP4DM's real benchmarks (clip4dm.real_data)
 # The expensive rules take these outputs as inputs. The manifests record each image's size and mtime;
 # every time Snakemake starts, the files they list are stat-ed again (workflow_scripts/validation/manifest.py,
 # mark_changes): a replaced or missing image makes its validation job, and what reads those images, run
-# again. torchvision evaluation sets are read through torchvision and are not checked here.
+# again. A torchvision set's manifest rows are its data files (CIFAR's batch files, the files under the set's
+# own directory for the others), stat-ed the same way.
 
 from workflow_scripts.validation.manifest import mark_changes
 
@@ -19,12 +23,31 @@ VALIDATED = {
 }
 VALIDATE_CODE = code(
     "validation/cli", "validation/text", "validation/images",
-    "validation/manifest", "validation/problems", "data",
+    "validation/manifest", "validation/problems", "validation/long_captions", "data", "evalsets",
+    "clip4dm/readers",
 )
-# ImageFolder evaluation sets, checked image by image (torchvision sets are not)
+# ImageFolder evaluation sets, checked image by image; torchvision sets, opened and decoded item by item
 VALIDATE_FOLDERS = [
     s for s, spec in config["evaluate"]["sets"].items() if spec["kind"] == "imagefolder"
 ]
+VALIDATE_TORCHVISION = [
+    s for s, spec in config["evaluate"]["sets"].items() if spec["kind"] != "imagefolder"
+]
+# the settings that decide what a torchvision set reads (a change re-runs the check)
+VALIDATE_TORCHVISION_SETTINGS = {
+    s: {
+        k: config["evaluate"]["sets"][s].get(k)
+        for k in ("kind", "root", "split", "download", "verify_checksums")
+    }
+    for s in VALIDATE_TORCHVISION
+}
+# CLIP4DM's real benchmarks (clip4dm.real_data), when CLIP4DM is on: the images their records name
+VALIDATE_BENCHMARKS = list(config["clip4dm"]["real_data"]) if config["clip4dm"]["enabled"] else []
+# what the long-caption count of validate_text depends on (validation/long_captions.py)
+LONG_CAPTION_SETTINGS = {
+    "archs": sorted({spec["arch"] for spec in config["models"].values()}),
+    **{k: config["clip4dm"][k] for k in ("enabled", "template", "long_captions")},
+}
 VALIDATE_THREADS = max(2, int(config["compute"]["num_workers"]))
 # the held-out pair CSV as an input list (empty when data.heldout_csv is not set)
 HELDOUT_CSV = [config["data"]["heldout_csv"]] if config["data"]["heldout_csv"] else []
@@ -59,6 +82,8 @@ rule validate_text:
         heldout=lambda wildcards, input: (
             f"--heldout-csv {input.heldout}" if input.heldout else ""
         ),
+        config=CONFIG,
+        long_captions=LONG_CAPTION_SETTINGS,
     threads: 1
     resources:
         mem_mb=mem_mb(2000),
@@ -68,7 +93,7 @@ rule validate_text:
     shell:
         "python -m workflow_scripts.validation.cli text --train-csv {input.csv}"
         " --captions {input.captions} --rewrites {input.rewrites} {params.heldout}"
-        " --out {output} > {log} 2>&1"
+        " --config {params.config} --out {output} > {log} 2>&1"
 
 
 rule validate_train_images:
@@ -101,7 +126,8 @@ rule validate_eval_images:
         code=VALIDATE_CODE,
         text=VALIDATED["text"],
         heldout=HELDOUT_CSV,
-        sets=[eval_set_input(s) for s in VALIDATE_FOLDERS],
+        sets=[eval_set_input(s) for s in EVAL_SETS],
+        benchmarks=[config["clip4dm"]["real_data"][b]["json"] for b in VALIDATE_BENCHMARKS],
         changed=CHANGED_IMAGES["eval"],
     output:
         VALIDATED["eval"],
@@ -117,6 +143,13 @@ rule validate_eval_images:
         folders=" ".join(
             f"--imagefolder {s}={config['evaluate']['sets'][s]['root']}" for s in VALIDATE_FOLDERS
         ),
+        torchvision=" ".join(
+            [f"--torchvision {s}" for s in VALIDATE_TORCHVISION]
+            + [f"--benchmark {b}" for b in VALIDATE_BENCHMARKS]
+            + ([f"--config {CONFIG}"] if VALIDATE_TORCHVISION or VALIDATE_BENCHMARKS else [])
+        ),
+        settings=VALIDATE_TORCHVISION_SETTINGS,
+        benchmarks={b: config["clip4dm"]["real_data"][b] for b in VALIDATE_BENCHMARKS},
     threads: VALIDATE_THREADS
     resources:
         mem_mb=mem_mb(2000),
@@ -125,4 +158,5 @@ rule validate_eval_images:
         "../envs/workflow.yaml"
     shell:
         "python -m workflow_scripts.validation.cli images --image-root {params.root} {params.heldout}"
-        " {params.folders} --workers {threads} --changed {input.changed} --out {output} > {log} 2>&1"
+        " {params.folders} {params.torchvision} --workers {threads} --changed {input.changed}"
+        " --out {output} > {log} 2>&1"

@@ -134,9 +134,11 @@ def write_pairs(path: Path, rows: list[tuple[str, str]]) -> None:
 
 
 def build(out: str | os.PathLike, n_train: int = 12, n_heldout: int = 8, n_eval: int = 8, seed: int = 0,
-          min_side: int = 24, max_side: int = 96, checkpoints: bool = True) -> dict:
+          min_side: int = 24, max_side: int = 96, checkpoints: bool = True, sentence_model: bool = False) -> dict:
     """Write the data set under `out`; returns its paths (the `data` section of a config, the evaluation
-    set roots, the checkpoint files)."""
+    set roots, the checkpoint files, the CLIP4DM benchmark files, ...). `sentence_model`: also the tiny
+    SentenceTransformer of the multilingual system (a few seconds of imports; tests that do not run that
+    system leave it out)."""
     from PIL import Image
 
     out = Path(out)
@@ -165,7 +167,8 @@ def build(out: str | os.PathLike, n_train: int = 12, n_heldout: int = 8, n_eval:
         path.write_text("".join(f"{c}\n" for c in captions_for(n_train, sentences, 11 * (k + 1), rng)),
                         encoding="utf-8")
         rewrites.append(str(path))
-    write_pairs(out / "heldout.csv", pairs(n_heldout, "heldout", 101))
+    heldout = pairs(n_heldout, "heldout", 101)
+    write_pairs(out / "heldout.csv", heldout)
     roots = {}
     for set_name in EVAL_SETS:
         root = out / "eval" / set_name
@@ -182,24 +185,136 @@ def build(out: str | os.PathLike, n_train: int = 12, n_heldout: int = 8, n_eval:
         if set_name == "photos_grey":
             (root / "templates.txt").write_text("a black and white photo of a {c}\n", encoding="utf-8")
         roots[set_name] = str(root)
+    cifar10 = str(write_cifar_set(out / "eval" / "cifar10", photos, names, n_eval, rng))   # torchvision's format
     paths = {"train_csv": str(out / "train.csv"), "image_root": str(out / "images"),
              "captions": str(out / "captions.txt"), "heldout_csv": str(out / "heldout.csv"),
-             "rewrites": rewrites, "eval_roots": roots}
+             "rewrites": rewrites, "eval_roots": roots, "cifar10": cifar10,
+             "clip4dm": write_clip4dm_benchmarks(out, photos, sentences, rng, max(3, n_eval), min_side, max_side),
+             "vocabulary": write_vocabulary(out / "vocabulary.txt", sentences),
+             "multilingual": write_multilingual_captions(
+                 out / "multilingual", {"train": [c for _, c in train], "heldout": [c for _, c in heldout]},
+                 sentences),
+             "root": str(out)}
+    if sentence_model:
+        from sentence_fixture import write_tiny_sentence_model
+
+        paths["sentence_model"] = str(write_tiny_sentence_model(out / "sentence_model", seed=seed))
     if checkpoints:
         paths["checkpoints"] = write_checkpoints(out / "checkpoints")
     return paths
 
 
+def write_cifar_set(root: Path, photos: dict, names: list[str], n_per_class: int, rng: np.random.Generator) -> Path:
+    """A set in CIFAR-10's python format (tests/cifar_fixture.py) whose test split holds 32x32 crops of the
+    photos, their names as the classes (not the official archive: verify_checksums false)."""
+    from cifar_fixture import write_cifar10
+
+    images, labels = [], []
+    for label, name in enumerate(names):
+        for _ in range(n_per_class):
+            images.append(np.asarray(_crop(photos[name], rng, 32, 48).convert("RGB").resize((32, 32)), np.uint8))
+            labels.append(label)
+    return write_cifar10(root, images, labels, classes=names)
+
+
+def _words(sentence: str) -> list[str]:
+    return [w for w in re.findall(r"[A-Za-z]+", sentence) if len(w) > 3]
+
+
+def write_clip4dm_benchmarks(out: Path, photos: dict, sentences: list[str], rng: np.random.Generator,
+                             n_images: int, min_side: int, max_side: int) -> dict[str, str]:
+    """FOIL, nocaps-FOIL and HAT files in the original formats (clip4dm/readers.py) over crops of the photos:
+    several captions (references) per image, each with a foil that replaces one word by a word of another
+    sentence; captions are real sentences (commas, quotes, non-ASCII, some longer than a small model's
+    context). Returns {format: json path} and the image root under key "image_root"."""
+    import json
+
+    root = out / "clip4dm"
+    names = list(photos)
+    images = []
+    for i in range(n_images):
+        rel = f"images/{i:06d}.jpg"
+        _save(_crop(photos[names[i % len(names)]], rng, min_side, max_side), root / rel, i, rng)
+        images.append(rel)
+    pool = [s for s in sentences if len(_words(s)) >= 2]
+
+    def foiled(caption: str) -> tuple[str, str, str]:
+        """(foil caption, target word, foil word): one word of the caption replaced by another's word."""
+        target = _words(caption)[int(rng.integers(0, len(_words(caption))))]
+        donor = _words(pool[int(rng.integers(0, len(pool)))])
+        foil = next((w for w in donor if w.lower() != target.lower()), "zebra")
+        return re.sub(rf"\b{re.escape(target)}\b", foil, caption, count=1), target, foil
+
+    foil_images, annotations, nocaps, hat = [], [], [], []
+    for i, rel in enumerate(images):
+        foil_images.append({"id": 1000 + i, "file_name": rel, "height": 0, "width": 0})
+        refs = [pool[(7 * i + r) % len(pool)] for r in range(3)]          # three references per image
+        for r, caption in enumerate(refs):
+            annotations.append({"id": len(annotations), "image_id": 1000 + i, "caption": caption,
+                                "foil_word": "ORIG", "target_word": "ORIG", "foil": False})
+            if r < 2:
+                text, target, foil = foiled(caption)
+                annotations.append({"id": len(annotations), "image_id": 1000 + i, "caption": text,
+                                    "foil_word": foil, "target_word": target, "foil": True})
+        text, target, foil = foiled(refs[0])
+        nocaps.append({"image_path": rel, "baseline": refs[0], "foil": text, "replacement": [target, foil],
+                       "domain": ("in-domain", "near-domain", "out-domain")[i % 3]})
+        caption, hallucinated = (refs[1], "") if i % 2 else foiled(refs[1])[0::2]
+        tokens = caption.split(" ")
+        hat.append({"sample_id": f"hat-{i:05d}", "image_path": rel, "caption": caption,
+                    "grounding": [[t, int(bool(hallucinated) and hallucinated in t)] for t in tokens]})
+    files = {"foil": root / "foil_test.json", "nocaps_foil": root / "nocaps_val_foil.json", "hat": root / "hat.json"}
+    files["foil"].write_text(json.dumps({"info": {"description": "FOIL-format fixture"}, "images": foil_images,
+                                         "annotations": annotations}, ensure_ascii=False), encoding="utf-8")
+    files["nocaps_foil"].write_text(json.dumps(nocaps, ensure_ascii=False), encoding="utf-8")
+    files["hat"].write_text(json.dumps(hat, ensure_ascii=False), encoding="utf-8")
+    return {**{k: str(v) for k, v in files.items()}, "image_root": str(root)}
+
+
+def write_vocabulary(path: Path, sentences: list[str], k: int = 400) -> str:
+    """A SpLiCE-format vocabulary file (one concept per line, least frequent first): the k most frequent
+    lower-case words of the sentences."""
+    from collections import Counter
+
+    counts = Counter(w.lower() for s in sentences for w in _words(s))
+    top = [w for w, _ in counts.most_common(k)]
+    path.write_text("".join(f"{w}\n" for w in reversed(top)), encoding="utf-8")
+    return str(path)
+
+
 def example_config(data: dict) -> dict:
-    """config/real_format.example.yaml (parsed) pointed at a data set from build(): its data files and the
-    evaluation sets' roots (the models' checkpoints are the caller's)."""
+    """config/real_format.example.yaml (parsed) pointed at a data set from build(): every path under its
+    `real_format_data/` moved to the data set's directory."""
     import yaml
 
     raw = yaml.safe_load((REPO / "config" / "real_format.example.yaml").read_text())
-    raw["data"].update({k: data[k] for k in ("train_csv", "image_root", "captions", "rewrites")})
-    for name, root in data["eval_roots"].items():
-        raw["evaluate"]["sets"][name]["root"] = root
-    return raw
+
+    def moved(value):
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, str) and value.startswith("real_format_data/"):
+            return str(Path(data["root"]) / value[len("real_format_data/"):])
+        return value
+
+    return moved(raw)
+
+
+def write_multilingual_captions(out: Path, captions: dict[str, list[str]], sentences: list[str],
+                                languages: tuple[str, ...] = ("en", "it", "de")) -> dict[str, str]:
+    """One CSV per split (id,language,caption): English is the pair's own caption, the other languages
+    sentences of their own (the fixture checks formats and plumbing, not translation)."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for split, english in captions.items():
+        rows = [("id", "language", "caption")]
+        for k, lang in enumerate(languages):
+            for i, caption in enumerate(english):
+                rows.append((str(i), lang, caption if k == 0 else sentences[(13 * k + 5 * i) % len(sentences)]))
+        files[split] = str(out / f"{split}.csv")
+        write_pairs(Path(files[split]), rows)
+    return files
 
 
 def write_checkpoints(out: Path, arch: str = "fp-tiny-vit") -> dict[str, str]:
@@ -228,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-eval", type=int, default=25, help="images per class per evaluation set")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    paths = build(args.out, args.n_train, args.n_heldout, args.n_eval, args.seed)
+    paths = build(args.out, args.n_train, args.n_heldout, args.n_eval, args.seed, sentence_model=True)
     print(paths)
     return 0
 

@@ -114,7 +114,7 @@ def reference_attribution(model, tokens: torch.Tensor, image: torch.Tensor, laye
     cos = F.cosine_similarity(text, image, dim=0)
     cos.backward()
     cam = sum((a.grad * a).mean(dim=1)[0] for a in probs) / keep
-    return float(cos), cam[eot].detach().numpy()
+    return float(cos.detach()), cam[eot].detach().numpy()
 
 
 def test_batched_attributions_equal_one_pair_reference(model, tokenizer):
@@ -173,3 +173,64 @@ def test_tower_of_a_laclip_style_model(tokenizer):
         assert torch.allclose(tower.encode(tokens), m.encode_text(tokens), atol=1e-5)
         emb = embed_images(Head.from_model(m), image_features(m, x).numpy())
         assert np.allclose(emb, F.normalize(m.encode_image(x), dim=-1).numpy(), atol=1e-5)
+
+
+TRICKY = ["a red\tcircle and a dog\tand cat", "three... stars!! wow!. ok?!", "naïve café &amp; İstanbul",
+          "a big, red-ish circle.", "(a) * # - & / ' —", "x_y t-shirt, 3.5 km", "\ttabbed start",
+          "two   green    crosses,emerald rhombi", "A Circle,Square.Triangle",
+          "a red-ish circle in the top left on a striped background with two small blue stars and a tiny moon"]   # cut
+
+
+def test_batched_path_equals_the_original_one_pair_loop_on_tricky_captions(model, tokenizer):
+    """Our batched path (Attributor, words by the original rule) against an independent re-implementation of
+    the original's per-pair computation and word aggregation (clip4dm_reference.one_pair: own forward, grad
+    of each kept attention, its space_tokenize / tokenizer2space walk): same words, word scores and cosines
+    within 1e-5, on tabs, punctuation runs, multi-token and non-ASCII words and a caption cut at the context."""
+    from clip4dm_reference import one_pair
+
+    from workflow_scripts.clip4dm.attributions import Attributor
+    from workflow_scripts.clip4dm.tower import TextTower
+
+    torch.manual_seed(5)
+    images = torch.randn(len(TRICKY), model.text_projection.shape[1])
+    att = Attributor(TextTower.from_model(model), tokenizer, TEMPLATE, layers=3, batch_size=4, truncate=True)
+    items = att.tokenize(TRICKY)
+    assert items[-1].truncated and not any(t.truncated for t in items[:-1])
+    cos, words = att.attribute(items, images)
+    for i, caption in enumerate(TRICKY):
+        ref_cos, ref = one_pair(model.requires_grad_(True), tokenizer, images[i], caption, TEMPLATE)
+        assert items[i].words == [w for w, _ in ref], caption
+        assert np.abs(words[i] - np.asarray([s for _, s in ref])).max() <= 1e-5, caption
+        assert abs(cos[i] - ref_cos) <= 1e-5
+    assert max(np.abs(w).max() for w in words) > 1e-4        # not all zero
+
+
+@pytest.mark.parametrize("mode", ["most_negative", "threshold"])
+def test_localisation_scores_foils_as_the_original_loop(model, tokenizer, mode):
+    """The FOIL-style localisation job's scoring (localise.score_foils, clip4dm.fclipscore.world_foils) equals
+    the original's per-pair loop followed by its selection rule (most negative word, or threshold sum)."""
+    import pandas as pd
+    from clip4dm_reference import most_negative_result, one_pair, threshold_result
+
+    from workflow_scripts.clip4dm.localise import score_foils
+    from workflow_scripts.clip4dm.pipeline import Pack, TokenTable
+    from workflow_scripts.clip4dm.tower import TextTower
+
+    foils = pd.DataFrame({"image": [0, 0, 1, 1], "kind": ["original", "foil", "original", "foil"],
+                          "attribute": ["", "colour", "", "shape"],
+                          "caption": ["a red circle, top left", "a blue circle, top left", "two green stars",
+                                      "two green boxes"], "foil_word": ["", "blue", "", "boxes"],
+                          "foil_index": [-1, 1, -1, 2]})
+    tower = TextTower.from_model(model)
+    table = TokenTable(TEMPLATE, tower.context_length, "fp-tiny-vit", tokenizer=tokenizer)
+    pack = Pack({**{f"foils.{c}": foils[c].to_numpy() for c in foils}}, "pack.npz")
+    torch.manual_seed(6)
+    image_emb = torch.randn(2, model.text_projection.shape[1]).numpy()
+    settings = {"layers": 3, "batch_size": 8, "fclipscore": {"world_foils": mode}, "punctuation": "original"}
+    rows = score_foils(tower, table, settings, pack, image_emb, -0.005)
+    for i, r in rows.iterrows():
+        cos, ws = one_pair(model.requires_grad_(True), tokenizer, torch.from_numpy(image_emb[r["image"]]),
+                           r["caption"], TEMPLATE)
+        term = most_negative_result(ws)[1] if mode == "most_negative" else threshold_result(ws, -0.005)[0]
+        assert r["fclipscore"] == pytest.approx(term * (1 - max(cos, 0.0)), abs=1e-6)
+        assert r["worst_word"] == most_negative_result(ws)[0]

@@ -91,14 +91,15 @@ def test_realdata_end_to_end_on_world_images(tmp_path, repo, monkeypatch, tiny_w
 
     monkeypatch.chdir(repo)
     paths, captions = read_pairs_csv(tiny_world / "train.csv")
-    if fmt == "foil":
+    if fmt == "foil":      # two original captions and one foil per image: each one's references are the others
         data = {"images": [{"id": i, "file_name": p} for i, p in enumerate(paths[:6])],
-                "annotations": [{"id": 2 * i + k, "image_id": i, "caption": c if k == 0 else "a purple box",
-                                 "foil_word": "ORIG" if k == 0 else "purple", "foil": bool(k)}
-                                for i, c in enumerate(captions[:6]) for k in (0, 1)]}
+                "annotations": [{"id": 3 * i + k, "image_id": i, "caption": (c, captions[i + 6], "a purple box")[k],
+                                 "foil_word": "ORIG" if k < 2 else "purple", "foil": k == 2}
+                                for i, c in enumerate(captions[:6]) for k in (0, 1, 2)]}
     else:
         data = [{"sample_id": i, "image_path": p, "caption": f"a purple box {c}",
-                 "grounding": [["a", 0], ["purple", i % 2]] + [[w, 0] for w in ("box", *c.split())]}
+                 "grounding": [["a", 0], ["purple", i % 2]] + [[w, 0] for w in ("box", *c.split())],
+                 "references": [c, captions[i + 6]]}
                 for i, (p, c) in enumerate(zip(paths[:6], captions[:6]))]
     (tmp_path / "b.json").write_text(json.dumps(data))
     config = yaml.safe_load(open(CONFIG))
@@ -114,7 +115,34 @@ def test_realdata_end_to_end_on_world_images(tmp_path, repo, monkeypatch, tiny_w
                    "--out-samples", str(tmp_path / "s.parquet")])
     metrics = json.loads((tmp_path / "m.json").read_text())
     samples = pd.read_parquet(tmp_path / "s.parquet")
-    assert metrics["n"] == len(samples) == (12 if fmt == "foil" else 6)
+    assert metrics["n"] == len(samples) == (18 if fmt == "foil" else 6)
     assert metrics["n_foil"] == (6 if fmt == "foil" else 3)
-    for key in ("la", "ap_fclipscore", "ap_clipscore", "auroc_clipscore"):
+    for key in ("la", "ap_fclipscore", "ap_clipscore", "auroc_clipscore", "ap_refclipscore", "auroc_refclipscore"):
         assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["n_refclipscore"] == metrics["n"]
+    # F-CLIPScore by the original's mode of the format: most negative word (foil) or most negative span (hat)
+    assert metrics["fclipscore_mode"] == ("most_negative" if fmt == "foil" else "span_mean")
+    factor = 1 - np.maximum(samples["cos"], 0)
+    if fmt == "foil":
+        np.testing.assert_allclose(samples["fclipscore"], samples["worst_score"] * factor, rtol=1e-12)
+    # RefCLIPScore against a plain computation with open_clip's encode_text: 2.5 * max over every reference
+    from workflow_scripts.models import get_tokenizer, load_model
+
+    model = load_model(config["models"]["clip"], str(tmp_path / "m.pt"), name="clip").eval()
+    tok = get_tokenizer("fp-tiny-vit")
+
+    def emb(text):
+        with torch.no_grad():
+            e = model.encode_text(tok(["A photo depicts " + text], context_length=24))[0].numpy()
+        return e / np.linalg.norm(e)
+
+    if fmt == "foil":
+        refs = {3 * i + k: [(c, captions[i + 6])[j] for j in (0, 1) if j != k] if k < 2 else [c, captions[i + 6]]
+                for i, c in enumerate(captions[:6]) for k in (0, 1, 2)}
+        refs = [refs[j] for j in range(18)]
+    else:
+        refs = [[c, captions[i + 6]] for i, c in enumerate(captions[:6])]
+    for (_, row), rs in zip(samples.iterrows(), refs):
+        a = 2.5 * max(float(row["cos"]), 0.0)
+        b = 2.5 * max(max(float(emb(row["caption"]) @ emb(r)) for r in rs), 0.0)
+        assert row["refclipscore"] == pytest.approx(2 * a * b / (a + b) if a + b else 0.0, abs=1e-5)

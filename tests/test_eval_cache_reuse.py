@@ -30,6 +30,7 @@ def setup(tmp_path_factory):
     data = build(tmp / "data", n_train=12, n_heldout=4, n_eval=2, checkpoints=False)
     checkpoints = write_checkpoints(tmp / "checkpoints")
     raw = example_config(data)
+    raw["data"]["heldout_csv"] = None      # the diagnostics' pairs are training pairs: the cache holds them
     raw["models"] = {m: {**spec, "checkpoint": checkpoints[m]} for m, spec in raw["models"].items()}
     (tmp / "config.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(tmp / "config.yaml")

@@ -138,8 +138,10 @@ def test_a_headline_outside_the_sweep_is_named():
     from workflow_scripts.multilingual.report import chosen_runs
 
     sweeps = pd.DataFrame({"model": ["m", "m"], "head": ["linear", "mlp"], "prox_id": [0.0, 0.0],
-                           "ortho": [0.0, 0.0], "val_macro_r1": [0.1, 0.2]})
-    runs = chosen_runs(sweeps, {"head": "linear", "prox_id": 0.0, "ortho": 0.0})
-    assert runs["validation-best"]["head"] == "mlp" and runs["headline"]["head"] == "linear"
+                           "ortho": [0.0, 0.0], "val_macro_r1": [0.1, 0.2], "val_macro_r1_last": [0.3, 0.2]})
+    runs = {(r["run"], r["rule"]): r for r in chosen_runs(sweeps, {"head": "linear", "prox_id": 0.0, "ortho": 0.0})}
+    assert set(runs) == {(run, rule) for run in ("headline", "validation-best") for rule in ("selected", "last")}
+    assert runs["validation-best", "selected"]["head"] == "mlp" and runs["headline", "selected"]["head"] == "linear"
+    assert runs["validation-best", "last"]["head"] == "linear"          # chosen by the last epoch's score
     with pytest.raises(InputError, match="multilingual.evaluate.headline"):
         chosen_runs(sweeps, {"head": "linear", "prox_id": 1e-3, "ortho": 0.0})

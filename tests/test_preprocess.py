@@ -285,6 +285,50 @@ def test_raw_and_cleaned_class_names_torchvision_set_and_its_resize(monkeypatch)
     np.testing.assert_array_equal(batch, np.stack([np.asarray(tv(im)) for im in _FakeCIFAR100("").images]))
 
 
+def test_cifar_format_set_not_the_archive_opens_with_verify_checksums_false(tmp_path):
+    """A CIFAR-10 python-format set written here (tests/cifar_fixture.py) is read by torchvision's own loader
+    without its md5 checks: exactly the written pixels, labels and class names; with the checks (the
+    default) torchvision refuses it, and the error names the set and the file."""
+    from pathlib import Path
+
+    import yaml
+
+    from cifar_fixture import write_cifar10
+    from workflow_scripts.errors import InputError
+
+    rng = np.random.default_rng(5)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(9)]
+    labels = [2, 0, 1, 2, 2, 1, 0, 0, 1]
+    classes = ["aquarium_fish", "maple tree", "sweet_pepper"]
+    root = write_cifar10(tmp_path / "cifar", images, labels, classes)
+    spec = {"kind": "cifar10", "root": str(root), "verify_checksums": False}
+    s = open_set("little_cifar", spec, ["a photo of a {c}"])
+    assert s.classnames == ["aquarium fish", "maple tree", "sweet pepper"]
+    np.testing.assert_array_equal(s.labels, labels)
+    assert s.labels.dtype == np.int64
+    for interpolation in ("bicubic", "bilinear"):
+        pixels = np.concatenate(list(s.batches(4, 32, interpolation, "shorter_side_center_crop")))
+        np.testing.assert_array_equal(pixels, np.stack(images))
+    assert open_set("little_cifar", {**spec, "raw_classnames": True}, ["{c}"]).classnames == classes
+
+    with pytest.raises(InputError) as err:
+        open_set("little_cifar", {"kind": "cifar10", "root": str(root)}, ["{c}"])
+    msg = str(err.value)
+    assert msg.startswith("evaluate.sets.little_cifar: cifar10 under")
+    assert f"{root / 'cifar-10-batches-py' / 'data_batch_1'}: its md5 differs" in msg
+    assert "verify_checksums: false" in msg
+    with pytest.raises(InputError, match="evaluate.sets.little_cifar: "):
+        open_set("little_cifar", {**spec, "verify_checksums": True}, ["{c}"])
+
+    # the key is in the schema: default true, a boolean
+    raw = yaml.safe_load((Path(__file__).parent / "config" / "test.yaml").read_text())
+    raw["evaluate"]["sets"]["little_cifar"] = {"kind": "cifar10", "root": str(root)}
+    assert validate_config(raw)["evaluate"]["sets"]["little_cifar"]["verify_checksums"] is True
+    raw["evaluate"]["sets"]["little_cifar"]["verify_checksums"] = "no"
+    with pytest.raises(InputError, match="verify_checksums"):
+        validate_config(raw)
+
+
 def test_templates_config_then_templates_txt_then_default(tmp_path, caplog):
     _write_images(tmp_path, SIZES[:1], class_dir="a")
     spec = {"kind": "imagefolder", "root": str(tmp_path)}

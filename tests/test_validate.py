@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from cifar_fixture import write_cifar10
 from realdata import build, example_config
 from workflow_scripts.errors import InputError
 from workflow_scripts.validation.cli import validate_images, validate_text
-from workflow_scripts.validation.images import check_image
+from workflow_scripts.validation.images import check_eval_set, check_image
 from workflow_scripts.validation.manifest import changed_files, mark_changes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,6 +185,78 @@ def test_replaced_image_is_noticed_through_the_manifest(data, tmp_path):
     assert changed_files(manifest)[0].startswith(f"{manifest} (unreadable")
 
 
+# ----------------------------------------------------------------------------- torchvision sets
+
+CIFAR_FILES = [f"data_batch_{b}" for b in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+@pytest.fixture
+def cifar(tmp_path) -> dict:
+    """A CIFAR-10 python-format set (tests/cifar_fixture.py) as an `evaluate.sets` entry."""
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(12)]
+    root = write_cifar10(tmp_path / "cifar", images, [k % 10 for k in range(12)])
+    return {"kind": "cifar10", "root": str(root), "split": "test", "verify_checksums": False}
+
+
+def _damage(path: Path, how: str) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if how == "truncated" else b"\x00garbled" + raw[9:])
+
+
+def test_torchvision_set_passes_with_its_data_files_in_the_manifest(data, cifar, tmp_path):
+    table = validate_images(data["image_root"], [("heldout", data["heldout_csv"])], list(data["eval_roots"].items()),
+                            torchvision=[("little_cifar", cifar)])
+    rows = table[table["set"] == "little_cifar"]
+    assert sorted(rows["path"]) == sorted(f"cifar-10-batches-py/{f}" for f in CIFAR_FILES)
+    for _, row in rows.iterrows():
+        st = os.stat(row["file"])
+        assert row["file"] == str(Path(cifar["root"]) / row["path"])
+        assert (row["bytes"], row["mtime_ns"], row["format"]) == (st.st_size, st.st_mtime_ns, "cifar10")
+    assert len(table) == 4 + sum(len(list(Path(r).glob("*/*.*g"))) for r in data["eval_roots"].values()) + 7
+    # a replaced data file is noticed through the manifest, as a replaced image is
+    manifest = tmp_path / "m.parquet"
+    table.to_parquet(manifest)
+    assert changed_files(manifest) == []
+    test_batch = Path(cifar["root"]) / "cifar-10-batches-py" / "test_batch"
+    test_batch.write_bytes(test_batch.read_bytes())
+    assert changed_files(manifest) == [str(test_batch)]
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled"])
+def test_damaged_torchvision_set_is_named_with_every_other_problem(data, cifar, how):
+    test_batch = Path(cifar["root"]) / "cifar-10-batches-py" / "test_batch"
+    _damage(test_batch, how)
+    heldout = [line.split(",")[0] for line in _lines(data["heldout_csv"])]
+    (Path(data["image_root"]) / heldout[1]).unlink()
+    with pytest.raises(InputError) as err:
+        validate_images(data["image_root"], [("heldout", data["heldout_csv"])], [],
+                        torchvision=[("little_cifar", cifar)])
+    msg = str(err.value)
+    assert "2 problem(s)" in msg
+    assert f"{data['heldout_csv']}:2: {Path(data['image_root']) / heldout[1]}: image not found" in msg
+    assert f"evaluate.sets.little_cifar: cifar10 under {cifar['root']} cannot be read: {test_batch}: " \
+           "not a CIFAR python-format file" in msg
+    # checked against the archive's checksums, the set is refused whole (the first file that differs is named)
+    found = check_eval_set("little_cifar", {**cifar, "verify_checksums": True})
+    assert found.items == 0 and len(found.problems) == 1
+    message = found.problems[0][1]
+    assert "evaluate.sets.little_cifar" in message and "data_batch_1: its md5 differs" in message
+
+
+def test_check_eval_set_decodes_every_item_and_names_the_bad_ones(data):
+    """Items are decoded in full (not just their headers): a truncated JPEG of a set is named by its file."""
+    root = Path(data["eval_roots"]["photos"])
+    first, second = sorted(root.glob("*/*.jpg"))[:2]
+    _truncate(first, 0.5)
+    second.write_bytes(b"not an image")
+    found = check_eval_set("photos", {"kind": "imagefolder", "root": str(root)})
+    assert [file for file, _ in found.problems] == [str(first), str(second)]
+    assert all(message.startswith("evaluation set photos: item ") and "cannot be decoded" in message
+               for _, message in found.problems)
+    assert found.items == len(list(root.glob("*/*.jpg")))
+
+
 # ----------------------------------------------------------------------------- through Snakemake
 
 
@@ -237,3 +311,40 @@ def test_workflow_stops_at_validation_and_reruns_when_an_image_is_replaced(data,
     dry = _snakemake(cfg, tmp_path, "-n", manifest).stdout
     assert "rule validate_train_images" in dry and "rule validate_text" not in dry
     assert str(first) in (results / "validate" / "train_images.changed").read_text()
+
+
+def test_workflow_checks_a_torchvision_set_before_any_model(data, cifar, tmp_path):
+    """validate_eval_images opens the config's torchvision set as the evaluation will (the settings file) and
+    stops the workflow on a damaged one, naming the set and the file; the set's root is an input of the
+    rule, and a replaced data file makes the check run again."""
+    import pandas as pd
+
+    cfg = example_config(data)
+    cfg["evaluate"]["sets"]["little_cifar"] = cifar
+    rng = np.random.default_rng(3)
+    for spec in cfg["evaluate"]["sets"].values():   # the example's own CIFAR set, where the data set lacks it
+        if spec["kind"] == "cifar10" and not (Path(spec["root"]) / "cifar-10-batches-py").is_dir():
+            write_cifar10(Path(spec["root"]), [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)],
+                          [0, 1, 2, 3])
+    for name, spec in cfg["models"].items():
+        spec["checkpoint"] = str(tmp_path / f"{name}.pt")
+        Path(spec["checkpoint"]).touch()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    results = tmp_path / "results" / "runs" / "real_format"
+    manifest = "results/runs/real_format/validate/eval_images.parquet"
+    _snakemake(path, tmp_path, manifest)
+    rows = pd.read_parquet(tmp_path / manifest).query("set == 'little_cifar'")
+    assert sorted(rows["path"]) == sorted(f"cifar-10-batches-py/{f}" for f in CIFAR_FILES)
+    assert "little_cifar: cifar10 under" in (results / "logs" / "validate" / "eval_images.log").read_text()
+
+    test_batch = Path(cifar["root"]) / "cifar-10-batches-py" / "test_batch"
+    _damage(test_batch, "truncated")
+    dry = _snakemake(path, tmp_path, "-n", manifest).stdout
+    assert "rule validate_eval_images" in dry
+    assert str(test_batch) in (results / "validate" / "eval_images.changed").read_text()
+    proc = _snakemake(path, tmp_path, manifest, check=False)
+    assert proc.returncode != 0
+    log = (results / "logs" / "validate" / "eval_images.log").read_text()
+    assert f"evaluate.sets.little_cifar: cifar10 under {cifar['root']} cannot be read: {test_batch}: " \
+           "not a CIFAR python-format file" in log

@@ -147,11 +147,15 @@ def check_config(config: dict[str, Any], source: str) -> None:
     if len(set(format_cs(c) for c in cs)) != len(cs):
         raise InputError(f"{source}: key 'misalign.cs_values': duplicate values {cs}")
     multilingual = config.get("multilingual", {})
-    if multilingual.get("enabled") and not config.get("world", {}).get("enabled", True):
-        for name, spec in (multilingual.get("models") or {}).items():
-            if spec.get("source") == "embedded":
-                raise InputError(f"{source}: key 'multilingual.models.{name}.source': 'embedded' builds its "
-                                 "captions from the synthetic world (world.enabled: false here); use 'files'")
+    for name, spec in (multilingual.get("models") or {}).items():
+        if spec.get("source") == "embedded" and multilingual.get("enabled") \
+                and not config.get("world", {}).get("enabled", True):
+            raise InputError(f"{source}: key 'multilingual.models.{name}.source': 'embedded' builds its captions "
+                             "from the synthetic world (world.enabled: false here); use 'files' or "
+                             "'sentence_transformers'")
+        if spec.get("source") == "sentence_transformers" and not multilingual.get("captions"):
+            raise InputError(f"{source}: key 'multilingual.captions': model {name!r} (source sentence_transformers) "
+                             "encodes real captions: set multilingual.captions {train: CSV, heldout: CSV}")
     sparse = config.get("sparse", {})
     if sparse and not any(abs(sparse["example_lambda"] - lam) <= 1e-12 for lam in sparse["lambdas"]):
         raise InputError(f"{source}: key 'sparse.example_lambda': {sparse['example_lambda']} is not one of "

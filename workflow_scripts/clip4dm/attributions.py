@@ -72,8 +72,9 @@ class Attributor:
     """Word attributions of (image embedding, caption) pairs for one model, in batches."""
 
     def __init__(self, tower: TextTower, tokenizer, template: str = "A photo depicts ", layers: int = 3,
-                 batch_size: int = 256, truncate: bool = False):
+                 batch_size: int = 256, truncate: bool = False, words: str = "original"):
         self.tower = tower
+        self.words = words          # the word rule (clip4dm.words)
         self.tokenizer = tokenizer
         self.template = template
         self.layers = layers
@@ -86,7 +87,7 @@ class Attributor:
         """Tokenize every caption (errors name `where[i]`, e.g. 'file:line'); distinct captions once."""
         from .pipeline import TokenTable
 
-        table = TokenTable(self.template, self.context, "", self.truncate, tokenizer=self.tokenizer)
+        table = TokenTable(self.template, self.context, "", self.truncate, tokenizer=self.tokenizer, words=self.words)
         return table.items(captions, where)
 
     def attribute(self, items: list[Tokenized], image_emb: np.ndarray | torch.Tensor,

@@ -2,11 +2,12 @@
 
 Every line (or a seeded subsample, clip4dm.detect.subsample) is scored as the pair (its image, its caption
 in the swapped set); lines whose caption is unchanged reuse the pack's attributions of the original pairs.
-The per-line scores and three truths go to scores.parquet: the line was swapped (the manifest), its caption
-text changed, and (where the images' attributes are known) its caption contradicts its image
-(workflow_scripts/effective.py); `detection_metrics` (AP and AUROC with sklearn of -F-CLIPScore and
--CLIPScore for each truth) is computed from them by the summary job, so that sklearn's import (~1.5 s) is paid
-once rather than in each of these jobs. The misaligned fraction is estimated here from the scores alone
+F-CLIPScore by clip4dm.fclipscore.detect (docs/clip4dm.md). The per-line scores and three truths go to
+scores.parquet: the line was swapped (the manifest), its caption text changed, and (where the images'
+attributes are known) its caption contradicts its image (workflow_scripts/effective.py);
+`detection_metrics` (AP and AUROC with sklearn of -F-CLIPScore and -CLIPScore for each truth) is computed
+from them by the summary job, so that sklearn's import (~1.5 s) is paid once rather than in each of these
+jobs. The misaligned fraction is estimated here from the scores alone
 (metrics.estimate_misaligned_fraction, the held-out aligned pairs as the null) next to the true rates.
 
     python -m workflow_scripts.clip4dm.detect --config CONFIG --pack results/clip4dm/clip/pack.npz \\
@@ -52,6 +53,20 @@ def detection_metrics(labels: dict[str, np.ndarray], scores: dict[str, np.ndarra
             ap, auroc = ap_auroc(y, -scores[name])
             out[f"ap_{name}_{truth}"], out[f"auroc_{name}_{truth}"] = ap, auroc
     return out
+
+
+def heldout_null(pack, epsilon: float, mode: str, punctuation: str) -> dict[str, np.ndarray]:
+    """The held-out aligned pairs' scores (the null of the rate estimate), F-CLIPScore by `mode`: recomputed
+    from the pack's held-out attributions and words, so that the null always has the detection's mode; empty
+    without held-out pairs."""
+    from .scores import score_table
+
+    if "heldout.attr.values" not in pack.arrays or "heldout.captions" not in pack.arrays:
+        return {name: pack.arrays.get(f"heldout.{name}", np.zeros(0)) for name in SCORES}
+    captions = [str(c) for c in pack.arrays["heldout.captions"]]
+    words = [t.words for t in pack.table().items(captions)]
+    scored = score_table(words, pack.ragged("heldout.attr"), pack.arrays["heldout.cos"], epsilon, mode, punctuation)
+    return {name: scored[name] for name in SCORES}
 
 
 def rate_estimates(scores: dict[str, np.ndarray], null: dict[str, np.ndarray], lam: float, fpr: float,
@@ -115,9 +130,11 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
             attr[j] = a
     words = [t.words for t in table.items([swapped[i] for i in lines])]
     epsilon = float(pack.arrays["epsilon"])
-    scored = score_table(words, attr, cos, epsilon)
-    null = {name: pack.arrays.get(f"heldout.{name}", np.zeros(0)) for name in SCORES}
+    mode, punctuation = settings["fclipscore"]["detect"], settings["punctuation"]
+    scored = score_table(words, attr, cos, epsilon, mode, punctuation)
+    null = heldout_null(pack, epsilon, mode, punctuation)
     metrics = {**tags, "n": int(len(lines)), "n_total": n, "n_computed": int(len(changed)), "epsilon": epsilon,
+               "fclipscore_mode": mode,
                **{f"rate_{k}": float(np.mean(v)) for k, v in labels.items()},
                **rate_estimates(scored, null, det["storey_lambda"], det["fpr"], det["seed"]),
                "seconds": time.time() - t0}

@@ -5,7 +5,9 @@ calibrated on the held-out aligned pairs with that checkpoint, then every foil a
 pack's foil table scored with its image. Per attribute (and 'all'): localisation accuracy (the most-negative
 word is the foil word, lower-case exact match) with its chance level (mean 1 / number of words) and a Wilson
 interval, and AP with the original captions as the positive class for F-CLIPScore and CLIPScore (as the
-original computes it), over the foils of that attribute and the originals of their images.
+original computes it), over the foils of that attribute and the originals of their images. F-CLIPScore by
+clip4dm.fclipscore.world_foils, default most_negative: the set is FOIL-style (one word replaced), and the
+original scores FOIL and nocaps-FOIL by the most negative word.
 
     python -m workflow_scripts.clip4dm.localise --config CONFIG --pack results/clip4dm/clip/pack.npz --model clip \\
         --finetuned none:0.0:0:results/finetune/clip/none/Cs0.0/seed0/checkpoint.pt ... \\
@@ -60,8 +62,9 @@ def score_foils(tower, table, settings: dict, pack, image_emb: np.ndarray, epsil
     rows = pd.DataFrame({c: pack.arrays[f"foils.{c}"] for c in cols})
     items, cos, attr = score_pairs(tower, table, list(rows["caption"]), image_emb[rows["image"].to_numpy()], settings)
     words = [t.words for t in items]
-    scored = score_table(words, attr, cos, epsilon)
-    for key in ("cos", "clipscore", "fclipscore", "negative_sum", "worst_word", "worst_index"):
+    scored = score_table(words, attr, cos, epsilon, settings.get("fclipscore", {}).get("world_foils", "most_negative"),
+                         settings.get("punctuation", "original"))
+    for key in ("cos", "clipscore", "fclipscore", "negative_sum", "worst_word", "worst_index", "worst_score"):
         rows[key] = scored[key]
     rows["worst_word"] = rows["worst_word"].astype(str)
     rows["n_words"] = [len(w) for w in words]

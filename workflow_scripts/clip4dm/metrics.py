@@ -1,8 +1,8 @@
 """Detection and localisation metrics, and the misalignment rate estimated from scores alone.
 
 - `ap_auroc`: sklearn average_precision_score / roc_auc_score (NaN when only one class is present).
-- `localisation_accuracy`: the most-negative word equals the foil word (lower-case exact match, as the
-  original's FOIL evaluation).
+- `localisation_accuracy`: the most-negative word equals the foil word (lower-case exact match after the
+  original's split()[0].split("_")[-1], as its FOIL evaluation).
 - `span_correct`: HAT's rule, the predicted span is a substring of the ground-truth hallucinated string.
 - `estimate_misaligned_fraction`: Storey's estimator of the null proportion with the held-out aligned
   pairs as the null distribution: each pair's p-value is its score's position in the aligned scores
@@ -31,10 +31,18 @@ def ap_auroc(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
     return float(average_precision_score(labels, scores)), float(roc_auc_score(labels, scores))
 
 
+def predicted_foil_word(word: str) -> str:
+    """The original's FOIL prediction from the most-negative word: lower-cased, its first whitespace-separated
+    part, the part after its last "_" (main.py: negative_word.split()[0].split("_")[-1]); "" for none."""
+    parts = word.strip().lower().split()
+    return parts[0].split("_")[-1] if parts else ""
+
+
 def localisation_accuracy(predicted: Sequence[str], truth: Sequence[str]) -> float:
+    """Fraction of foils whose predicted word (predicted_foil_word) equals the foil word (lower case)."""
     if not len(truth):
         return float("nan")
-    return float(np.mean([p.strip().lower() == t.strip().lower() for p, t in zip(predicted, truth)]))
+    return float(np.mean([predicted_foil_word(p) == t.strip().lower() for p, t in zip(predicted, truth)]))
 
 
 def span_correct(span: str, truth: str) -> bool:

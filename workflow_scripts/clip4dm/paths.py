@@ -7,13 +7,14 @@ import os
 
 from ..config import finetune_source, replicates_from
 
-ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon")
+ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon", "words", "punctuation",
+                    "fclipscore")
 
 
 def settings(config: dict, *extra: str) -> dict:
     """The clip4dm settings a job's results depend on (rule params: a change re-runs exactly those jobs)."""
     section = config["clip4dm"]
-    return {k: section[k] for k in ATTRIBUTION_KEYS + extra}
+    return {k: section[k] for k in ATTRIBUTION_KEYS + extra if k in section}
 
 
 def detector_models(config: dict) -> list[str]:
@@ -65,6 +66,12 @@ def finetunes(config: dict, model: str, runs: list[tuple[str, str]], seeds: list
                 path = os.path.join(finetune_dir.format(model=ft, strategy=strategy, cs=cs, seed=seed), "checkpoint.pt")
                 out.append((label, cs, seed, path))
     return out
+
+
+def real_inputs(config: dict, name: str) -> dict:
+    """clip4dm_realdata's benchmark files: its JSON and, when given, its COCO references file."""
+    spec = config["clip4dm"]["real_data"][name]
+    return {"json": spec["json"], **({"references": spec["references"]} if spec.get("references") else {})}
 
 
 def real_runs(config: dict) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ and the localisation job then import torch and numpy only.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,6 +19,8 @@ import numpy as np
 
 from ..errors import InputError
 from .words import Tokenized, template_words, tokenize_caption
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- ragged arrays
@@ -41,8 +44,9 @@ class TokenTable:
     tokenizer of `arch` (loaded when first needed)."""
 
     def __init__(self, template: str, context: int, arch: str, truncate: bool = False,
-                 rows: dict[str, Tokenized] | None = None, tokenizer=None):
+                 rows: dict[str, Tokenized] | None = None, tokenizer=None, words: str = "original"):
         self.template, self.context, self.arch, self.truncate = template, context, arch, truncate
+        self.words = words                      # the word rule (clip4dm.words; words.py)
         self.rows: dict[str, Tokenized] = dict(rows or {})
         self._tokenizer = tokenizer
         self._n_template: int | None = None     # template_words of the tokenizer, once it is loaded
@@ -51,7 +55,8 @@ class TokenTable:
     def for_model(cls, settings: dict, context: int, arch: str) -> "TokenTable":
         """An empty table with the clip4dm settings' template and long-caption rule, for a model of `arch`
         with text context `context`."""
-        return cls(settings["template"], context, arch, settings["long_captions"] == "truncate")
+        return cls(settings["template"], context, arch, settings["long_captions"] == "truncate",
+                   words=settings.get("words", "original"))
 
     def tokenizer(self):
         if self._tokenizer is None:
@@ -61,22 +66,39 @@ class TokenTable:
         return self._tokenizer
 
     def items(self, captions: Sequence[str], where: Sequence[str] | None = None) -> list[Tokenized]:
-        out = []
+        """The tokenized captions. Captions longer than the context are cut (clip4dm.long_captions
+        truncate: each one logged) or, with long_captions error, stop the job with every one of them
+        listed, not only the first."""
+        out, long = [], []
         for i, caption in enumerate(captions):
             item = self.rows.get(caption)
             if item is None:
                 if self._n_template is None:    # checks the tokenizer too
-                    self._n_template = template_words(self.tokenizer(), self.template)
-                item = tokenize_caption(self.tokenizer(), caption, self.template, self.context, self.truncate,
-                                        where[i] if where else f"caption {i}", self._n_template)
+                    self._n_template = template_words(self.tokenizer(), self.template, self.words)
+                item = tokenize_caption(self.tokenizer(), caption, self.template, self.context, True,
+                                        where[i] if where else f"caption {i}", self._n_template, self.words)
+                if item.truncated:
+                    long.append(f"{where[i] if where else f'caption {i}'}: {caption!r} (words kept: "
+                                f"{len(item.words)})")
                 self.rows[caption] = item
             out.append(item)
+        if long and not self.truncate:
+            raise InputError(f"{len(long)} caption(s) longer than the model's context of {self.context} tokens with "
+                             f"the template {self.template!r}; set clip4dm.long_captions: truncate to cut them "
+                             "(as open_clip's tokenizer cuts them):\n" + "\n".join(long))
+        for line in long:
+            log.warning("truncated to the context of %d tokens: %s", self.context, line)
         return out
+
+    def truncated(self) -> list[str]:
+        """The texts of the table that were cut to the context."""
+        return [text for text, item in self.rows.items() if item.truncated]
 
     def to_arrays(self, prefix: str = "table.") -> dict[str, np.ndarray]:
         items = list(self.rows.values())
         words, offsets = flatten([t.words for t in items])
-        meta = {"template": self.template, "context": self.context, "arch": self.arch, "truncate": self.truncate}
+        meta = {"template": self.template, "context": self.context, "arch": self.arch, "truncate": self.truncate,
+                "words": self.words}
         return {f"{prefix}texts": np.asarray(list(self.rows), dtype=str),
                 f"{prefix}tokens": np.stack([t.tokens for t in items]),
                 f"{prefix}word_of_token": np.stack([t.word_of_token for t in items]),
@@ -96,7 +118,9 @@ class TokenTable:
                     for i, text in enumerate(arrays[f"{prefix}texts"])}
         except (KeyError, ValueError, IndexError) as exc:
             raise InputError(f"{where}: no usable token table ({type(exc).__name__}: {exc})") from None
-        return cls(meta["template"], int(meta["context"]), meta["arch"], bool(meta["truncate"]), rows)
+        # a pack written before clip4dm.words existed was tokenized by the cleaned rule
+        return cls(meta["template"], int(meta["context"]), meta["arch"], bool(meta["truncate"]), rows,
+                   words=meta.get("words", "cleaned"))
 
 
 # ----------------------------------------------------------------------------- pack

@@ -28,7 +28,7 @@ def calibrate(settings: dict, words: list[list[str]], scores: list[np.ndarray]) 
     eps = settings["epsilon"]
     if eps["mode"] == "absolute":
         return float(eps["absolute"])
-    return calibrate_epsilon(words, scores, eps["quantile"])
+    return calibrate_epsilon(words, scores, eps["quantile"], settings.get("punctuation", "original"))
 
 
 def epsilon_for(tower, table, settings: dict, image_emb: np.ndarray, captions: list[str], where: list[str]) -> float:
@@ -51,7 +51,9 @@ def heldout_block(tower, head, table, settings: dict, features: np.ndarray, capt
     items, cos, attr = score_pairs(tower, table, captions, embed_images(head, features), settings, where)
     words = [t.words for t in items]
     epsilon = calibrate(settings, words, attr)
-    scored = score_table(words, attr, cos, epsilon)
+    # the null of the rate estimate: F-CLIPScore by the detection's mode (clip4dm.fclipscore.detect)
+    scored = score_table(words, attr, cos, epsilon, settings.get("fclipscore", {}).get("detect", "threshold"),
+                         settings.get("punctuation", "original"))
     arrays = {"epsilon": np.float64(epsilon), f"{prefix}.cos": cos, f"{prefix}.fclipscore": scored["fclipscore"],
               f"{prefix}.clipscore": scored["clipscore"], **ragged_arrays(f"{prefix}.attr", attr)}
     summary = {"epsilon": epsilon, "epsilon_mode": settings["epsilon"]["mode"], "n_pairs": len(captions),
@@ -143,6 +145,8 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
             mode = "absolute (no held-out pairs)"
         arrays["epsilon"] = np.float64(settings["epsilon"]["absolute"])
         summary.update({"epsilon": float(settings["epsilon"]["absolute"]), "epsilon_mode": mode})
+    summary["n_truncated"] = len(table.truncated())
+    summary["truncated_captions"] = table.truncated()
     run = {k: settings[k] for k in ("template", "layers", "batch_size", "long_captions")}
     arrays.update(tower.to_arrays())
     arrays.update(head.to_arrays())

@@ -2,12 +2,17 @@
 
 Images come from the set's image root (never downloaded) through the model's evaluation preprocessing; the
 model is built with open_clip (models.load_model). Metrics as the original reports them:
-- foil / nocaps_foil (most-negative mode): LA over the foil captions (the most-negative word equals the
-  foil word, lower-case), AP and AUROC with the original captions as the positive class for F-CLIPScore and
-  CLIPScore; nocaps also per domain.
-- hat (threshold mode): flagged words merged into spans, the most negative span is correct when it is a
+- foil / nocaps_foil: LA over the foil captions (the most-negative word equals the foil word, lower-case),
+  AP and AUROC with the original captions as the positive class for F-CLIPScore, CLIPScore and RefCLIPScore;
+  nocaps also per domain. F-CLIPScore by clip4dm.fclipscore.<format>, default most_negative (the original's
+  --sorted_by most_negative for these sets).
+- hat: flagged words (threshold mode) merged into spans, the most negative span is correct when it is a
   substring of the ground-truth hallucinated words; LA = correct / misaligned captions; AP with the
-  misaligned captions as the positive class, scored by -F-CLIPScore (and -CLIPScore).
+  misaligned captions as the positive class, scored by -F-CLIPScore (default span_mean: the most negative
+  span's mean, as the original), -CLIPScore and -RefCLIPScore.
+RefCLIPScore (scores.ref_clip_score, clip4dm.refclipscore): over the captions that have references (FOIL:
+the other original captions of the image, or a COCO captions file given as the set's `references`;
+nocaps-FOIL / HAT: the records' "references"); n_refclipscore counts them.
 
     python -m workflow_scripts.clip4dm.realdata --config CONFIG --set foil_coco --model clip \\
         --checkpoint results/pretrain/clip/checkpoint.pt --pack results/clip4dm/clip/pack.npz \\
@@ -25,6 +30,8 @@ import pandas as pd
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
+# the original's F-CLIPScore rule per format (the schema's clip4dm.fclipscore defaults)
+DEFAULT_MODES = {"foil": "most_negative", "nocaps_foil": "most_negative", "hat": "span_mean"}
 
 
 def benchmark_metrics(fmt: str, samples: pd.DataFrame) -> dict:
@@ -42,7 +49,42 @@ def benchmark_metrics(fmt: str, samples: pd.DataFrame) -> dict:
         sign, positive = 1.0, ~foil
     for score in ("fclipscore", "clipscore"):
         out[f"ap_{score}"], out[f"auroc_{score}"] = ap_auroc(positive, sign * samples[score].to_numpy())
+    ref = samples["refclipscore"].to_numpy(np.float64) if "refclipscore" in samples else np.full(len(foil), np.nan)
+    has = np.isfinite(ref)
+    out["n_refclipscore"] = int(has.sum())
+    out["ap_refclipscore"], out["auroc_refclipscore"] = ap_auroc(positive[has], sign * ref[has])
     return out
+
+
+def text_embeddings(tower, tokens: np.ndarray, batch: int = 512) -> np.ndarray:
+    """Projected text embeddings [N, E] of token rows (no gradient)."""
+    import torch
+
+    device = tower.params["positional_embedding"].device
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(tokens), batch):
+            rows = torch.as_tensor(np.asarray(tokens[s:s + batch]), device=device)
+            out.append(tower.encode(rows).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def refclipscores(tower, tokenizer, template: str, items, caption_tokens: np.ndarray, clipscore: np.ndarray,
+                  settings: dict) -> np.ndarray:
+    """RefCLIPScore of every item (NaN without references): the caption's prompted text embedding against its
+    references' (template + reference, tokenized as open_clip does, cut to the context)."""
+    from .scores import ref_clip_score
+
+    spec = settings.get("refclipscore", {})
+    texts = sorted({r for it in items for r in it.references})
+    if not texts:
+        return np.full(len(items), np.nan)
+    row = {t: i for i, t in enumerate(texts)}
+    ref_emb = text_embeddings(tower, tokenizer([template + t for t in texts],
+                                               context_length=tower.context_length).numpy())
+    emb = text_embeddings(tower, caption_tokens)
+    return ref_clip_score(clipscore, emb, [ref_emb[[row[r] for r in it.references]] for it in items],
+                          spec.get("references", "all"), spec.get("weight", 2.5))
 
 
 def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: str, pack_path: str):
@@ -54,11 +96,11 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
     from .metrics import span_correct
     from .pipeline import Pack, TokenTable, embed_images, score_pairs
     from .readers import read_items
-    from .scores import score_table, spans
+    from .scores import score_table
     from .tower import TextTower
 
     spec_set = config["clip4dm"]["real_data"][set_name]
-    items = read_items(spec_set["format"], spec_set["json"])
+    items = read_items(spec_set["format"], spec_set["json"], spec_set.get("references"))
     if spec_set.get("limit"):
         items = items[:spec_set["limit"]]
     settings = config["clip4dm"]
@@ -80,17 +122,25 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
                                  [it.record for it in items], "pairs")
     epsilon = float(Pack.load(pack_path).arrays["epsilon"])
     words = [t.words for t in tok]
-    scored = score_table(words, attr, cos, epsilon)
-    best = [spans(w, a, epsilon) for w, a in zip(words, attr)]
+    mode = settings.get("fclipscore", {}).get(spec_set["format"], DEFAULT_MODES[spec_set["format"]])
+    scored = score_table(words, attr, cos, epsilon, mode, settings.get("punctuation", "original"))
+    ref = refclipscores(tower, table.tokenizer(), table.template, items, np.stack([t.tokens for t in tok]),
+                        scored["clipscore"], settings)
     samples = pd.DataFrame({"image": [it.image for it in items], "caption": [it.caption for it in items],
                             "is_foil": [it.is_foil for it in items], "truth": [it.truth for it in items],
                             "group": [it.group for it in items],
-                            **{k: scored[k] for k in ("cos", "clipscore", "fclipscore", "worst_word", "worst_score")},
-                            "span": [b[0].text if b else "" for b in best]})
+                            **{k: scored[k] for k in ("cos", "clipscore", "fclipscore", "negative", "worst_word",
+                                                      "worst_score", "span")},
+                            "refclipscore": ref, "n_references": [len(it.references) for it in items],
+                            "truncated": [t.truncated for t in tok]})
     samples["worst_word"] = samples["worst_word"].astype(str)
+    samples["span"] = samples["span"].astype(str)
     samples["span_correct"] = [span_correct(s, t) for s, t in zip(samples["span"], samples["truth"])]
     metrics = {"set": set_name, "format": spec_set["format"], "model": model_name, "epsilon": epsilon,
-               **benchmark_metrics(spec_set["format"], samples)}
+               "fclipscore_mode": mode,
+               **benchmark_metrics(spec_set["format"], samples),
+               "n_truncated": int(samples["truncated"].sum()),
+               "truncated_captions": sorted(set(samples.loc[samples["truncated"], "caption"]))}
     groups = sorted(g for g in samples["group"].unique() if g)
     if groups:
         metrics["by_group"] = {g: benchmark_metrics(spec_set["format"], samples[samples["group"] == g]) for g in groups}

@@ -80,6 +80,11 @@ def rate_figure(rate: pd.DataFrame):
             ax.set(xlabel="Cs", ylabel="fraction of lines", title=f"{model}, {strategy} swaps", ylim=(-0.02, 1.0))
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
+    if "note" in rate:     # why no estimate is drawn (summarise.with_rate_note)
+        import textwrap
+
+        fig.text(0.5, 0.5, textwrap.fill(str(rate["note"].iloc[0]), 60), ha="center", va="center", fontsize=8,
+                 bbox={"facecolor": "white", "alpha": 0.9})
     return fig
 
 

@@ -126,7 +126,29 @@ EMPTY_REASONS = {
                             "(world.enabled and data.heldout_csv)",
     "clip4dm_calibration": "no calibration: no model was prepared",
     "clip4dm_real": "no real benchmark configured (clip4dm.real_data is empty)",
+    "clip4dm_truncated": "no caption was longer than its model's text context (none truncated)",
 }
+# Why the estimated rates can be NaN in every row
+NO_NULL = ("no estimated rate: it needs the scores of held-out aligned pairs as its null distribution "
+           "(data.heldout_csv); the true rates are given")
+
+
+def truncated_table(calibration: list[dict], real: list[dict]) -> pd.DataFrame:
+    """Every caption cut to its model's context (clip4dm.long_captions truncate): by model and where it
+    was scored (the pack's captions, or a real benchmark)."""
+    rows = [{"model": c["model"], "scored_in": "pack (training, held-out and foil captions)", "caption": t}
+            for c in calibration for t in c.get("truncated_captions", [])]
+    rows += [{"model": r["model"], "scored_in": f"real benchmark {r['set']}", "caption": t}
+             for r in real for t in r.get("truncated_captions", [])]
+    return pd.DataFrame(rows, columns=["model", "scored_in", "caption"])
+
+
+def with_rate_note(rate: pd.DataFrame) -> pd.DataFrame:
+    """The rate table, with a `note` when no row has an estimated rate (no held-out pairs)."""
+    estimates = [c for c in ("estimated_rate_fclipscore", "estimated_rate_clipscore") if c in rate]
+    if len(rate) and estimates and rate[estimates].isna().all().all():
+        return rate.assign(note=NO_NULL)
+    return rate
 
 
 def with_note(table: pd.DataFrame, reason: str) -> pd.DataFrame:
@@ -158,14 +180,15 @@ def main(argv: list[str] | None = None) -> int:
     runs = with_detection_metrics(read_runs(args.detect), args.scores)
     misalign = read_tables([args.misalign], required=()) if args.misalign else None
     det = detection_table(runs) if len(runs) else pd.DataFrame()
-    rate = rate_table(runs, misalign) if len(runs) else pd.DataFrame()
+    rate = with_rate_note(rate_table(runs, misalign)) if len(runs) else pd.DataFrame()
     loc = localisation_table(read_tables(args.localisation, required=())) if args.localisation else pd.DataFrame()
-    calib = pd.DataFrame([{k: v for k, v in read_json(p).items() if not isinstance(v, dict)} for p in args.calibration])
-    real = read_runs(args.real)
-    if "by_group" in real:
-        real = real.drop(columns="by_group")
+    calib_json = [read_json(p) for p in args.calibration]
+    real_json = [read_json(p) for p in args.real]
+    calib = pd.DataFrame([{k: v for k, v in c.items() if not isinstance(v, (dict, list))} for c in calib_json])
+    real = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in real_json])
     for name, table in (("clip4dm_detection", det), ("clip4dm_rate", rate), ("clip4dm_localisation", loc),
-                        ("clip4dm_calibration", calib), ("clip4dm_real", real)):
+                        ("clip4dm_calibration", calib), ("clip4dm_real", real),
+                        ("clip4dm_truncated", truncated_table(calib_json, real_json))):
         for suffix in (".csv", ".parquet"):
             write_table(with_note(table, EMPTY_REASONS[name]), tables / f"{name}{suffix}")
     foils = read_tables(args.foils, required=()) if args.foils else pd.DataFrame()

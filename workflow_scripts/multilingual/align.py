@@ -1,12 +1,21 @@
 """Train the alignment heads of one multilingual model on its cached embeddings: a sweep over
 (head, λp, λo) × seeds, each run with the seed's recipe (peers.md §4.3).
 
-A run: the training images are split into train / validation (multilingual.align.validation_fraction,
-drawn per seed); each step takes `batch_per_lang` training images with one caption per language and
-minimises head_loss; Adam (weight_decay as Adam's L2 term), linear warm-up over `warmup_steps`, then
-cosine to `lr_floor`·lr; after every epoch the macro text→image R@1 over languages on the validation
-images picks the best epoch (early stopping after `patience` epochs without improvement, 0 = never).
-The held-out images are never seen here. Seeds change the validation split and the batch order.
+The paired training images are those captioned in every language (as the original's
+build_aligned_arrays; any others are logged and counted in sweep.parquet's n_unpaired). A run splits them
+into validation (min(round(validation_fraction·N), validation_max) images, drawn per seed, all scored) and
+training (every other image: none is left unused); each step takes `batch_per_lang` training images with
+one caption per language and minimises head_loss; Adam (weight_decay as Adam's L2 term), linear warm-up
+over `warmup_steps`, then cosine to `lr_floor`·lr. Batches (multilingual.align.sampling):
+`with_replacement` (default, the original's `torch.randint`: every step draws its images uniformly and
+independently, with replacement, from the training images) or `epoch_permutation` (each epoch walks a
+fresh permutation of the training images).
+After every epoch the macro text→image R@1 over languages on the validation images is recorded; two heads
+are kept per run (RULES): `selected` = the epoch with the best validation macro R@1, ties going to the
+earlier epoch (a later epoch must be strictly better: the original's `score > best_score`; early stopping
+after `patience` epochs without improvement, 0 = never) and `last` = the head after the last epoch run.
+The frozen baseline is the head at initialisation (head.frozen_head: t·I_rect).
+The held-out images are never seen here. Seeds change the validation split and the batches.
 
     python -m workflow_scripts.multilingual.align --config C --model mclip \\
         --embeddings results/multilingual/embeddings/mclip.npz --out-dir results/multilingual/align/mclip
@@ -28,7 +37,7 @@ import torch
 
 from ..errors import InputError
 from ..io import derive_seed, load_npz, progress, run_cli, save_npz, setup_logging, write_lines, write_table
-from .head import head_loss, make_head
+from .head import frozen_head, head_loss, make_head
 from .images import SEP
 from .metrics import recall_at_1
 
@@ -37,7 +46,17 @@ if TYPE_CHECKING:                                  # pandas is imported where th
 
 log = logging.getLogger(__name__)
 
-SPLIT_STREAM, ORDER_STREAM = 7, 8
+SPLIT_STREAM, ORDER_STREAM, SAMPLE_STREAM = 7, 8, 9
+SAMPLING = ("with_replacement", "epoch_permutation")
+RULES = ("selected", "last")          # the epoch-selection rules every run keeps a head for
+
+
+def rule_key(key: str, rule: str) -> str:
+    """The name of a run's head under one rule in heads.npz / the evaluation: the run key for `selected`,
+    run key + "|last" for `last`."""
+    if rule not in RULES:
+        raise InputError(f"unknown epoch-selection rule {rule!r}; known: {list(RULES)}")
+    return key if rule == "selected" else f"{key}|{rule}"
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, floor: float) -> float:
@@ -78,19 +97,23 @@ def paired_rows(data: dict, split: str, languages: Sequence[str]) -> tuple[np.nd
 
 
 def macro_r1(head: torch.nn.Module | None, image: torch.Tensor, texts: list[torch.Tensor]) -> float:
-    """Mean over languages of text→image R@1 (captions query the images; row i of each pairs with image i)."""
+    """Mean over languages of text→image R@1 (captions query the images; row i of each pairs with image i).
+    head None: the frozen baseline, the head at initialisation (frozen_head)."""
+    if head is None:
+        head = frozen_head(texts[0].shape[1], image.shape[1])
     values = []
     with torch.no_grad():
         for t in texts:
-            t = torch.nn.functional.normalize(head(t) if head is not None else t, dim=-1)
+            t = torch.nn.functional.normalize(head(t), dim=-1)
             values.append(recall_at_1((t @ image.T).numpy(), np.arange(len(image))))
     return float(np.mean(values))
 
 
 @dataclass(frozen=True)
 class SeedSplit:
-    """One seed's train / validation split of the paired training images (rows of V), the validation
-    images and captions, and the frozen encoder's validation macro R@1 (it depends on the seed alone)."""
+    """One seed's train / validation split of the paired training images (rows of V; together every row
+    once), the validation images and captions, and the frozen baseline's validation macro R@1 (it depends
+    on the seed alone)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -108,42 +131,75 @@ def paired_tensors(data: dict, languages: Sequence[str]) -> tuple[torch.Tensor, 
     return V, T
 
 
+def validation_size(n: int, settings: dict) -> int:
+    """Validation images of n paired training images: min(round(validation_fraction·n), validation_max)."""
+    return min(int(round(settings["validation_fraction"] * n)), int(settings["validation_max"]))
+
+
 def seed_split(V: torch.Tensor, T: list[torch.Tensor], settings: dict, seed: int, base_seed: int) -> SeedSplit:
-    """The validation split drawn for `seed` (validation_fraction of the images, at most validation_max)."""
+    """The split drawn for `seed`: validation_size images validate (all of them scored every epoch), every
+    other image trains."""
     rng = np.random.default_rng(derive_seed(base_seed, SPLIT_STREAM, seed))
     perm = rng.permutation(len(V))
-    n_val = int(round(settings["validation_fraction"] * len(V)))
+    n_val = validation_size(len(V), settings)
     if n_val < 2 or len(V) - n_val < settings["batch_per_lang"]:
         raise InputError(f"multilingual.align: {len(V)} training images cannot give a validation split of "
                          f"{n_val} and a batch of {settings['batch_per_lang']}")
-    val, train = perm[:n_val][: settings["validation_max"]], perm[n_val:]
+    val, train = perm[:n_val], perm[n_val:]
+    if len(val) + len(train) != len(V):                   # every paired training image trains or validates
+        raise AssertionError(f"split of {len(V)} images into {len(train)} + {len(val)}")
     val_img, val_txt = V[val], [t[val] for t in T]
     return SeedSplit(train, val, val_img, val_txt, macro_r1(None, val_img, val_txt))
 
 
 def train_run(data: dict, languages: Sequence[str], run: dict, settings: dict, seed: int, base_seed: int) -> tuple[dict, list[dict], dict]:
-    """One sweep run from the embeddings; returns (summary row, per-epoch history, best head's state dict as
-    arrays). sweep() builds the paired tensors once and each seed's split once, then calls fit per run."""
+    """One sweep run from the embeddings; returns (summary row, per-epoch history, the selected head's state
+    dict as arrays). sweep() builds the paired tensors once and each seed's split once, then calls fit_rules."""
     V, T = paired_tensors(data, languages)
     return fit(V, T, seed_split(V, T, settings, seed, base_seed), run, settings, seed, base_seed)
 
 
 def fit(V: torch.Tensor, T: list[torch.Tensor], split: SeedSplit, run: dict, settings: dict, seed: int,
         base_seed: int) -> tuple[dict, list[dict], dict]:
-    """Train run `run` with seed `seed` on the paired tensors V, T and that seed's split; returns what
-    train_run does."""
+    """fit_rules with the selected head's state only: what train_run returns."""
+    summary, history, states = fit_rules(V, T, split, run, settings, seed, base_seed)
+    return summary, history, states["selected"]
+
+
+def batches(train: np.ndarray, settings: dict, seed: int, base_seed: int):
+    """Per epoch, the list of its steps' training-image rows (`sampling`, see the module docstring)."""
+    epochs, steps, bs = settings["epochs"], settings["steps_per_epoch"], settings["batch_per_lang"]
+    sampling = settings.get("sampling", SAMPLING[0])
+    if sampling == "with_replacement":
+        rng = np.random.default_rng(derive_seed(base_seed, SAMPLE_STREAM, seed))
+        for _ in range(epochs):
+            yield [train[rng.integers(0, len(train), size=bs)] for _ in range(steps)]
+    elif sampling == "epoch_permutation":
+        for epoch in range(epochs):
+            order = np.random.default_rng(derive_seed(base_seed, ORDER_STREAM, seed, epoch)).permutation(len(train))
+            yield [train[np.resize(order, (step + 1) * bs)[step * bs:(step + 1) * bs]] for step in range(steps)]
+    else:
+        raise InputError(f"multilingual.align.sampling: unknown {sampling!r}; known: {list(SAMPLING)}")
+
+
+def _state(head: torch.nn.Module) -> dict[str, np.ndarray]:
+    return {k: v.detach().clone().numpy() for k, v in head.state_dict().items()}
+
+
+def fit_rules(V: torch.Tensor, T: list[torch.Tensor], split: SeedSplit, run: dict, settings: dict, seed: int,
+              base_seed: int) -> tuple[dict, list[dict], dict[str, dict]]:
+    """Train run `run` with seed `seed` on the paired tensors V, T and that seed's split; returns (summary
+    row, per-epoch history, {rule: head state dict as arrays} for every rule of RULES)."""
     train, val_img, val_txt = split.train, split.val_img, split.val_txt
     torch.manual_seed(derive_seed(base_seed, seed))
     head = make_head(run["head"], T[0].shape[1], V.shape[1], settings["mlp_hidden"])
     optimizer = torch.optim.Adam(head.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
-    epochs, steps, bs = settings["epochs"], settings["steps_per_epoch"], settings["batch_per_lang"]
+    epochs, steps = settings["epochs"], settings["steps_per_epoch"]
     total = epochs * steps
     best, best_epoch, best_state, history, stale = -1.0, 0, None, [], 0
-    for epoch in range(epochs):
-        order = np.random.default_rng(derive_seed(base_seed, ORDER_STREAM, seed, epoch)).permutation(len(train))
+    for epoch, epoch_batches in enumerate(batches(train, settings, seed, base_seed)):
         sums = {}
-        for step in range(steps):
-            idx = train[np.resize(order, (step + 1) * bs)[step * bs:(step + 1) * bs]]
+        for step, idx in enumerate(epoch_batches):
             lr = lr_at(epoch * steps + step, total, settings["warmup_steps"], settings["lr"], settings["lr_floor"])
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -158,25 +214,28 @@ def fit(V: torch.Tensor, T: list[torch.Tensor], split: SeedSplit, run: dict, set
                 sums[k] = sums.get(k, 0.0) + v / steps
         score = macro_r1(head, val_img, val_txt)
         history.append({"epoch": epoch + 1, "lr": lr, "val_macro_r1": score, **sums})
-        if score > best:
+        if score > best:                                   # strictly better: ties keep the earlier epoch
             best, best_epoch, stale = score, epoch + 1, 0
-            best_state = {k: v.detach().clone().numpy() for k, v in head.state_dict().items()}
+            best_state = _state(head)
         else:
             stale += 1
             if settings["patience"] and stale >= settings["patience"]:
                 break
     summary = {**run, "seed": seed, "best_epoch": best_epoch, "epochs_run": len(history), "val_macro_r1": best,
-               "val_macro_r1_frozen": split.frozen, "n_train": len(train), "n_val": len(split.val)}
-    return summary, history, best_state
+               "val_macro_r1_last": history[-1]["val_macro_r1"], "val_macro_r1_frozen": split.frozen,
+               "n_train": len(train), "n_val": len(split.val), "n_images": len(V),
+               "sampling": settings.get("sampling", SAMPLING[0])}
+    return summary, history, {"selected": best_state, "last": _state(head)}
 
 
 def run_key(run: dict, seed: int) -> str:
-    """The name of a run's head in heads.npz: head|prox_id|ortho|seed."""
+    """The name of a run (and of its selected head in heads.npz): head|prox_id|ortho|seed."""
     return f"{run['head']}|{run['prox_id']!r}|{run['ortho']!r}|{seed}"
 
 
 def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> pd.DataFrame:
-    """Every run of the sweep; writes sweep.parquet, heads.npz and log.jsonl under out_dir."""
+    """Every run of the sweep; writes sweep.parquet (a row per run), heads.npz (each run's head under every
+    rule: rule_key) and log.jsonl (a row per epoch) under out_dir."""
     import pandas as pd
 
     ml = config["multilingual"]
@@ -184,18 +243,24 @@ def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> pd.DataFram
     data = load_npz(embeddings)
     runs = sweep_grid(settings)
     V, T = paired_tensors(data, ml["languages"])
+    unpaired = len(data[f"train{SEP}image"]) - len(V)
+    if unpaired:               # as the original's build_aligned_arrays: only images captioned in every language
+        log.warning("%d of %d training images lack a caption in some language of %s and are not used",
+                    unpaired, len(data[f"train{SEP}image"]), ml["languages"])
     splits: dict[int, SeedSplit] = {}
     rows, logs, heads = [], [], {}
     for run, seed in progress(list(itertools.product(runs, settings["seeds"])), desc="alignment sweep"):
         if int(seed) not in splits:
             splits[int(seed)] = seed_split(V, T, settings, int(seed), ml["seed"])
-        summary, history, state = fit(V, T, splits[int(seed)], run, settings, int(seed), ml["seed"])
+        summary, history, states = fit_rules(V, T, splits[int(seed)], run, settings, int(seed), ml["seed"])
         key = run_key(run, seed)
-        rows.append({"model": name, "key": key, **summary})
+        rows.append({"model": name, "key": key, **summary, "n_unpaired": unpaired})
         logs += [json.dumps({"key": key, **h}, sort_keys=True) for h in history]
-        heads.update({f"{key}{SEP}{param}": value for param, value in state.items()})
-        log.info("%s: best epoch %d, validation macro R@1 %.4f (frozen %.4f)", key, summary["best_epoch"],
-                 summary["val_macro_r1"], summary["val_macro_r1_frozen"])
+        for rule, state in states.items():
+            heads.update({f"{rule_key(key, rule)}{SEP}{param}": value for param, value in state.items()})
+        log.info("%s: best epoch %d, validation macro R@1 %.4f (last epoch %d: %.4f; frozen %.4f)", key,
+                 summary["best_epoch"], summary["val_macro_r1"], summary["epochs_run"], summary["val_macro_r1_last"],
+                 summary["val_macro_r1_frozen"])
     out = Path(out_dir)
     table = pd.DataFrame(rows)
     write_table(table, out / "sweep.parquet")
@@ -205,7 +270,7 @@ def sweep(config: dict, name: str, embeddings: str, out_dir: str) -> pd.DataFram
 
 
 def load_heads(path: str, keys: Sequence[str], d_text: int, d_img: int, hidden: int) -> dict[str, torch.nn.Module]:
-    """Rebuild the heads of heads.npz (one per sweep key) as modules."""
+    """Rebuild the heads of heads.npz (keys: run keys or rule_key names) as modules."""
     arrays = load_npz(path)
     heads = {}
     for key in keys:

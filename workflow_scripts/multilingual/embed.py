@@ -12,6 +12,11 @@ and `<split>::<lang>::ids` (the image row of each caption), `zs::<set>::image`, 
   from local .npz (arrays `id`, `embedding`) or .parquet files (an `id` column, then either one list column
   `embedding` or the numeric columns); ids are rows of data.train_csv / data.heldout_csv. Images come from
   the base model (open_clip towers by config) through its caches. Nothing is downloaded.
+- source sentence_transformers (real data): the captions of multilingual.captions (one CSV per split,
+  `id,language,caption`, ids = rows of data.train_csv / data.heldout_csv; see
+  workflow_scripts.multilingual.sentence_tower) encoded here by the SentenceTransformer saved in the local
+  directory multilingual.models.<name>.path, offline; images as for files. The text width may differ from
+  the image width.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import run_cli, save_npz, setup_logging
 from .images import SEP, eval_image_embeddings, normalize, train_image_embeddings
+from .sentence_tower import encode_distinct
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +87,48 @@ def check_caption_ids(path: str, lang: str, ids: np.ndarray, n_images: int) -> N
         raise InputError(f"{path}: id {int(uniq[counts > 1][0])} appears more than once (language {lang!r})")
 
 
+def text_arrays(split: str, per_language: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """`<split>::<lang>::{text,ids}` from each language's (image ids, text embeddings): unit rows, one width."""
+    out = {}
+    for lang, (ids, emb) in per_language.items():
+        out[f"{split}{SEP}{lang}{SEP}ids"] = np.asarray(ids, dtype=np.int64)
+        out[f"{split}{SEP}{lang}{SEP}text"] = normalize(emb)
+    dims = {v.shape[1] for k, v in out.items() if k.endswith("text")}
+    if len(dims) > 1:
+        raise InputError(f"{split}: text embeddings of different widths {sorted(dims)}")
+    return out
+
+
 def text_from_files(files: dict[str, str], languages: Sequence[str], n_images: int, split: str) -> dict:
     """`<split>::<lang>::{text,ids}` arrays from one embedding file per language."""
-    out = {}
+    per_language = {}
     for lang in languages:
         if lang not in files:
             raise InputError(f"multilingual.models: key 'files.{split}.{lang}': no text embedding file for language {lang!r}")
         ids, emb = read_embedding_file(files[lang])
         check_caption_ids(files[lang], lang, ids, n_images)
-        out[f"{split}{SEP}{lang}{SEP}ids"] = ids
-        out[f"{split}{SEP}{lang}{SEP}text"] = normalize(emb)
-    dims = {v.shape[1] for k, v in out.items() if k.endswith("text")}
-    if len(dims) > 1:
-        raise InputError(f"{split}: text embedding files of different widths {sorted(dims)}")
+        per_language[lang] = ids, emb
+    return text_arrays(split, per_language)
+
+
+# ----------------------------------------------------------------------------- sentence_transformers
+
+
+def text_from_sentences(name: str, spec: dict, captions: dict[str, str], n_images: dict[str, int],
+                        languages: Sequence[str]) -> dict:
+    """`<split>::<lang>::{text,ids}` of every caption of each split's caption CSV (`captions`, split -> path),
+    encoded by model `name`'s SentenceTransformer; the CSVs are checked before the model loads."""
+    from .sentence_tower import encode, load_sentence_model, read_caption_table
+
+    if set(captions) != set(n_images):
+        raise InputError(f"multilingual.models.{name}: source sentence_transformers needs the caption CSVs of "
+                         f"{sorted(n_images)} (multilingual.captions; --train-captions, --heldout-captions)")
+    tables = {split: read_caption_table(captions[split], split, languages, n) for split, n in n_images.items()}
+    model = load_sentence_model(spec["path"], f"multilingual.models.{name}.path")
+    out = {}
+    for split, table in tables.items():
+        out.update(text_arrays(split, {lang: (ids, encode(model, texts, spec["batch_size"]))
+                                       for lang, (ids, texts) in table.items()}))
     return out
 
 
@@ -102,15 +137,13 @@ def text_from_files(files: dict[str, str], languages: Sequence[str], n_images: i
 
 def text_from_encoder(encode, table, languages: Sequence[str], split: str) -> dict:
     """`<split>::<lang>::{text,ids}` of every caption in the table (one per image and language)."""
-    out = {}
+    per_language = {}
     for lang in languages:
         texts = table[lang].tolist()
         if not texts:
             raise InputError(f"{split}: language {lang!r} has no captions")
-        out[f"{split}{SEP}{lang}{SEP}ids"] = np.arange(len(texts), dtype=np.int64)
-        distinct, index = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
-        out[f"{split}{SEP}{lang}{SEP}text"] = normalize(encode(distinct.tolist()))[index.ravel()]   # each text once
-    return out
+        per_language[lang] = np.arange(len(texts)), encode_distinct(encode, texts)
+    return text_arrays(split, per_language)
 
 
 def zero_shot_arrays(encode, eval_features: dict, projections: str, sets: Sequence[str],
@@ -173,8 +206,12 @@ def embed(config: dict, name: str, out: str, captions: dict[str, str], features:
         paths = read_pairs_csv(config["data"]["train_csv"])[0]
         arrays["train::image"] = train_image_embeddings(features, projections, paths)
         arrays["heldout::image"] = eval_image_embeddings(eval_features, projections, "heldout_pairs")
-        for split in ("train", "heldout"):
-            arrays.update(text_from_files(spec["files"][split], languages, len(arrays[f"{split}::image"]), split))
+        n_images = {split: len(arrays[f"{split}{SEP}image"]) for split in ("train", "heldout")}
+        if spec["source"] == "files":
+            for split, n in n_images.items():
+                arrays.update(text_from_files(spec["files"][split], languages, n, split))
+        else:
+            arrays.update(text_from_sentences(name, spec, captions, n_images, languages))
     for split in ("train", "heldout"):
         arrays[f"{split}{SEP}ids"] = np.arange(len(arrays[f"{split}{SEP}image"]), dtype=np.int64)
     save_npz(out, **arrays)
@@ -188,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Frozen multilingual embeddings of one model (images, captions, prompts).")
     ap.add_argument("--config", required=True)
     ap.add_argument("--model", required=True, help="a multilingual.models key")
-    ap.add_argument("--train-captions", help="caption table (embedded source)")
-    ap.add_argument("--heldout-captions", help="caption table (embedded source)")
+    ap.add_argument("--train-captions", help="caption table (embedded: parquet; sentence_transformers: CSV)")
+    ap.add_argument("--heldout-captions", help="caption table (embedded: parquet; sentence_transformers: CSV)")
     ap.add_argument("--checkpoint", help="the multilingual encoder (embedded source)")
     ap.add_argument("--features", required=True, help="the base model's feature cache index")
     ap.add_argument("--eval-features", required=True, help="the base model's evaluation features")

@@ -1,5 +1,6 @@
-"""Evaluate one multilingual model on the held-out images before alignment (the frozen encoder) and after
-(every head of the sweep): per language and macro-averaged.
+"""Evaluate one multilingual model on the held-out images before alignment (the frozen baseline: the head at
+initialisation, t·I_rect, head.frozen_head) and after (every run of the sweep, its head under each
+epoch-selection rule of align.RULES: `selected` and `last`): per language and macro-averaged.
 
 Tasks (rows of metrics.parquet: key, task, language, metric, value):
 - `t2i` / `i2t`: captions of one language query the images, and images query that language's captions:
@@ -11,7 +12,11 @@ Tasks (rows of metrics.parquet: key, task, language, metric, value):
   captions by text–text cosine, no pivot (how far the languages share one space).
 - `zero_shot`: acc1 on the world's shape/colour sets with per-language prompts.
 - `diagnostics` (language or "image"): effective ranks, PCA-90, isotropy, PoZ, entropy
-  (workflow_scripts.purity.representation_diagnostics) of the held-out embeddings.
+  (workflow_scripts.purity.representation_diagnostics) of the held-out embeddings; on the images captioned
+  in every language, the original's hubness (hub_skew, hub_ratio_1pct per language), neighbour overlap
+  (neighbour_overlap, per pair "a~b" and "all") and language-ID probe (langid_acc1, "all"), and our
+  retrieval variants t2i_hub_skew, t2i_hub_ratio_1pct, t2i_overlap (workflow_scripts.multilingual.diagnostics;
+  settings multilingual.evaluate.diagnostics).
 - gram.parquet: the cross-lingual Gram (RSA) correlation of every pair of languages (and the images).
 per_query.npz: per-caption t2i R@1 hits of each key and language (paired intervals over images).
 """
@@ -31,7 +36,9 @@ import torch
 
 from ..errors import InputError
 from ..io import load_npz, run_cli, save_npz, setup_logging, write_table
-from .align import load_heads
+from . import diagnostics as xdiag
+from .align import RULES, load_heads, rule_key
+from .head import frozen_head
 from .images import SEP, normalize
 from .metrics import per_query, retrieval_metrics, same_id
 
@@ -41,7 +48,7 @@ FROZEN = "frozen"
 
 
 def apply(head: torch.nn.Module | None, x: np.ndarray) -> np.ndarray:
-    """Unit rows of head(x) (x itself for the frozen encoder)."""
+    """Unit rows of head(x); head None: x itself (evaluate_key passes the frozen head, never None)."""
     if head is None:
         return normalize(x)
     with torch.no_grad():
@@ -94,11 +101,15 @@ def heldout(data: dict, languages: Sequence[str]) -> HeldOut:
 
 
 def evaluate_key(data: dict, held: HeldOut, languages: Sequence[str], head: torch.nn.Module | None,
-                 zero_shot_sets: Sequence[str]) -> tuple[list[dict], dict[str, np.ndarray], pd.DataFrame]:
-    """Every task for one head on the held-out split: (metric rows, per-language t2i R@1 hits, Gram table)."""
+                 zero_shot_sets: Sequence[str], diagnostics: dict | None = None
+                 ) -> tuple[list[dict], dict[str, np.ndarray], pd.DataFrame]:
+    """Every task for one head on the held-out split: (metric rows, per-language t2i R@1 hits, Gram table).
+    head None: the frozen baseline, the head at initialisation (frozen_head; any text width)."""
     from ..purity import representation_diagnostics, rsa_correlation
 
     V = held.V
+    if head is None:
+        head = frozen_head(data[f"heldout{SEP}{languages[0]}{SEP}text"].shape[1], V.shape[1])
     text = {lang: apply(head, data[f"heldout{SEP}{lang}{SEP}text"]) for lang in languages}
     rows, hits = [], {}
     for lang in languages:
@@ -125,8 +136,12 @@ def evaluate_key(data: dict, held: HeldOut, languages: Sequence[str], head: torc
     spaces = {"image": V[held.gram_rows["image"]]}
     for lang in languages:
         spaces[lang] = text[lang][held.gram_rows[lang]]
-    gram = [{"a": a, "b": b, "rsa": rsa_correlation(spaces[a], spaces[b]) if a != b else 1.0}
-            for a in spaces for b in spaces]
+    rows += [{"task": "diagnostics", "language": language, "metric": metric, "value": float(value)}
+             for language, metric, value in xdiag.crosslingual_rows({lang: spaces[lang] for lang in languages},
+                                                                    spaces["image"], diagnostics)]
+    rsa = {(a, b): rsa_correlation(spaces[a], spaces[b]) for a, b in itertools.combinations(spaces, 2)}
+    rsa.update({(b, a): v for (a, b), v in list(rsa.items())})          # symmetric (bit for bit)
+    gram = [{"a": a, "b": b, "rsa": rsa[a, b] if a != b else 1.0} for a in spaces for b in spaces]
     return rows, hits, pd.DataFrame(gram)
 
 
@@ -142,7 +157,8 @@ def macro_rows(rows: pd.DataFrame, languages: Sequence[str], first: str) -> pd.D
 
 
 def evaluate(config: dict, name: str, embeddings: str, sweep_table: str, heads_path: str, out_dir: str) -> pd.DataFrame:
-    """Frozen encoder and every head of the sweep; writes metrics.parquet, gram.parquet, per_query.npz."""
+    """Frozen baseline and every head of the sweep under every rule (column `rule`; key = align.rule_key);
+    writes metrics.parquet, gram.parquet, per_query.npz."""
     ml = config["multilingual"]
     languages = ml["languages"]
     data = load_npz(embeddings)
@@ -152,14 +168,17 @@ def evaluate(config: dict, name: str, embeddings: str, sweep_table: str, heads_p
     zs = ml["evaluate"]["zero_shot_sets"] if ml["models"][name]["source"] == "embedded" else []
     runs = pd.read_parquet(sweep_table)
     d_text, d_img = data[f"heldout{SEP}{languages[0]}{SEP}text"].shape[1], data["heldout::image"].shape[1]
-    heads = load_heads(heads_path, runs["key"].tolist(), d_text, d_img, ml["align"]["mlp_hidden"])
+    keys = [rule_key(k, rule) for k in runs["key"] for rule in RULES]
+    heads = load_heads(heads_path, keys, d_text, d_img, ml["align"]["mlp_hidden"])
     held = heldout(data, languages)
     tables, grams, hits = [], [], {}
-    specs = [(FROZEN, None, {"head": FROZEN, "prox_id": np.nan, "ortho": np.nan, "seed": -1})]
-    specs += [(r.key, heads[r.key], {"head": r.head, "prox_id": r.prox_id, "ortho": r.ortho, "seed": r.seed})
-              for r in runs.itertuples()]
+    specs = [(FROZEN, frozen_head(d_text, d_img),
+              {"head": FROZEN, "prox_id": np.nan, "ortho": np.nan, "seed": -1, "rule": FROZEN})]
+    specs += [(rule_key(r.key, rule), heads[rule_key(r.key, rule)],
+               {"head": r.head, "prox_id": r.prox_id, "ortho": r.ortho, "seed": r.seed, "rule": rule})
+              for r in runs.itertuples() for rule in RULES]
     for key, head, tags in specs:
-        rows, key_hits, gram = evaluate_key(data, held, languages, head, zs)
+        rows, key_hits, gram = evaluate_key(data, held, languages, head, zs, ml["evaluate"].get("diagnostics"))
         tables.append(pd.DataFrame(rows).assign(key=key, **tags))
         grams.append(gram.assign(key=key, **tags))
         hits.update({f"{key}{SEP}{lang}": h for lang, h in key_hits.items()})

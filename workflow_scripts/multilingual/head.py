@@ -4,7 +4,12 @@ align_text_to_image.py).
 - `LinearHead`: t̃ = t·W with W = I_rect + ΔW, ΔW zero-initialised, I_rect the d_text × d_img rectangular
   identity (ones on the main diagonal), so at initialisation the head returns the frozen embeddings
   exactly (truncated or zero-padded when the widths differ).
-- `MLPHead`: t̃ = t + fc2(GELU(fc1 t)), fc2 zero-initialised (identity at initialisation; d_text = d_img).
+- `MLPHead`: t̃ = t·I_rect + fc2(GELU(fc1 t)), fc2 zero-initialised, so at initialisation it equals the linear
+  head at initialisation; as the original's ResidualMLPHead (base = x @ eye_rect) for any widths. At equal
+  widths t·I_rect is t itself (the product is skipped, so the equal-width head is the plain residual t + …).
+- `frozen_head`: the "frozen" baseline, the linear head at initialisation (t ↦ t·I_rect): the text rows
+  themselves when d_text = d_img, truncated / zero-padded to the image width otherwise (where the original,
+  which compares raw text rows to image rows, cannot score its baseline).
 - `info_nce`: symmetric InfoNCE with a fixed temperature, 0.5·[CE(S) + CE(Sᵀ)], S = T̃Vᵀ/τ on unit rows.
 - `prox_id`: mean(ΔW²) = ‖W − I‖²_F / (d_text·d_img) (the code's mean, not the paper's sum); for the MLP
   head the mean square of all its parameters.
@@ -46,19 +51,25 @@ class LinearHead(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """t ↦ t + fc2(GELU(fc1 t)), fc2 zero-initialised."""
+    """t ↦ t·I_rect + fc2(GELU(fc1 t)), fc2 zero-initialised (I_rect: a buffer outside the state dict)."""
 
     def __init__(self, d_text: int, d_img: int, hidden: int):
         super().__init__()
-        if d_text != d_img:
-            raise InputError(f"mlp head: residual needs equal widths, got text {d_text} and image {d_img}")
+        self.square = d_text == d_img
+        self.register_buffer("identity", rect_identity(d_text, d_img), persistent=False)
         self.fc1 = nn.Linear(d_text, hidden)
         self.fc2 = nn.Linear(hidden, d_img)
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return t + self.fc2(F.gelu(self.fc1(t)))
+        base = t if self.square else t @ self.identity
+        return base + self.fc2(F.gelu(self.fc1(t)))
+
+
+def frozen_head(d_text: int, d_img: int) -> LinearHead:
+    """The frozen baseline: the linear head at initialisation (ΔW = 0), t ↦ t·I_rect."""
+    return LinearHead(d_text, d_img).eval()
 
 
 def make_head(kind: str, d_text: int, d_img: int, hidden: int = 1024) -> nn.Module:

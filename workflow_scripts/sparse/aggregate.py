@@ -1,10 +1,13 @@
 """Study tables of the sparse-concept stage, from every model's sweep (sparse.evaluate) and the
 per-checkpoint purity tables of the evaluation stage.
 
-- sparse_sweep: per (model, kind, strategy, Cs, set, lambda) the mean over replicates with a 95 % t
-  interval (n = replicates) of sparse and dense acc1, mean l0 and mean cos(z_hat, z);
-- sparse_memory: bytes of each set's embeddings dense (float32) against sparse (CSR), per lambda;
-- per run, numbers read off its sweep by linear interpolation between neighbouring lambdas: acc1 at mean
+- sparse_sweep: per (model, kind, strategy, Cs, set, modality, lambda) the mean over replicates with a 95 % t
+  interval (n = replicates) of sparse and dense acc1 (evaluation sets, modality image), sparse and dense
+  retrieval R@1 and the image-caption concept agreement (the pairs set, modalities image and text), mean l0
+  and mean cos(z_hat, z);
+- sparse_memory: bytes of each set's embeddings dense (float32) against sparse (CSR), per modality and lambda;
+- per run and evaluation set (the image rows with a zero-shot accuracy; not the pairs), numbers read off its
+  sweep by linear interpolation between neighbouring lambdas: acc1 at mean
   l0 = target_l0 (NaN outside the sweep's l0 range), the loss against its own dense acc1 there, and the
   mean l0 at which acc1_sparse first reaches target_relative_accuracy x acc1_dense (NaN when the sweep does
   not reach it; flagged l0_censored when the sparsest point already does: an upper bound);
@@ -28,10 +31,15 @@ RUN_KEYS = ["model", "kind", "strategy", "cs"]
 PURITY_METRIC = "avg_abs_cos_sim"
 
 
+SWEEP_VALUES = ["acc1_sparse", "acc1_dense", "r1_sparse", "r1_dense", "pair_weight_cos", "pair_jaccard", "l0_mean",
+                "cos_mean", "bytes_sparse"]
+
+
 def with_run_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """Pretrained rows get strategy 'pretrained', Cs NaN and seed 0, so that every row has the run keys."""
+    """Pretrained rows get strategy 'pretrained', Cs NaN and seed 0, so that every row has the run keys; rows
+    without a modality (tables written before captions were decomposed) are image rows."""
     df = df.copy()
-    for col, fill in (("strategy", "pretrained"), ("cs", np.nan), ("seed", 0)):
+    for col, fill in (("strategy", "pretrained"), ("cs", np.nan), ("seed", 0), ("modality", "image")):
         df[col] = df[col].fillna(fill) if col in df.columns else fill
     return df
 
@@ -46,6 +54,7 @@ def summarise(df: pd.DataFrame, keys: list[str], values: list[str], level: float
     """Per group: n (rows) and, per value column, mean, ci_low, ci_high (t interval over the group's non-NaN
     rows) and their count <value>_n."""
     rows = []
+    values = [v for v in values if v in df.columns]
     for key, g in df.groupby(keys, dropna=False, sort=True):
         row = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
         for v in values:
@@ -78,8 +87,11 @@ def first_crossing(x: np.ndarray, y: np.ndarray, target: float) -> float:
 
 
 def run_summary(sweep: pd.DataFrame, target_l0: float, relative: float) -> pd.DataFrame:
-    """Per run and set: acc1 at mean l0 = target_l0, l0 at relative x dense accuracy, dense acc1."""
+    """Per run and evaluation set: acc1 at mean l0 = target_l0, l0 at relative x dense accuracy, dense acc1
+    (rows without a zero-shot accuracy, the image-caption pairs, are not read off)."""
     rows = []
+    if "acc1_sparse" in sweep.columns:
+        sweep = sweep[sweep["acc1_sparse"].notna()]
     for key, g in sweep.groupby(RUN_KEYS + ["seed", "set"], dropna=False, sort=True):
         dense = float(g["acc1_dense"].iloc[0])
         l0 = first_crossing(g["l0_mean"], g["acc1_sparse"], relative * dense)
@@ -146,8 +158,9 @@ def versus_purity(runs: pd.DataFrame, level: float = 0.95) -> tuple[pd.DataFrame
 
 
 def memory_table(sweep: pd.DataFrame) -> pd.DataFrame:
-    """Bytes dense against sparse per (model, kind, strategy, Cs, set, lambda), mean over replicates."""
-    keys = RUN_KEYS + ["set", "lambda"]
+    """Bytes dense against sparse per (model, kind, strategy, Cs, set, modality, lambda), mean over replicates."""
+    keys = RUN_KEYS + ["set", "modality", "lambda"]
+    sweep = with_run_columns(sweep)
     g = sweep.groupby(keys, dropna=False, sort=True)
     out = g.agg(n=("seed", "nunique"), n_images=("n_images", "first"), l0_mean=("l0_mean", "mean"),
                 bytes_dense=("bytes_dense", "mean"), bytes_sparse=("bytes_sparse", "mean")).reset_index()
@@ -155,14 +168,21 @@ def memory_table(sweep: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def concept_table(concepts: pd.DataFrame) -> pd.DataFrame:
-    """One row per class or example image of the pretrained models: 'concept (weight)' strings by rank."""
+def concept_table(concepts: pd.DataFrame, captions: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """One row per class, example image or example pair member (scope 'pair', modality image or text) of the
+    pretrained models: 'concept (weight)' strings by rank; pair rows get their caption from `captions`
+    (set name -> the pairs' captions in order) when given."""
     c = pretrained_rows(concepts)
     if c.empty:
         return pd.DataFrame()
-    keys = ["model", "set", "lambda", "scope", "class", "image"] + (["predicted"] if "predicted" in c else [])
+    keys = ["model", "set", "modality", "lambda", "scope", "class", "image"]
+    keys += ["predicted"] if "predicted" in c else []
     c = c.fillna({"predicted": ""}) if "predicted" in c else c
     out = (c.sort_values("rank").groupby(keys, sort=True, dropna=False)
            .apply(lambda g: ", ".join(f"{r.concept} ({r.weight:.2f})" for r in g.itertuples()), include_groups=False)
            .rename("top_concepts").reset_index())
+    if captions:
+        pair = out["scope"] == "pair"
+        out["caption"] = [captions.get(name, [])[i] if p and 0 <= i < len(captions.get(name, [])) else ""
+                          for p, name, i in zip(pair, out["set"], out["image"].astype(int))]
     return out

@@ -5,6 +5,10 @@
   are used);
 - centred image: z_c = normalize(normalize(z) - mu);
 - recomposed embedding: z_hat = normalize(normalize(w C) + mu) (w = 0 gives normalize(mu)).
+
+Captions (SpLiCE's `decomp_text` path) use the same functions with their own mean: mu_text = mean_i
+normalize(t_i) over training captions, centred normalize(normalize(t) - mu_text), recomposed
+normalize(normalize(w C) + mu_text).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def center_concepts(text: np.ndarray) -> np.ndarray:
 
 
 def image_mean(images: np.ndarray) -> np.ndarray:
-    """(d,) mean of the normalised image embeddings."""
+    """(d,) mean of the normalised embeddings (images; also captions, for the caption mean)."""
     return normalize(images).mean(axis=0)
 
 

@@ -64,12 +64,14 @@ def to_vocabulary_lines(concepts_most_frequent_first: Sequence[str]) -> list[str
 
 def read_vocabulary(path: str, k: int | None = None) -> list[str]:
     """The top-k concepts of a SpLiCE-format vocabulary file (the last k lines; all when k is None), most
-    frequent first. Empty lines and non-UTF-8 bytes are errors naming the line; repeated concepts keep
-    their most frequent (last) occurrence, with a log line."""
+    frequent first. A line's concept is its text before the first ", " (as SpLiCE's loader reads it:
+    `line.strip().split(", ")[0]`; SpLiCE's shipped files have one concept per line and no commas).
+    Empty lines and non-UTF-8 bytes are errors naming the line; repeated concepts keep their most frequent
+    (last) occurrence, with a log line."""
     lines = read_text_lines(path)            # errors name the file and line (empty line, non-UTF-8)
     if not lines:
         raise InputError(f"{path}: empty vocabulary file (expected one concept per line)")
-    concepts = [line.strip() for line in reversed(lines)]
+    concepts = [line.strip().split(", ")[0] for line in reversed(lines)]
     return dedupe(concepts, path)[:k] if k else dedupe(concepts, path)
 
 

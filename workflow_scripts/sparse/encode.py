@@ -1,6 +1,7 @@
 """Once per model: the frozen towers' pre-projection features of the concept phrases and of a sample of
-training images. Fine-tunes change only the projections, so every checkpoint's concept dictionary and
-image mean are these features times its own projection matrices (sparse.evaluate, no model needed).
+training pairs (their images and captions). Fine-tunes change only the projections, so every checkpoint's
+concept dictionary, image mean and caption mean are these features times its own projection matrices
+(sparse.evaluate, no model needed).
 
     python -m workflow_scripts.sparse.encode --config C --model clip \\
         --checkpoint results/pretrain/clip/checkpoint.pt --vocabulary results/sparse/vocabulary.txt \\
@@ -9,7 +10,8 @@ image mean are these features times its own projection matrices (sparse.evaluate
 Phrases are encoded as `sparse.template` with "{c}" replaced (default "{c}": the bare phrase, as SpLiCE
 does). The training images are the `sparse.mean_images` first rows of a seeded permutation of
 data.train_csv (all rows when 0), preprocessed as the model's `evaluate` preprocessing (the mean
-centres evaluation images).
+centres evaluation images); the captions of the same rows give the caption mean that centres the captions
+sparse.evaluate decomposes (SpLiCE's `text_mean`), encoded only when sparse.captions is on.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def concept_prompts(concepts: list[str], template: str) -> list[str]:
 
 
 def encode(config: dict, model_name: str, checkpoint: str, vocabulary: str) -> dict[str, np.ndarray]:
-    """Concepts, their pre-projection text features and pre-projection features of the mean's images."""
+    """Concepts, their pre-projection text features and pre-projection features of the mean's images (and,
+    with sparse.captions, of those images' captions)."""
     import torch
 
     from ..features import extract_image_features, extract_text_features
@@ -56,15 +59,18 @@ def encode(config: dict, model_name: str, checkpoint: str, vocabulary: str) -> d
     tokenizer = get_tokenizer(spec["arch"])
     bs = config["evaluate"]["batch_size"]
     text = extract_text_features(model, tokenizer, concept_prompts(concepts, sp["template"]), bs, device)
-    rel_paths, _ = read_pairs_csv(config["data"]["train_csv"])
+    rel_paths, captions = read_pairs_csv(config["data"]["train_csv"])
     rows = mean_image_rows(len(rel_paths), sp["mean_images"], derive_seed(config["seed"], sp["seed"]))
     pre = preprocess_config(model, spec, "evaluate")
     image = extract_image_features(model, [rel_paths[i] for i in rows], config["data"]["image_root"], pre, 1,
                                    False, config["seed"], bs, device)[0]
     log.info("%s: %d concepts (template %r), %d training images for the mean (%s)", model_name, len(concepts),
              sp["template"], len(rows), pre)
-    return {"concepts": np.asarray(concepts), "text": text, "image": image, "image_rows": rows,
-            "template": np.asarray(sp["template"]), "preprocess": np.asarray(json.dumps(pre, sort_keys=True))}
+    out = {"concepts": np.asarray(concepts), "text": text, "image": image, "image_rows": rows,
+           "template": np.asarray(sp["template"]), "preprocess": np.asarray(json.dumps(pre, sort_keys=True))}
+    if sp.get("captions", True):
+        out["caption"] = extract_text_features(model, tokenizer, [captions[i] for i in rows], bs, device)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

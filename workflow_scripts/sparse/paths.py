@@ -22,5 +22,5 @@ def run_arguments(runs: list[tuple[str, str]]) -> str:
 
 
 def decomposed_sets(config: dict) -> list[str]:
-    """The evaluation sets the stage decomposes: sparse.sets, or the first of evaluate.sets when it is empty."""
-    return list(config["sparse"]["sets"]) or list(config["evaluate"]["sets"])[:1]
+    """The evaluation sets the stage decomposes: sparse.sets, or every set of evaluate.sets when it is empty."""
+    return list(config["sparse"]["sets"]) or list(config["evaluate"]["sets"])

@@ -5,8 +5,10 @@
         --tables results/tables --figures results/figures
 
 Tables (parquet + CSV): sparse_sweep, sparse_memory, sparse_runs, sparse_vs_purity, sparse_spearman,
-sparse_concepts. Figures (PNG + SVG): sparse_accuracy_vs_l0 (with the dense accuracies), sparse_accuracy_vs_purity,
-sparse_examples (evaluation images with their top concepts).
+sparse_concepts (all keyed by set, and by modality where captions are decomposed). Figures (PNG + SVG):
+sparse_accuracy_vs_l0 (one panel per model, set and modality: zero-shot acc1 for the evaluation sets,
+retrieval R@1 for the image-caption pairs, with the dense levels), sparse_accuracy_vs_purity (one row
+per set), sparse_examples (evaluation images with their top concepts, one row per model and set).
 """
 
 from __future__ import annotations
@@ -33,14 +35,29 @@ def _yerr(df: pd.DataFrame, col: str) -> list:
     return [df[col] - df[f"{col}_ci_low"].fillna(df[col]), df[f"{col}_ci_high"].fillna(df[col]) - df[col]]
 
 
+PAIR_TASK = {"image": "image->text R@1", "text": "text->image R@1"}
+
+
+def panel_score(g: pd.DataFrame) -> tuple[str, str, str]:
+    """(sparse column, dense column, label) of a panel: zero-shot acc1 where the rows have it, else the
+    pairs' retrieval R@1 of the panel's modality."""
+    if "acc1_sparse" in g and g["acc1_sparse"].notna().any():
+        return "acc1_sparse", "acc1_dense", "zero-shot acc1 of recomposed"
+    modality = g["modality"].iloc[0] if "modality" in g else "image"
+    return "r1_sparse", "r1_dense", f"{PAIR_TASK.get(modality, 'R@1')} of recomposed"
+
+
 def accuracy_vs_l0(summary: pd.DataFrame):
-    """Sparse acc1 against mean l0 along the lambda sweep (mean over replicates), one panel per (model,
-    set): the pretrained model, the Cs = 0 control and each (strategy, Cs), with dense accuracies dashed."""
+    """Sparse acc1 (evaluation sets) or R@1 (image-caption pairs) against mean l0 along the lambda sweep
+    (mean over replicates), one panel per (model, set, modality): the pretrained model, the Cs = 0 control
+    and each (strategy, Cs), with dense levels dotted."""
     from ..figures import _grid, _palette
 
-    panels = list(summary.groupby(["model", "set"], sort=True))
-    fig, axes = _grid(len(panels), ncols=2, size=(4.6, 3.4))
-    for ax, ((model, name), g) in zip(axes, panels):
+    summary = summary if "modality" in summary else summary.assign(modality="image")
+    panels = list(summary.groupby(["model", "set", "modality"], sort=True))
+    fig, axes = _grid(len(panels), ncols=min(3, max(1, len(panels))), size=(4.6, 3.4))
+    for ax, ((model, name, modality), g) in zip(axes, panels):
+        sparse_col, dense_col, ylabel = panel_score(g)
         runs = list(g.groupby(["kind", "strategy", "cs"], dropna=False, sort=True))
         colours = _palette(len(runs))
         for i, ((kind, strategy, cs), r) in enumerate(runs):
@@ -49,47 +66,54 @@ def accuracy_vs_l0(summary: pd.DataFrame):
                 "control (Cs 0)" if strategy == CONTROL_STRATEGY else f"{strategy} Cs {cs:g}")
             reference = kind == "pretrained" or strategy == CONTROL_STRATEGY
             ls = "-" if reference else ("--" if strategy == "random" else "-.")
-            ax.errorbar(r["l0_mean"], r["acc1_sparse"], yerr=_yerr(r, "acc1_sparse"), color=colours[i], ls=ls,
+            ax.errorbar(r["l0_mean"], r[sparse_col], yerr=_yerr(r, sparse_col), color=colours[i], ls=ls,
                         marker="o", ms=3, lw=1, capsize=2, label=label)
             if kind == "pretrained" or strategy == CONTROL_STRATEGY:
-                ax.axhline(r["acc1_dense"].iloc[0], color=colours[i], ls=":", lw=1)
-        ax.set_title(f"{model} / {name} (dotted: dense)")
-        ax.set_xlabel("mean l0 (concepts per image)")
-        ax.set_ylabel("zero-shot acc1 of recomposed")
+                ax.axhline(r[dense_col].iloc[0], color=colours[i], ls=":", lw=1)
+        what = "" if sparse_col == "acc1_sparse" else (" captions" if modality == "text" else " images")
+        ax.set_title(f"{model} / {name}{what} (dotted: dense)", fontsize=9)
+        ax.set_xlabel(f"mean l0 (concepts per {'caption' if modality == 'text' else 'image'})")
+        ax.set_ylabel(ylabel)
         ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     return fig
 
 
 def versus_purity_figure(runs: pd.DataFrame, table: pd.DataFrame, target_l0: float):
-    """Per fine-tune: acc1 at the target l0 against text-projection purity; and its mean (95 % t interval
-    over replicates) against Cs per strategy, the control at Cs 0."""
+    """One row of two panels per evaluation set. Left: per fine-tune, acc1 at the target l0 against
+    text-projection purity; right: its mean (95 % t interval over replicates) against Cs per strategy, the
+    control at Cs 0."""
     import matplotlib.pyplot as plt
 
     from ..figures import _palette
 
     ft = runs[runs["kind"] == "finetune"]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
+    sets = sorted(ft["set"].unique())
+    fig, axes = plt.subplots(len(sets), 2, figsize=(9, 3.4 * len(sets)), squeeze=False)
     colours = _palette(10)
     css = sorted(ft["cs"].dropna().unique())
-    for strategy, marker in zip(sorted(ft["strategy"].unique()), "osD^v"):
-        s = ft[ft["strategy"] == strategy]
-        for k, cs in enumerate(css):
-            p = s[s["cs"] == cs]
-            if len(p):
-                a.scatter(p["purity_text"], p["acc1_at_l0"], color=colours[k], marker=marker, s=18,
-                          label=f"{strategy} Cs {cs:g}")
-    a.set_xlabel("text projection mean |cos| (lower = purer)")
-    a.set_ylabel(f"acc1 at mean l0 = {target_l0:g}")
-    a.legend(fontsize=6, ncol=2)
-    control = table[table["strategy"] == CONTROL_STRATEGY]
-    for i, strategy in enumerate(s for s in sorted(table["strategy"].unique()) if s != CONTROL_STRATEGY):
-        t = pd.concat([control, table[table["strategy"] == strategy]]).sort_values("cs")
-        b.errorbar(t["cs"], t["acc1_at_l0"], yerr=_yerr(t, "acc1_at_l0"), marker="o", ms=3, capsize=2,
-                   color=colours[i], label=strategy)
-    b.set_xlabel("nominal Cs")
-    b.set_ylabel(f"acc1 at mean l0 = {target_l0:g} (mean, 95 % t)")
-    b.legend(fontsize=7)
+    for (a, b), name in zip(axes, sets):
+        fs, ts = ft[ft["set"] == name], table[table["set"] == name]
+        for strategy, marker in zip(sorted(fs["strategy"].unique()), "osD^v"):
+            s = fs[fs["strategy"] == strategy]
+            for k, cs in enumerate(css):
+                p = s[s["cs"] == cs]
+                if len(p):
+                    a.scatter(p["purity_text"], p["acc1_at_l0"], color=colours[k], marker=marker, s=18,
+                              label=f"{strategy} Cs {cs:g}")
+        a.set_title(name, fontsize=9)
+        a.set_xlabel("text projection mean |cos| (lower = purer)")
+        a.set_ylabel(f"acc1 at mean l0 = {target_l0:g}")
+        a.legend(fontsize=6, ncol=2)
+        control = ts[ts["strategy"] == CONTROL_STRATEGY]
+        for i, strategy in enumerate(s for s in sorted(ts["strategy"].unique()) if s != CONTROL_STRATEGY):
+            t = pd.concat([control, ts[ts["strategy"] == strategy]]).sort_values("cs")
+            b.errorbar(t["cs"], t["acc1_at_l0"], yerr=_yerr(t, "acc1_at_l0"), marker="o", ms=3, capsize=2,
+                       color=colours[i], label=strategy)
+        b.set_title(name, fontsize=9)
+        b.set_xlabel("nominal Cs")
+        b.set_ylabel(f"acc1 at mean l0 = {target_l0:g} (mean, 95 % t)")
+        b.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -114,7 +138,7 @@ def examples_figure(concepts: pd.DataFrame, image_paths: dict[str, list[str]], m
                 ax.imshow(np.asarray(Image.open(paths[int(image)]).convert("RGB")), interpolation="nearest")
             r = r.sort_values("rank")
             text = "\n".join(f"{x.concept} {x.weight:.2f}" for x in r.itertuples())
-            ax.set_title(f"{model}: {r['class'].iloc[0]}\n(pred {r['predicted'].iloc[0]})", fontsize=7)
+            ax.set_title(f"{model} / {name}: {r['class'].iloc[0]}\n(pred {r['predicted'].iloc[0]})", fontsize=7)
             ax.text(0.5, -0.05, text, transform=ax.transAxes, ha="center", va="top", fontsize=6)
     fig.subplots_adjust(hspace=0.75, wspace=0.1, top=0.93, bottom=0.12)
     return fig
@@ -133,6 +157,18 @@ def set_image_paths(config: dict, sets) -> dict[str, list[str]]:
     return out
 
 
+def pair_captions(path: str | None) -> dict[str, list[str]]:
+    """The captions of the evaluation's image-caption pairs in feature order (the first rows of the pairs
+    CSV: data.heldout_csv, else data.train_csv), under both pair-set names; {} without a CSV."""
+    from ..data import read_pairs_csv
+    from ..evaluate import PAIR_SETS
+
+    if not path:
+        return {}
+    captions = read_pairs_csv(path)[1]
+    return {name: captions for name in PAIR_SETS}
+
+
 def write(df: pd.DataFrame, tables: Path, name: str) -> None:
     write_table(df, tables / f"{name}.parquet")
     write_table(df, tables / f"{name}.csv")
@@ -145,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concepts", nargs="+", required=True)
     parser.add_argument("--purity", nargs="+", required=True, help="every checkpoint's purity.parquet")
     parser.add_argument("--misalignment", help="the swap summary (misalign/summary.parquet): effective misalignment")
+    parser.add_argument("--pairs-csv", help="the image-caption pairs' CSV (data.heldout_csv, else data.train_csv): "
+                        "captions beside their concepts in sparse_concepts")
     parser.add_argument("--tables", required=True, help="output directory of the tables")
     parser.add_argument("--figures", required=True, help="output directory of the figures")
     args = parser.parse_args(argv)
@@ -155,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     concepts = read_tables(args.concepts, required=())
     purity = read_tables(args.purity)
     tables, figures = Path(args.tables), Path(args.figures)
-    summary = agg.summarise(sweep, agg.RUN_KEYS + ["set", "lambda"],
-                            ["acc1_sparse", "acc1_dense", "l0_mean", "cos_mean", "bytes_sparse"])
+    summary = agg.summarise(sweep, agg.RUN_KEYS + ["set", "modality", "lambda"], agg.SWEEP_VALUES)
     runs = agg.run_summary(sweep, sp["target_l0"], sp["target_relative_accuracy"])
     runs = runs.merge(agg.purity_per_run(purity), on=agg.RUN_KEYS + ["seed"], how="left")
     runs = agg.effective_per_run(runs, read_tables([args.misalignment], required=()) if args.misalignment else None)
@@ -166,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     write(runs, tables, "sparse_runs")
     write(table, tables, "sparse_vs_purity")
     write(spearman, tables, "sparse_spearman")
-    listed = agg.concept_table(concepts)
+    listed = agg.concept_table(concepts, pair_captions(args.pairs_csv))
     write(listed, tables, "sparse_concepts")
     from ..figures import save_figure
 

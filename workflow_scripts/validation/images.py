@@ -5,6 +5,10 @@ markers up to the first scan are parsed by `Image.open`; a file that does not en
 marker is then decoded at 1/8 scale (`Image.draft`), which tells a truncated file (an error) from one with
 trailing padding (fine). Other formats are decoded fully (rare in image-caption sets). Files are checked
 in parallel processes; each check also returns the file's size and mtime for the manifest.
+
+torchvision evaluation sets (CIFAR, Food-101, ...: `check_eval_set`) are opened exactly as the evaluation
+opens them (evalsets.open_set: the same errors) and every item is decoded in full, in one process; their
+manifest rows are the set's data files (size, mtime), so that replacing one is noticed like an image.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple, Sequence
+
+from ..errors import InputError
 
 JPEG_END = b"\xff\xd9"
 TAIL_BYTES = 1024
@@ -95,3 +101,51 @@ def check_images(files: Sequence[str], workers: int = 1, chunk: int = 512, desc:
         if pool is not None:
             pool.shutdown()
     return out
+
+
+class SetCheck(NamedTuple):
+    """What check_eval_set found: the set's items, one record per data file (for the manifest), the range of
+    its images' sizes, and its problems as (file, message), the file being the root where none is known."""
+
+    items: int
+    records: list[ImageRecord]
+    sizes: tuple[int, int, int, int]        # min width, max width, min height, max height
+    problems: list[tuple[str, str]]
+
+
+def check_eval_set(name: str, spec: dict, default_templates: Sequence[str] = ("{c}",)) -> SetCheck:
+    """Open evaluation set `name` (config `evaluate.sets.<name>`) through evalsets.open_set and decode every
+    item; never raises for bad data. A set that cannot be opened is one problem (the open_set error, which
+    names the set and, where it can, the file); an item that cannot be decoded is one problem per item."""
+    from ..evalsets import open_set
+    from ..io import progress
+
+    root = str(spec["root"])
+    try:
+        evalset = open_set(name, spec, default_templates)
+    except InputError as exc:
+        return SetCheck(0, [], (0, 0, 0, 0), [(root, str(exc))])
+    problems: list[tuple[str, str]] = []
+    widths, heights = [], []
+    for i in progress(range(len(evalset)), desc=f"{name} items", unit="img"):
+        try:
+            img = evalset.image(i)
+            width, height = img.size
+            if width < 1 or height < 1:
+                raise ValueError("image has no pixels")
+        except Exception as exc:  # whatever the set's decoder raises for a bad item
+            problems.append((evalset.item_file(i) or root, f"evaluation set {name}: item {i} (label "
+                             f"{int(evalset.labels[i])}) cannot be decoded ({type(exc).__name__}: {exc})"))
+            continue
+        widths.append(width)
+        heights.append(height)
+    records = []
+    for file in evalset.data_files():
+        try:
+            st = os.stat(file)
+        except OSError as exc:
+            problems.append((file, f"evaluation set {name}: data file gone after the set was opened ({exc})"))
+            continue
+        records.append(ImageRecord(file, st.st_size, st.st_mtime_ns, spec["kind"], "", 0, 0, ""))
+    sizes = (min(widths), max(widths), min(heights), max(heights)) if widths else (0, 0, 0, 0)
+    return SetCheck(len(evalset), records, sizes, problems)
