@@ -183,7 +183,8 @@ def test_no_null_sample_gives_no_estimate():
 def test_summary_lists_truncated_captions_and_says_why_rates_are_missing():
     import pandas as pd
 
-    from workflow_scripts.clip4dm.summarise import NO_NULL, truncated_table, with_note, with_rate_note
+    from workflow_scripts.aggregate import with_note
+    from workflow_scripts.clip4dm.summarise import NO_NULL, truncated_table, with_rate_note
 
     calib = [{"model": "clip", "truncated_captions": ["a long caption", "another long one"]},
              {"model": "laclip", "truncated_captions": []}]

@@ -37,6 +37,8 @@ def real_run(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("real_format")
     data = build(tmp / "real_format_data", n_train=48, n_heldout=16, n_eval=3, sentence_model=True)
     raw = example_config(data)
+    # one model (the example's laclip adds only more of the same jobs): Exp 1 then has one row, and notes
+    raw["models"] = {"clip": raw["models"]["clip"]}
     raw["misalign"]["cs_values"] = [0.0, 0.5]
     raw["misalign"]["strategies"] = ["random"]
     raw["finetune"].update({"epochs": 1, "batch_size": 16})
@@ -74,7 +76,10 @@ def test_clip4dm_scores_every_real_benchmark_and_lists_the_cut_captions(real_run
     # the fixture's real sentences are longer than fp-tiny-vit's 24-token context with the template
     assert "caption" in truncated and len(truncated) >= int(real["n_truncated"].sum()) > 0
     validated = yaml.safe_load((real_run / "validate" / "text.json").read_text())
-    assert validated["long_captions"]["clip"], "the data validation counts long captions per model"
+    counted = validated["long_captions"]["fp-tiny-vit"]     # per architecture, with the models that use it
+    assert counted["models"] == ["clip"] and counted["context"] == 24
+    assert counted["files"][str(real_run.parents[2] / "real_format_data" / "captions.txt")][
+        "longer_with_clip4dm_template"] > 0
 
 
 def test_sparse_decomposes_cifar10_with_the_vocabulary_file(real_run):

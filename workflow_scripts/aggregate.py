@@ -449,9 +449,23 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out_dir)
     for name, df in tables.items():
         log.info("%s: %d rows", name, len(df))
+        df = with_note(df, EMPTY_REASONS.get(name, NO_ROWS))
         write_table(df, out / f"{name}.parquet")
         write_table(df, out / f"{name}.csv")
     return 0
+
+
+# Why a table can have no rows: written as one row whose `note` says why, so that the report says it.
+NO_ROWS = "no rows: this config has none of the runs this table is made of"
+EMPTY_REASONS = {
+    "exp1_projections": "no initial projections: only models pretrained in the DAG (source: embedded) record their "
+                        "initialisation; imported checkpoints (source: checkpoint) have none",
+}
+
+
+def with_note(table: pd.DataFrame, reason: str) -> pd.DataFrame:
+    """The table itself, or, when it has no rows, a one-row table whose `note` says why."""
+    return table if len(table) else pd.DataFrame({"note": [reason]})
 
 
 if __name__ == "__main__":

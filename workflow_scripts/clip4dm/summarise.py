@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..aggregate import with_note
 from ..errors import InputError
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,6 @@ def with_rate_note(rate: pd.DataFrame) -> pd.DataFrame:
     if len(rate) and estimates and rate[estimates].isna().all().all():
         return rate.assign(note=NO_NULL)
     return rate
-
-
-def with_note(table: pd.DataFrame, reason: str) -> pd.DataFrame:
-    """The table itself, or, when it has no rows, a one-row table whose `note` says why."""
-    return table if len(table) else pd.DataFrame({"note": [reason]})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..aggregate import metric_bounds
+from ..aggregate import NO_ROWS, metric_bounds, with_note
 from ..errors import InputError
 from ..io import load_npz, run_cli, setup_logging, write_table
 from ..intervals import bootstrap_mean_ci, t_interval
@@ -204,6 +204,11 @@ def figures(summary: pd.DataFrame, grams: pd.DataFrame, runs: list[dict], langua
     plt.close(fig)
 
 
+# Why a table can have no rows (written as one row whose `note` says why)
+NO_ZERO_SHOT = ("no zero-shot evaluation: multilingual.evaluate.zero_shot_sets is empty (per-language prompts exist "
+                "for the embedded world's shape and colour sets only)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..config import load_config
 
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
               pd.concat([run_table(summary, runs, "pivot"), run_table(summary, runs, "direct")], ignore_index=True),
               run_table(summary, runs, "zero_shot"), run_table(summary, runs, "diagnostics"), gram_table(grams, runs)]
     for table, path in zip(tables, args.tables):
-        write_table(table, path)
+        write_table(with_note(table, NO_ZERO_SHOT if path.endswith("zero_shot.csv") else NO_ROWS), path)
     figures(summary, grams, runs, languages, args.figures)
     head = tables[1]
     for r in head.itertuples():

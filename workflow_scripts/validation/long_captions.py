@@ -12,8 +12,11 @@ so a prompted caption's count is the template's tokens plus the caption's.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .problems import Problems
@@ -32,21 +35,49 @@ class Context:
     length: int
 
 
+def _open_clip_file(*parts: str) -> Path:
+    """A file of the installed open_clip package, found without importing it."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("open_clip is not installed")
+    return Path(list(spec.submodule_search_locations)[0], *parts)
+
+
+def _simple_tokenizer(context_length: int):
+    """open_clip's BPE tokenizer (SimpleTokenizer, its own vocabulary file), loaded from its module alone.
+
+    Why: importing the open_clip package also imports torchvision and its models, about 5 s of CPU on a 2-core
+    machine, in a validation job that needs the tokenizer only (the tests compare its counts with
+    open_clip.get_tokenizer's)."""
+    module_spec = importlib.util.spec_from_file_location("_open_clip_tokenizer", _open_clip_file("tokenizer.py"))
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.SimpleTokenizer(context_length=context_length)
+
+
+def _text_config(arch: str) -> dict | None:
+    """The text_cfg of `arch` from its JSON (the workflow's embedded configs, then open_clip's), or None."""
+    for path in (Path(__file__).resolve().parents[1] / "model_configs" / f"{arch}.json",
+                 _open_clip_file("model_configs", f"{arch}.json")):
+        if path.exists():
+            return json.loads(path.read_text(encoding="utf-8")).get("text_cfg", {})
+    return None
+
+
 def model_contexts(models: dict[str, dict]) -> tuple[list[Context], list[str]]:
     """(one context per architecture whose tokenizer is open_clip's BPE tokenizer, names of the models with
-    another tokenizer), from a config's `models` section."""
-    from ..models import get_tokenizer
-
+    another tokenizer or an architecture without a JSON config), from a config's `models` section."""
     by_arch: dict[str, list[str]] = {}
     for name, spec in models.items():
         by_arch.setdefault(spec["arch"], []).append(name)
     contexts, skipped = [], []
     for arch, names in by_arch.items():
-        tokenizer = get_tokenizer(arch)
-        if not hasattr(tokenizer, "encode") or not hasattr(tokenizer, "context_length"):
+        text_cfg = _text_config(arch)
+        if text_cfg is None or text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name"):
             skipped += names
             continue
-        contexts.append(Context(tuple(names), arch, tokenizer, int(tokenizer.context_length)))
+        length = int(text_cfg.get("context_length", 77))
+        contexts.append(Context(tuple(names), arch, _simple_tokenizer(length), length))
     return contexts, skipped
 
 
