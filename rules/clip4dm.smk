@@ -20,7 +20,7 @@ C4_MODELS = [m for m in TOWER_MODELS if m in FIRST_PRETRAINING_MODELS]
 C4_DETECT = c4_paths.detector_models(config)
 C4_FOILS = bool(config["world"]["enabled"] and config["data"]["heldout_csv"])
 C4_CORE = (  # the modules every CLIP4DM job runs
-    "clip4dm.pipeline", "clip4dm.words", "clip4dm.attention", "clip4dm.tower",
+    "clip4dm.pipeline", "clip4dm.token_table", "clip4dm.words", "clip4dm.attention", "clip4dm.tower",
     "clip4dm.attributions", "clip4dm.scores", "clip4dm.metrics", "models",
 )
 

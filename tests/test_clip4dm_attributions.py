@@ -213,7 +213,8 @@ def test_localisation_scores_foils_as_the_original_loop(model, tokenizer, mode):
     from clip4dm_reference import most_negative_result, one_pair, threshold_result
 
     from workflow_scripts.clip4dm.localise import score_foils
-    from workflow_scripts.clip4dm.pipeline import Pack, TokenTable
+    from workflow_scripts.clip4dm.pipeline import Pack
+    from workflow_scripts.clip4dm.token_table import TokenTable
     from workflow_scripts.clip4dm.tower import TextTower
 
     foils = pd.DataFrame({"image": [0, 0, 1, 1], "kind": ["original", "foil", "original", "foil"],

@@ -91,7 +91,8 @@ def test_colour_foils_are_localised_far_above_chance(pretrained):
     from scipy import stats
 
     from workflow_scripts.clip4dm.foils import foil_table, heldout_scenes
-    from workflow_scripts.clip4dm.pipeline import TokenTable, embed_images, score_pairs
+    from workflow_scripts.clip4dm.pipeline import embed_images, score_pairs
+    from workflow_scripts.clip4dm.token_table import TokenTable
     from workflow_scripts.clip4dm.scores import score_table
     from workflow_scripts.clip4dm.tower import TextTower
     from workflow_scripts.data import load_image_array, read_pairs_csv, to_model_input

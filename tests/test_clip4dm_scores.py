@@ -207,7 +207,8 @@ def test_detection_null_is_scored_with_the_detection_mode(mode):
     """The rate estimate's null (held-out aligned pairs) is recomputed from the pack's held-out attributions
     with the detection's F-CLIPScore mode, equal to the plain rules of the original."""
     from workflow_scripts.clip4dm.detect import heldout_null
-    from workflow_scripts.clip4dm.pipeline import Pack, TokenTable, ragged_arrays
+    from workflow_scripts.clip4dm.pipeline import Pack, ragged_arrays
+    from workflow_scripts.clip4dm.token_table import TokenTable
     from workflow_scripts.models import get_tokenizer
 
     captions = ["a red circle, top left.", "two blue stars", "a small - green box !", "three... rhombi"]

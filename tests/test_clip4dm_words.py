@@ -137,7 +137,7 @@ def test_bad_captions_and_rules_are_named(tokenizer):
 def test_token_table_lists_every_long_caption_or_cuts_and_logs_each(tokenizer, caplog):
     """long_captions error: one error listing every long caption and the setting that cuts them;
     truncate: each cut caption logged and recorded, the others untouched."""
-    from workflow_scripts.clip4dm.pipeline import TokenTable
+    from workflow_scripts.clip4dm.token_table import TokenTable
 
     captions = ["a red circle", "a red circle in the top left on a striped background",
                 "two blue squares at the bottom right on a plain grey background", "a star"]
@@ -160,7 +160,7 @@ def test_token_table_lists_every_long_caption_or_cuts_and_logs_each(tokenizer, c
 def test_token_table_keeps_its_word_rule_through_arrays(tokenizer):
     """The pack's table remembers the rule it was tokenized with; a table saved before the rule existed
     reads as `cleaned` (how it was made)."""
-    from workflow_scripts.clip4dm.pipeline import TokenTable
+    from workflow_scripts.clip4dm.token_table import TokenTable
 
     for rule in ("original", "cleaned"):
         table = TokenTable(TEMPLATE, 24, "fp-tiny-vit", tokenizer=tokenizer, words=rule)

@@ -11,7 +11,8 @@ Modules, one concept each:
 - `foils`: FOIL-style one-word foils on the embedded world's held-out images.
 - `readers`: the FOIL / nocaps-FOIL / HAT JSON formats (local files only).
 - `metrics`: AP / AUROC, localisation accuracy, span matching, misalignment-rate estimation.
-- `pipeline`: loading a model and image embeddings, scoring caption lists (shared by the CLIs).
+- `token_table`: every scored caption tokenized once per model (its word map, whether it was cut), stored in the pack.
+- `pipeline`: the per-model pack, loading a model and image embeddings, scoring caption lists (shared by the CLIs).
 - CLIs: `calibrate`, `detect`, `localise`, `realdata`, `summarise`, `render`.
 
 docs/clip4dm.md: the method, running on real files, the remaining deviations from the original code.

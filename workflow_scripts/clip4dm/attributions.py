@@ -85,7 +85,7 @@ class Attributor:
 
     def tokenize(self, captions: list[str], where: list[str] | None = None) -> list[Tokenized]:
         """Tokenize every caption (errors name `where[i]`, e.g. 'file:line'); distinct captions once."""
-        from .pipeline import TokenTable
+        from .token_table import TokenTable
 
         table = TokenTable(self.template, self.context, "", self.truncate, tokenizer=self.tokenizer, words=self.words)
         return table.items(captions, where)

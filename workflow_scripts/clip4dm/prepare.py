@@ -98,7 +98,7 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
     from ..io import load_npz, save_npz, write_json
     from ..models import Head, load_model
     from .foils import foil_table, heldout_scenes
-    from .pipeline import TokenTable
+    from .token_table import TokenTable
     from .tower import TextTower
 
     settings = config["clip4dm"]

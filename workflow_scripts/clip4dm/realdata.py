@@ -94,7 +94,8 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
     from ..distributed import config_device
     from ..models import Head, image_features, load_model, preprocess_config
     from .metrics import span_correct
-    from .pipeline import Pack, TokenTable, embed_images, score_pairs
+    from .pipeline import Pack, embed_images, score_pairs
+    from .token_table import TokenTable
     from .readers import read_items
     from .scores import score_table
     from .tower import TextTower
