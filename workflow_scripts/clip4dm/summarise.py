@@ -144,6 +144,12 @@ def truncated_table(calibration: list[dict], real: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "scored_in", "caption"])
 
 
+def scalar_table(records: list[dict]) -> pd.DataFrame:
+    """One row per record, its scalar fields (lists and nested dicts, e.g. truncated_captions, by_group,
+    have their own tables)."""
+    return pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in records])
+
+
 def with_rate_note(rate: pd.DataFrame) -> pd.DataFrame:
     """The rate table, with a `note` when no row has an estimated rate (no held-out pairs)."""
     estimates = [c for c in ("estimated_rate_fclipscore", "estimated_rate_clipscore") if c in rate]
@@ -180,8 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     loc = localisation_table(read_tables(args.localisation, required=())) if args.localisation else pd.DataFrame()
     calib_json = [read_json(p) for p in args.calibration]
     real_json = [read_json(p) for p in args.real]
-    calib = pd.DataFrame([{k: v for k, v in c.items() if not isinstance(v, (dict, list))} for c in calib_json])
-    real = pd.DataFrame([{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in real_json])
+    calib, real = scalar_table(calib_json), scalar_table(real_json)
     for name, table in (("clip4dm_detection", det), ("clip4dm_rate", rate), ("clip4dm_localisation", loc),
                         ("clip4dm_calibration", calib), ("clip4dm_real", real),
                         ("clip4dm_truncated", truncated_table(calib_json, real_json))):

@@ -151,8 +151,9 @@ def validate_images(image_root: str, csvs: list[tuple[str, str]], folders: list[
     problems.raise_if_any("data check")
     table = manifest_table(sets + [r[0] for r in set_rows], paths + [r[1] for r in set_rows],
                            records + [r[2] for r in set_rows])
+    torchvision_names = {name for name, _ in torchvision}
     for name, group in table.groupby("set", sort=False):
-        if name in dict(torchvision):
+        if name in torchvision_names:
             continue
         log.info("%s: %d images (%d files); formats %s; modes %s; width %d-%d, height %d-%d", name, len(group),
                  group["file"].nunique(), dict(Counter(group["format"])), dict(Counter(group["mode"])),
@@ -160,12 +161,11 @@ def validate_images(image_root: str, csvs: list[tuple[str, str]], folders: list[
     return table
 
 
-def _torchvision_sets(config_path: str, names: list[str]) -> tuple[list[tuple[str, dict]], list[str]]:
+def _torchvision_sets(config: dict, config_path: str, names: list[str]) -> tuple[list[tuple[str, dict]], list[str]]:
     """(name, spec) of the named torchvision sets of a config, and its evaluate.templates."""
-    from ..config import load_config
     from ..evalsets import TORCHVISION_SETS
 
-    ev = load_config(config_path)["evaluate"]
+    ev = config["evaluate"]
     out = []
     for name in names:
         spec = ev["sets"].get(name)
@@ -175,11 +175,9 @@ def _torchvision_sets(config_path: str, names: list[str]) -> tuple[list[tuple[st
     return out, list(ev["templates"])
 
 
-def _benchmarks(config_path: str, names: list[str]) -> list[tuple[str, dict]]:
+def _benchmarks(config: dict, config_path: str, names: list[str]) -> list[tuple[str, dict]]:
     """(name, spec) of the named CLIP4DM real benchmarks of a config."""
-    from ..config import load_config
-
-    real = load_config(config_path)["clip4dm"]["real_data"]
+    real = config["clip4dm"]["real_data"]
     unknown = [n for n in names if n not in real]
     if unknown:
         raise InputError(f"--benchmark {unknown[0]}: {config_path} has no clip4dm.real_data.{unknown[0]}")
@@ -215,12 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "images" and (args.torchvision or args.benchmark) and not args.config:
         parser.error("--torchvision and --benchmark need --config")
     setup_logging()
-    if args.command == "text":
-        config = None
-        if args.config:
-            from ..config import load_config
+    config = None
+    if args.config:
+        from ..config import load_config
 
-            config = load_config(args.config)
+        config = load_config(args.config)
+    if args.command == "text":
         summary = validate_text(args.train_csv, args.captions, args.rewrites, args.heldout_csv, args.max_problems,
                                 config)
         log.info("text files: %s", summary)
@@ -228,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.changed and Path(args.changed).exists() and Path(args.changed).stat().st_size:
         log.info("images changed since the last manifest:\n%s", Path(args.changed).read_text(encoding="utf-8"))
-    torchvision, templates = _torchvision_sets(args.config, args.torchvision) if args.torchvision else ([], ["{c}"])
-    benchmarks = _benchmarks(args.config, args.benchmark) if args.benchmark else []
+    torchvision, templates = (_torchvision_sets(config, args.config, args.torchvision) if args.torchvision
+                              else ([], ["{c}"]))
+    benchmarks = _benchmarks(config, args.config, args.benchmark) if args.benchmark else []
     table = validate_images(args.image_root, _named(args.csv, "--csv"), _named(args.imagefolder, "--imagefolder"),
                             args.workers, args.max_problems, torchvision, templates, benchmarks)
     write_table(table, args.out)
