@@ -56,14 +56,14 @@ bench: $(VENV)/.installed
 # place `snakemake --profile slurm` looks; $$XDG_CONFIG_HOME/snakemake/slurm where that is set).
 #   make slurm-profile PARTITION=cpu GPU_PARTITION=gpu ACCOUNT=my_account GPU_MODEL=a100 [STATUS=squeue] [FORCE=1]
 slurm-profile: $(VENV)/.installed
-	python -m workflow_scripts.preflight write-profile --partition "$(PARTITION)" \
+	python -m workflow_scripts.cluster.preflight write-profile --partition "$(PARTITION)" \
 	    --gpu-partition "$(GPU_PARTITION)" --account "$(ACCOUNT)" --gpu-model "$(GPU_MODEL)" \
 	    $(if $(STATUS),--status-command $(STATUS)) $(if $(FORCE),--force)
 
 # Cluster dry run + site checks (partitions, accounts, status command); prints each rule's sbatch options.
 #   make preflight ARGS="--configfile my_cluster.yaml"
 preflight: $(VENV)/.installed
-	python -m workflow_scripts.preflight check --profile $(PROFILE) $(ARGS)
+	python -m workflow_scripts.cluster.preflight check --profile $(PROFILE) $(ARGS)
 
 # On a GPU machine: the GPU code paths against their CPU counterparts (bench/gpu_check.py).
 gpu-check: $(VENV)/.installed

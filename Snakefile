@@ -1,7 +1,7 @@
 # Feature purity and caption misalignment in CLIP models: the reference workflow.
 #
 #   snakemake --profile profiles/default            # embedded default, ends with results/report.html via make run
-#   snakemake --workflow-profile profiles/slurm     # the same DAG on a SLURM GPU cluster
+#   snakemake --profile slurm                       # the same DAG on a SLURM GPU cluster (docs/cluster.md)
 #
 # DAG: world -> caption neighbours -> swapped captions per (strategy, Cs) -> training CSVs ->
 #      pretrain/convert models -> feature cache -> projection fine-tunes -> purity / zero-shot /
@@ -34,13 +34,13 @@ wildcard_constraints:
     evalset="|".join(EVAL_SETS),
 
 
-include: "rules/validate.smk"
+include: "rules/validation.smk"
 include: "rules/world.smk"
 include: "rules/misalign.smk"
 include: "rules/models.smk"
 include: "rules/finetune.smk"
 include: "rules/evaluate.smk"
-include: "rules/figures.smk"
+include: "rules/report.smk"
 include: "rules/multilingual.smk"
 include: "rules/clip4dm.smk"
 include: "rules/sparse.smk"

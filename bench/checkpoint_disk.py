@@ -2,7 +2,7 @@
 
 Baseline (named, measured in the same run): the whole-model checkpoint a fine-tune used to write (every
 tower parameter, as the original train.py saves it). Ours: the two projection matrices plus the pretrained
-checkpoint's identity (path + sha256), from which `python -m workflow_scripts.checkpoints CKPT --out FULL.pt`
+checkpoint's identity (path + sha256), from which `python -m workflow_scripts.models.checkpoints CKPT --out FULL.pt`
 rebuilds the whole model on demand. Both written with the fine-tune's own `checkpoints.save_checkpoint`,
 for the study's architecture (ViT-B/16, the real-data example) and the embedded one, and scaled to the
 real-data example's fine-tune count.
@@ -21,8 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow_scripts.checkpoints import save_checkpoint  # noqa: E402
-from workflow_scripts.models import build_model, projection_parameters  # noqa: E402
+from workflow_scripts.models.checkpoints import save_checkpoint  # noqa: E402
+from workflow_scripts.models.clip import build_model, projection_parameters  # noqa: E402
 
 
 def sizes(arch: str, directory: Path) -> tuple[int, int]:

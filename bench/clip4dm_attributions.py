@@ -33,8 +33,8 @@ from clip4dm_reference import TEMPLATE, one_pair  # noqa: E402
 
 from workflow_scripts.clip4dm.attributions import Attributor  # noqa: E402
 from workflow_scripts.clip4dm.tower import TextTower  # noqa: E402
-from workflow_scripts.models import build_model, get_tokenizer, load_model  # noqa: E402
-from workflow_scripts.world import training_examples  # noqa: E402
+from workflow_scripts.models.clip import build_model, get_tokenizer, load_model  # noqa: E402
+from workflow_scripts.world.synthetic import training_examples  # noqa: E402
 
 ARCH = "fp-tiny-vit"
 

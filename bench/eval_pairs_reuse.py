@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from realdata import build, example_config, write_checkpoints
-    from workflow_scripts.config import load_config
-    from workflow_scripts.evaluate import extract_eval_features
-    from workflow_scripts.features import extract
+    from workflow_scripts.common.config import load_config
+    from workflow_scripts.evaluate.run import extract_eval_features
+    from workflow_scripts.finetune.features import extract
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:

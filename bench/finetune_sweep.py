@@ -30,13 +30,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow_scripts import finetune, misalign, similarity  # noqa: E402
-from workflow_scripts.checkpoints import save_checkpoint  # noqa: E402
-from workflow_scripts.config import format_cs, load_config  # noqa: E402
-from workflow_scripts.features import extract, load_feature_cache  # noqa: E402
-from workflow_scripts.io import setup_logging  # noqa: E402
-from workflow_scripts.models import build_model  # noqa: E402
-from workflow_scripts.world import generate_world  # noqa: E402
+from workflow_scripts.finetune import train as finetune  # noqa: E402
+from workflow_scripts.misalign import similarity, swap  # noqa: E402
+from workflow_scripts.models.checkpoints import save_checkpoint  # noqa: E402
+from workflow_scripts.common.config import format_cs, load_config  # noqa: E402
+from workflow_scripts.finetune.features import extract, load_feature_cache  # noqa: E402
+from workflow_scripts.common.io import setup_logging  # noqa: E402
+from workflow_scripts.models.clip import build_model  # noqa: E402
+from workflow_scripts.world.synthetic import generate_world  # noqa: E402
 
 
 def _worker_init(threads: int) -> None:
@@ -64,7 +65,9 @@ def _flops(fn) -> int:
 def arithmetic(spec: dict, n_images: int, n_texts: int, steps: int, batch: int) -> tuple[float, float]:
     """(extraction, sweep) floating-point operations, counted by torch's FlopCounterMode on one batch
     of the towers and one fine-tune step: what the two sides cost at equal arithmetic efficiency."""
-    from workflow_scripts.models import Head, get_tokenizer, image_features, preprocess_config, text_features
+    from workflow_scripts.models.clip import (
+        Head, get_tokenizer, image_features, preprocess_config, text_features,
+    )
 
     model = build_model(spec["arch"]).eval()
     size = preprocess_config(model, spec)["image_size"]
@@ -142,12 +145,12 @@ def main() -> int:
         for strategy in cfg["misalign"]["strategies"]:
             labels = [format_cs(c) for c in cfg["misalign"]["cs_values"]]
             caps = [str(tmp / f"{strategy}_{c}.txt") for c in labels]
-            misalign.main(["swap", "--config", str(cfg_path), "--captions", cfg["data"]["captions"],
+            swap.main(["swap", "--config", str(cfg_path), "--captions", cfg["data"]["captions"],
                            "--neighbours", str(nbrs), "--strategy", strategy, "--cs", *labels,
                            "--out-captions", *caps, "--out-manifest", *[c + ".parquet" for c in caps]])
             for label, cap in zip(labels, caps):
                 csvs[(strategy, label)] = str(tmp / f"{strategy}_{label}.csv")
-                misalign.main(["assemble", "--train-csv", cfg["data"]["train_csv"], "--captions", cap,
+                swap.main(["assemble", "--train-csv", cfg["data"]["train_csv"], "--captions", cap,
                                "--out", csvs[(strategy, label)]])
         stage1 = time.perf_counter() - t0
 

@@ -20,7 +20,7 @@ What it runs and prints (exit status 1 if a comparison fails):
      and the zero-shot top-1 accuracy of both per evaluation set;
    - the end2end fine-tune (towers in the loop): max abs difference of the projections and final loss;
    - the neighbour file of the GPU run against the CPU run's (identical).
-3. The fine-tune's optimizer (workflow_scripts/adamw.py, torch's functional AdamW update) against
+3. The fine-tune's optimizer (workflow_scripts/finetune/adamw.py, torch's functional AdamW update) against
    torch.optim.AdamW on CUDA, where torch picks its foreach kernels for both: identical parameters
    after every one of 25 steps.
 4. NCCL: with >= 2 GPUs the fine-tune again with finetune.gpus: 2 (torchrun, 2 processes, NCCL), its
@@ -112,9 +112,9 @@ def real_texts(n: int) -> tuple[list[str], str]:
 def check_neighbours(n: int, threads: int, check: Check) -> None:
     from similarity import tfidf_params
 
-    from workflow_scripts.captions import normalise_all
-    from workflow_scripts.similarity import neighbours
-    from workflow_scripts.tfidf import tfidf_matrix
+    from workflow_scripts.misalign.captions import normalise_all
+    from workflow_scripts.misalign.similarity import neighbours
+    from workflow_scripts.misalign.tfidf import tfidf_matrix
 
     texts, name = real_texts(n)
     print(f"\n1. Neighbour lists, {n} texts ({name}), top-10", flush=True)
@@ -250,7 +250,7 @@ def check_adamw(check: Check, steps: int = 25, device: str = "cuda") -> None:
     test of this check itself)."""
     import torch
 
-    from workflow_scripts.adamw import AdamW
+    from workflow_scripts.finetune.adamw import AdamW
 
     print(f"\n== fine-tune optimizer on {device}: adamw.AdamW vs torch.optim.AdamW", flush=True)
     g = torch.Generator(device=device).manual_seed(0)

@@ -20,13 +20,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workflow_scripts import pruning  # noqa: E402
-from workflow_scripts.config import validate_config  # noqa: E402
-from workflow_scripts.evaluate import embed_images, text_encoder  # noqa: E402
-from workflow_scripts.evalsets import open_set  # noqa: E402
-from workflow_scripts.models import build_model, get_tokenizer, load_model, preprocess_config, projection_matrices  # noqa: E402
-from workflow_scripts.world import generate_world  # noqa: E402
-from workflow_scripts.zeroshot import zero_shot_classifier  # noqa: E402
+from workflow_scripts.evaluate import pruning  # noqa: E402
+from workflow_scripts.common.config import validate_config  # noqa: E402
+from workflow_scripts.evaluate.run import embed_images, text_encoder  # noqa: E402
+from workflow_scripts.common.evalsets import open_set  # noqa: E402
+from workflow_scripts.models.clip import (
+    build_model, get_tokenizer, load_model, preprocess_config, projection_matrices,
+)  # noqa: E402
+from workflow_scripts.world.synthetic import generate_world  # noqa: E402
+from workflow_scripts.evaluate.zeroshot import zero_shot_classifier  # noqa: E402
 
 SETS = ("shape", "shape_colour")
 

@@ -10,7 +10,7 @@ texts). If apt is unavailable the script says so and falls back to docstring/com
 installed Python packages (also real English, but a different corpus: numbers are not comparable).
 
 compare: TF-IDF once (timed separately), then top-10 neighbours of every text by
-  - ours: workflow_scripts.similarity.neighbours (exact), backend cpu (the default: numba exact scan)
+  - ours: workflow_scripts.misalign.similarity.neighbours (exact), backend cpu (the default: numba exact scan)
     and backend sparse_dot_topn (sparse_dot_topn candidates + exactness proof),
   - baseline: sklearn NearestNeighbors(metric="cosine", algorithm="brute").kneighbors (self dropped),
   - and sparse_dot_topn alone (top-11, no exactness proof) for reference,
@@ -131,14 +131,14 @@ def scaled_texts(base: list[str], n: int, seed: int = 0) -> list[str]:
 
 
 def tfidf_params() -> dict:
-    from workflow_scripts.config import load_config
+    from workflow_scripts.common.config import load_config
 
     return load_config(REPO / "config.yaml")["misalign"]["tfidf"]
 
 
 def product_entries(X) -> float:
     """E = sum over distinct rows of the document frequencies of their terms (block product size)."""
-    from workflow_scripts.similarity import unique_rows
+    from workflow_scripts.misalign.similarity import unique_rows
 
     reps = unique_rows(X)[0]
     U = X[reps]
@@ -148,7 +148,7 @@ def product_entries(X) -> float:
 
 def agreement(ids_ours, ids_sk, X, k) -> tuple[int, int, int]:
     """(identical sets, tie-equivalent sets, real mismatches) over all rows."""
-    from workflow_scripts.similarity import pair_scores
+    from workflow_scripts.misalign.exact_search import pair_scores
 
     n = ids_ours.shape[0]
     same = tie = bad = 0
@@ -171,9 +171,9 @@ def compare(n: int, threads: int) -> None:
     from sklearn.neighbors import NearestNeighbors
     from sparse_dot_topn import sp_matmul_topn
 
-    from workflow_scripts.captions import normalise_all
-    from workflow_scripts.similarity import neighbours
-    from workflow_scripts.tfidf import tfidf_matrix
+    from workflow_scripts.misalign.captions import normalise_all
+    from workflow_scripts.misalign.similarity import neighbours
+    from workflow_scripts.misalign.tfidf import tfidf_matrix
 
     texts, name = base_texts()
     if len(texts) < n:
@@ -213,18 +213,18 @@ def compare(n: int, threads: int) -> None:
 
 def run_stage(captions: Path, work: Path, threads: int) -> dict:
     """Run the stage CLIs like the rules do; wall time and peak RSS per step."""
-    from workflow_scripts.config import format_cs, load_config
+    from workflow_scripts.common.config import format_cs, load_config
 
     cfg = load_config(REPO / "config.yaml")
     cs = [format_cs(c) for c in cfg["misalign"]["cs_values"]]
     env = dict(os.environ, PYTHONPATH=str(REPO))
     npz = work / "tfidf_neighbours.npz"
-    steps = {"neighbours": [sys.executable, "-m", "workflow_scripts.similarity", "--config", str(REPO / "config.yaml"),
+    steps = {"neighbours": [sys.executable, "-m", "workflow_scripts.misalign.similarity", "--config", str(REPO / "config.yaml"),
                             "--captions", str(captions), "--out", str(npz), "--threads", str(threads),
                             "--log", str(work / "neighbours.log")]}
     for strategy in cfg["misalign"]["strategies"]:
         steps[f"swaps_{strategy}"] = [
-            sys.executable, "-m", "workflow_scripts.misalign", "swap", "--config", str(REPO / "config.yaml"),
+            sys.executable, "-m", "workflow_scripts.misalign.swap", "swap", "--config", str(REPO / "config.yaml"),
             "--captions", str(captions), "--neighbours", str(npz), "--strategy", strategy, "--cs", *cs,
             "--out-captions", *[str(work / strategy / f"Cs{c}" / "captions.txt") for c in cs],
             "--out-manifest", *[str(work / strategy / f"Cs{c}" / "swaps.parquet") for c in cs],
@@ -248,8 +248,8 @@ def run_stage(captions: Path, work: Path, threads: int) -> dict:
 
 
 def scale(sizes: list[int], threads: int) -> None:
-    from workflow_scripts.captions import normalise_all
-    from workflow_scripts.tfidf import tfidf_matrix
+    from workflow_scripts.misalign.captions import normalise_all
+    from workflow_scripts.misalign.tfidf import tfidf_matrix
 
     base, name = base_texts()
     print(f"corpus: {name}, perturbed copies beyond {len(base)} (module docstring); {threads} threads")

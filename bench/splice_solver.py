@@ -28,8 +28,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workflow_scripts.evaluate import SEP, load_projections  # noqa: E402
-from workflow_scripts.io import load_npz  # noqa: E402
+from workflow_scripts.evaluate.run import SEP, load_projections  # noqa: E402
+from workflow_scripts.common.io import load_npz  # noqa: E402
 from workflow_scripts.sparse import centring, solver  # noqa: E402
 from workflow_scripts.sparse.evaluate import checkpoint_dictionary  # noqa: E402
 

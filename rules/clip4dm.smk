@@ -7,7 +7,7 @@
 #   clip4dm_localise   per model: FOIL-style localisation on held-out images (pretrained + its fine-tunes)
 #   clip4dm_realdata   per (real benchmark, model), only when clip4dm.real_data names local files
 #   clip4dm_summary    tables over replicates, figures and example captions for the report
-# workflow_scripts/clip4dm/; README "Dense misalignment detection (CLIP4DM)".
+# workflow_scripts/clip4dm/; docs/clip4dm.md.
 
 from workflow_scripts.clip4dm import paths as c4_paths
 
@@ -21,7 +21,7 @@ C4_DETECT = c4_paths.detector_models(config)
 C4_FOILS = bool(config["world"]["enabled"] and config["data"]["heldout_csv"])
 C4_CORE = (  # the modules every CLIP4DM job runs
     "clip4dm.pipeline", "clip4dm.token_table", "clip4dm.words", "clip4dm.attention", "clip4dm.tower",
-    "clip4dm.attributions", "clip4dm.scores", "clip4dm.metrics", "models",
+    "clip4dm.attributions", "clip4dm.scores", "clip4dm.metrics", "models/clip",
 )
 
 
@@ -29,8 +29,8 @@ rule clip4dm_prepare:
     input:
         unpack(lambda w: c4_paths.prepare_inputs(config, w.model, PRETRAINED, EVAL_FEATURES, FEATURE_CACHE,
                                                  TRUE_ATTRIBUTES)),
-        code=code(*C4_CORE, "clip4dm.prepare", "clip4dm.foils", "features", "checkpoints", "world",
-                  "effective", "captions", "data", "evaluate"),
+        code=code(*C4_CORE, "clip4dm.prepare", "clip4dm.foils", "finetune/features", "models/checkpoints", "world/synthetic",
+                  "misalign/effective", "misalign/captions", "common/data", "evaluate/run"),
     output:
         pack=f"{C4}/{{model}}/pack.npz",
         calibration=f"{C4}/{{model}}/calibration.json",
@@ -56,7 +56,7 @@ rule clip4dm_prepare:
 
 rule clip4dm_detect:
     input:
-        code=code(*C4_CORE, "clip4dm.detect", "effective", "world", "captions", "aggregate"),
+        code=code(*C4_CORE, "clip4dm.detect", "misalign/effective", "world/synthetic", "misalign/captions", "report/aggregate"),
         pack=f"{C4}/{{model}}/pack.npz",
         captions=f"{SWAPS_DIR}/captions.txt",
         manifest=f"{SWAPS_DIR}/swaps.parquet",
@@ -91,7 +91,7 @@ rule clip4dm_detect:
 
 rule clip4dm_localise:
     input:
-        code=code(*C4_CORE, "clip4dm.localise", "clip4dm.prepare", "checkpoints"),
+        code=code(*C4_CORE, "clip4dm.localise", "clip4dm.prepare", "models/checkpoints"),
         pack=f"{C4}/{{model}}/pack.npz",
         finetuned=lambda w: [r[3] for r in c4_paths.finetunes(config, w.model, FINETUNE_RUNS, SEEDS, FINETUNE_DIR)],
     output:
@@ -125,7 +125,7 @@ C4_REAL = c4_paths.real_runs(config)
 rule clip4dm_realdata:
     input:
         unpack(lambda w: c4_paths.real_inputs(config, w.c4set)),
-        code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "data", "checkpoints", "distributed"),
+        code=code(*C4_CORE, "clip4dm.realdata", "clip4dm.readers", "common/data", "models/checkpoints", "common/distributed"),
         validated=VALIDATED["eval"],  # the benchmark's images, checked by validate_eval_images
         checkpoint=PRETRAINED,
         pack=f"{C4}/{{model}}/pack.npz",
@@ -184,8 +184,8 @@ C4_REPORT = {
 
 rule clip4dm_summary:
     input:
-        code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "intervals", "figures",
-                  "data", "aggregate"),
+        code=code("clip4dm.summarise", "clip4dm.render", "clip4dm.detect", "clip4dm.metrics", "common/intervals", "report/figures",
+                  "common/data", "report/aggregate"),
         detect=C4_DETECT_RUNS,
         scores=[p.replace("metrics.json", "scores.parquet") for p in C4_DETECT_RUNS],
         localisation=expand(f"{C4}/{{model}}/localisation.parquet", model=C4_MODELS) if C4_FOILS else [],

@@ -11,7 +11,8 @@ from snakemake_interface_executor_plugins.settings import DeploymentMethod
 # (`pip install -e .`, done by `make install`); the workflow's own imports below use its source tree.
 sys.path.insert(0, workflow.basedir)
 
-from workflow_scripts.config import (
+from workflow_scripts.common.code_inputs import code_files
+from workflow_scripts.common.config import (
     CONTROL_STRATEGY as CONTROL,
     base_model,
     canonical,
@@ -91,14 +92,13 @@ def source_file(*parts):
     return rel if not rel.startswith("..") else path
 
 
-def code(*modules):
-    """The Python files a rule runs (listed as inputs so that editing them triggers reruns). Modules of
-    a subpackage as "pkg.module" or "pkg/module"; a subpackage's __init__ comes with its modules."""
-    shared = ("__init__", "io", "config", "errors")
-    names = [m.replace(".", "/") for m in modules]
-    packages = [f"{os.path.dirname(m)}/__init__" for m in names if "/" in m]
-    names = dict.fromkeys(names + packages + list(shared))
-    return [source_file("workflow_scripts", f"{m}.py") for m in names]
+def code(*modules, follow_imports=True):
+    """The Python files a job runs, listed as its inputs so that editing them re-runs it. They are the modules
+    named ("package/module"), the shared plumbing (common/io, config, errors) and, with follow_imports,
+    every module they import, lazily or not (workflow_scripts/common/code_inputs.py)."""
+    shared = ("common/io", "common/config", "common/errors")
+    files = code_files(Path(workflow.basedir) / "workflow_scripts", modules + shared, follow_imports)
+    return [source_file("workflow_scripts", f) for f in files]
 
 
 def model_spec(wildcards):
@@ -129,7 +129,7 @@ def mem_mb(base):
 
 WORLD = f"{RESULTS}/world"
 MISALIGN = f"{RESULTS}/misalign"
-MISALIGN_CODE = code("misalign", "similarity", "tfidf", "captions", "data")
+MISALIGN_CODE = code("misalign/swap", "misalign/similarity", "misalign/tfidf", "misalign/captions", "common/data")
 # The neighbour search asks for a GPU only when the config says it must run on CuPy.
 MISALIGN_GPU = 1 if config["misalign"]["backend"] == "cupy" else 0
 # Snakemake silently lowers a job's `gpu` request to a global cap (--resources gpu=N), and the GPU rules
@@ -223,7 +223,7 @@ PRETRAIN_EVAL_SETS = WORLD_SETS if config["world"]["enabled"] else []
 
 def model_config_file(arch):
     """The embedded JSON config of an architecture (an input, so editing it retrains), or nothing."""
-    path = source_file("workflow_scripts", "model_configs", f"{arch}.json")
+    path = source_file("workflow_scripts", "models", "model_configs", f"{arch}.json")
     return [path] if os.path.exists(path) else []
 
 

@@ -21,7 +21,7 @@ REUSED_FEATURE_CACHE = {
 
 rule eval_features:
     input:
-        code=code("evaluate", "evalsets", "features", "data", "models", "checkpoints", "zeroshot"),
+        code=code("evaluate/run", "common/evalsets", "finetune/features", "common/data", "models/clip", "models/checkpoints", "evaluate/zeroshot"),
         checkpoint=PRETRAINED,
         sets=eval_inputs,
         pairs=config["data"]["heldout_csv"] or config["data"]["train_csv"],
@@ -48,14 +48,14 @@ rule eval_features:
         "../envs/workflow.yaml"
     shell:
         LOG_VISIBLE_GPUS
-        + "python -m workflow_scripts.evaluate features --config {params.config}"
+        + "python -m workflow_scripts.evaluate.run features --config {params.config}"
         " --model {wildcards.model} --checkpoint {input.checkpoint} --out {output.features}"
         " --projections {output.projections} {params.cache} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 rule evaluate_pretrained:
     input:
-        code=code("evaluate", "zeroshot", "purity"),
+        code=code("evaluate/run", "evaluate/zeroshot", "evaluate/purity"),
         features=eval_features_input,
         projections=lambda w: f"{RESULTS}/eval/pretrained/{towers_of(w.model)}/projections.npz",
     output:
@@ -79,14 +79,14 @@ rule evaluate_pretrained:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.evaluate projections --features {input.features}"
+        "python -m workflow_scripts.evaluate.run projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir} --save-embeddings"
         " --tag model={wildcards.model} --tag kind=pretrained {params.replica} > {log} 2>&1"
 
 
 rule evaluate_finetune:
     input:
-        code=code("evaluate", "zeroshot", "purity"),
+        code=code("evaluate/run", "evaluate/zeroshot", "evaluate/purity"),
         features=eval_features_input,
         projections=f"{FINETUNE_DIR}/projections.npz",
     output:
@@ -103,7 +103,7 @@ rule evaluate_finetune:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.evaluate projections --features {input.features}"
+        "python -m workflow_scripts.evaluate.run projections --features {input.features}"
         " --projections {input.projections} --out-dir {params.out_dir}"
         " --tag model={wildcards.model} --tag kind=finetune --tag strategy={wildcards.strategy}"
         " --tag cs={wildcards.cs} --tag seed={wildcards.seed} --tag pretraining={params.pretraining}"
@@ -112,7 +112,7 @@ rule evaluate_finetune:
 
 rule pruning_sweep:
     input:
-        code=code("pruning", "zeroshot", "purity", "evaluate", "evalsets", "data"),
+        code=code("evaluate/pruning", "evaluate/zeroshot", "evaluate/purity", "evaluate/run", "common/evalsets", "common/data"),
         projections=f"{RESULTS}/eval/pretrained/{{model}}/projections.npz",
         embeddings=lambda wildcards: expand(
             f"{RESULTS}/eval/pretrained/{{model}}/embeddings/{{evalset}}.npz",
@@ -142,6 +142,6 @@ rule pruning_sweep:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.pruning --config {params.config} --model {wildcards.model}"
+        "python -m workflow_scripts.evaluate.pruning --config {params.config} --model {wildcards.model}"
         " --projections {input.projections} --embeddings {input.embeddings} --out {output.table}"
         " --summary {output.summary} {output.csv} > {log} 2>&1"

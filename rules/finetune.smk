@@ -1,11 +1,11 @@
 # Stage 2: frozen-tower feature cache and projection-only fine-tunes per (model, strategy, Cs, seed).
 
-from workflow_scripts.config import arm_finetune_settings
+from workflow_scripts.common.config import arm_finetune_settings
 
 
 rule extract_features:
     input:
-        code=code("features", "distributed", "data", "models", "checkpoints"),
+        code=code("finetune/features", "common/distributed", "common/data", "models/clip", "models/checkpoints"),
         checkpoint=PRETRAINED,
         csv=config["data"]["train_csv"],
         captions=config["data"]["captions"],
@@ -31,14 +31,14 @@ rule extract_features:
         "../envs/workflow.yaml"
     shell:
         LOG_VISIBLE_GPUS
-        + "{params.launch} -m workflow_scripts.features"
+        + "{params.launch} -m workflow_scripts.finetune.features"
         " --config {params.config} --model {wildcards.model} --checkpoint {input.checkpoint}"
         " --out {output.index} --gpus {resources.gpu} >> {log} 2>&1"
 
 
 rule finetune:
     input:
-        code=code("finetune", "adamw", "features", "distributed", "data", "models", "checkpoints"),
+        code=code("finetune/train", "finetune/adamw", "finetune/features", "common/distributed", "common/data", "models/clip", "models/checkpoints"),
         # replicate r starts from its pretraining's checkpoint and feature cache (finetune.pretraining); an
         # Exp 3 orthogonality arm <model>-ortho from its base model's
         pretrained=lambda w: PRETRAINED.format(model=towers_of(w.model, w.seed)),
@@ -74,7 +74,7 @@ rule finetune:
         "../envs/workflow.yaml"
     shell:
         LOG_VISIBLE_GPUS
-        + "{params.launch} -m workflow_scripts.finetune"
+        + "{params.launch} -m workflow_scripts.finetune.train"
         " --config {params.config} --model {wildcards.model} --strategy {wildcards.strategy}"
         " --cs {wildcards.cs} --seed {wildcards.seed} --pretrained {input.pretrained}"
         " --pretraining {params.pretraining}"
@@ -88,7 +88,7 @@ if config["finetune"]["orthogonality"]["arm"]:
 
     rule orthogonality_arm_table:
         input:
-            code=code("orthogonality_arm"),
+            code=code("finetune/orthogonality_arm"),
             effective=f"{TABLES}/exp3_effective.parquet",
         output:
             report(
@@ -109,5 +109,5 @@ if config["finetune"]["orthogonality"]["arm"]:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.orthogonality_arm --config {params.config}"
+            "python -m workflow_scripts.finetune.orthogonality_arm --config {params.config}"
             " --effective {input.effective} --out {output} > {log} 2>&1"

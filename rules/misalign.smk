@@ -27,7 +27,7 @@ rule caption_neighbours:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.similarity --config {params.config}"
+        "python -m workflow_scripts.misalign.similarity --config {params.config}"
         " --captions {input.captions} --out {output} --threads {threads} > {log} 2>&1"
 
 
@@ -62,7 +62,7 @@ rule misalign_swaps:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.misalign swap --config {params.config}"
+        "python -m workflow_scripts.misalign.swap swap --config {params.config}"
         " --captions {input.captions} --neighbours {input.neighbours}"
         " --strategy {wildcards.strategy} --cs {wildcards.cs} --replicate {wildcards.seed}"
         " --out-captions {output.captions} --out-manifest {output.manifest}"
@@ -72,7 +72,7 @@ rule misalign_swaps:
 
 rule misalign_summary:
     input:
-        code=code("effective", "world", "captions", "data"),
+        code=code("misalign/effective", "world/synthetic", "misalign/captions", "common/data"),
         captions=config["data"]["captions"],
         attributes=TRUE_ATTRIBUTES,
         swapped=swapped_sets(),
@@ -103,6 +103,6 @@ rule misalign_summary:
     conda:
         "../envs/workflow.yaml"
     shell:
-        "python -m workflow_scripts.effective --captions {input.captions} {params.attributes}"
+        "python -m workflow_scripts.misalign.effective --captions {input.captions} {params.attributes}"
         " --swapped {params.swapped} --summaries {input.summaries}"
         " --out {output.table} {output.tsv} > {log} 2>&1"

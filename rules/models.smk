@@ -9,7 +9,7 @@ if PRETRAIN_MODELS:
     rule pretrain:
         input:
             unpack(pretrain_inputs),
-            code=code("pretrain", "models", "checkpoints", "data", "evalsets", "evaluate"),
+            code=code("models/pretrain", "models/clip", "models/checkpoints", "common/data", "common/evalsets", "evaluate/run"),
             # its zero-shot check at the end reads the evaluation sets: their validation too
             validated=TRAIN_IMAGES_CHECKED + ([VALIDATED["eval"]] if PRETRAIN_EVAL_SETS else []),
         output:
@@ -49,7 +49,7 @@ if PRETRAIN_MODELS:
             "../envs/workflow.yaml"
         shell:
             LOG_VISIBLE_GPUS
-            + "python -m workflow_scripts.pretrain --config {params.config} --model {wildcards.model}"
+            + "python -m workflow_scripts.models.pretrain --config {params.config} --model {wildcards.model}"
             " --out {output.checkpoint} --train-log {output.train_log} --plot {output.plot}"
             " --initial-projections {output.initial}"
             " --eval-sets {params.sets} --threads {threads} --gpus {resources.gpu} >> {log} 2>&1"
@@ -59,7 +59,7 @@ if IMPORT_MODELS:
 
     rule import_checkpoint:
         input:
-            code=code("models", "checkpoints"),
+            code=code("models/clip", "models/checkpoints"),
             arch=lambda wildcards: model_config_file(config["models"][wildcards.model]["arch"]),
             checkpoint=lambda wildcards: source_checkpoint(wildcards.model),
         output:
@@ -80,7 +80,7 @@ if IMPORT_MODELS:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.models --config {params.config} --model {wildcards.model}"
+            "python -m workflow_scripts.models.clip --config {params.config} --model {wildcards.model}"
             " --checkpoint {input.checkpoint} --out {output} > {log} 2>&1"
 
 
@@ -106,5 +106,5 @@ for _name in [m for m in IMPORT_MODELS if config["models"][m].get("url")]:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.fetch --url '{params.url}' --sha256 {params.sha256}"
+            "python -m workflow_scripts.models.fetch --url '{params.url}' --sha256 {params.sha256}"
             " --out {output} > {log} 2>&1"

@@ -29,7 +29,7 @@ if config["world"]["enabled"]:
 
     rule multilingual_captions:
         input:
-            code=code("multilingual.world", "multilingual.lexicon", "world", "data"),
+            code=code("multilingual.world", "multilingual.lexicon", "world/synthetic", "common/data"),
             attributes=f"{WORLD}/train_attributes.csv",
             captions=f"{WORLD}/captions.txt",
             heldout=f"{WORLD}/heldout.csv",
@@ -60,8 +60,8 @@ if config["world"]["enabled"]:
 rule multilingual_encoder:
     input:
         unpack(lambda w: ml_paths.base_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
-        code=code("multilingual.encoder", "multilingual.images", "pretrain", "finetune", "models", "checkpoints",
-                  "evaluate", "features"),
+        code=code("multilingual.encoder", "multilingual.images", "models/pretrain", "finetune/train", "models/clip", "models/checkpoints",
+                  "evaluate/run", "finetune/features"),
         checkpoint=lambda w: PRETRAINED.format(model=config["multilingual"]["models"][w.mlmodel]["base"]),
         captions=f"{ML}/captions/train.parquet",
     output:
@@ -93,8 +93,8 @@ rule multilingual_embed:
     input:
         unpack(lambda w: ml_paths.embed_inputs(config, w.mlmodel, RESULTS, FEATURE_CACHE, EVAL_FEATURES)),
         code=code("multilingual.embed", "multilingual.paths", "multilingual.images", "multilingual.lexicon",
-                  "multilingual.sentence_tower", "models", "checkpoints", "evaluate", "features", "zeroshot", "world",
-                  "data"),
+                  "multilingual.sentence_tower", "models/clip", "models/checkpoints", "evaluate/run", "finetune/features", "evaluate/zeroshot", "world/synthetic",
+                  "common/data"),
     output:
         f"{ML}/embeddings/{{mlmodel}}.npz",
     log:
@@ -122,7 +122,7 @@ rule multilingual_embed:
 rule multilingual_align:
     input:
         code=code("multilingual.align", "multilingual.head", "multilingual.metrics", "multilingual.images",
-                  "finetune", "evaluate"),
+                  "finetune/train", "evaluate/run"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
     output:
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
@@ -151,7 +151,7 @@ rule multilingual_align:
 rule multilingual_evaluate:
     input:
         code=code("multilingual.evaluate", "multilingual.align", "multilingual.head", "multilingual.metrics",
-                  "multilingual.diagnostics", "multilingual.images", "finetune", "purity", "evaluate"),
+                  "multilingual.diagnostics", "multilingual.images", "finetune/train", "evaluate/purity", "evaluate/run"),
         embeddings=f"{ML}/embeddings/{{mlmodel}}.npz",
         sweep=f"{ML}/align/{{mlmodel}}/sweep.parquet",
         heads=f"{ML}/align/{{mlmodel}}/heads.npz",
@@ -183,7 +183,7 @@ rule multilingual_evaluate:
 rule multilingual_report:
     input:
         code=code("multilingual.report", "multilingual.evaluate", "multilingual.align", "multilingual.images",
-                  "aggregate", "intervals", "figures"),
+                  "report/aggregate", "common/intervals", "report/figures"),
         metrics=expand(f"{ML}/eval/{{mlmodel}}/metrics.parquet", mlmodel=ML_MODELS),
         gram=expand(f"{ML}/eval/{{mlmodel}}/gram.parquet", mlmodel=ML_MODELS),
         per_query=expand(f"{ML}/eval/{{mlmodel}}/per_query.npz", mlmodel=ML_MODELS),

@@ -42,7 +42,7 @@ if not config["sparse"]["vocabulary"]:
 
     rule sparse_vocabulary:
         input:
-            code=code("sparse.dictionary", "data"),
+            code=code("sparse.dictionary", "common/data"),
             captions=config["data"]["captions"],
         output:
             SPARSE_VOCABULARY,
@@ -63,7 +63,7 @@ if not config["sparse"]["vocabulary"]:
 
 rule sparse_encode:
     input:
-        code=code("sparse.encode", "sparse.dictionary", "features", "models", "checkpoints", "data"),
+        code=code("sparse.encode", "sparse.dictionary", "finetune/features", "models/clip", "models/checkpoints", "common/data"),
         checkpoint=PRETRAINED,
         vocabulary=SPARSE_VOCABULARY,
         csv=config["data"]["train_csv"],
@@ -93,7 +93,7 @@ rule sparse_encode:
 
 rule sparse_evaluate:
     input:
-        code=code("sparse.evaluate", "sparse.solver", "sparse.centring", "evaluate", "zeroshot"),
+        code=code("sparse.evaluate", "sparse.solver", "sparse.centring", "evaluate/run", "evaluate/zeroshot"),
         concepts=lambda w: f"{SPARSE}/{towers_of(w.model)}/concepts.npz",  # an arm's towers are its base's
         features=eval_features_input,
         projections=lambda wildcards: [p for _, p in SPARSE_RUNS[wildcards.model]],
@@ -124,7 +124,7 @@ rule sparse_evaluate:
 
 rule sparse_report:
     input:
-        code=code("sparse.report", "sparse.aggregate", "aggregate", "intervals", "figures", "data"),
+        code=code("sparse.report", "sparse.aggregate", "report/aggregate", "common/intervals", "report/figures", "common/data"),
         sweeps=expand(f"{SPARSE}/{{model}}/sweep.parquet", model=FIRST_PRETRAINING_MODELS),
         concepts=expand(f"{SPARSE}/{{model}}/concepts.parquet", model=FIRST_PRETRAINING_MODELS),
         purity=eval_tables("purity.parquet"),

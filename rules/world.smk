@@ -4,7 +4,7 @@ if config["world"]["enabled"]:
 
     rule make_world:
         input:
-            code=code("world", "data"),
+            code=code("world/synthetic", "common/data"),
         output:
             csv=f"{WORLD}/train.csv",
             captions=f"{WORLD}/captions.txt",
@@ -36,5 +36,5 @@ if config["world"]["enabled"]:
         conda:
             "../envs/workflow.yaml"
         shell:
-            "python -m workflow_scripts.world --config {params.config}"
+            "python -m workflow_scripts.world.synthetic --config {params.config}"
             " --out {params.out} --threads {threads} > {log} 2>&1"

@@ -22,7 +22,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """A small world (200 training pairs, 40 images per eval set) shared by tests that only read it."""
-    from workflow_scripts.world import generate_world
+    from workflow_scripts.world.synthetic import generate_world
 
     out = tmp_path_factory.mktemp("world")
     generate_world(out, seed=3, n_train=200, n_eval=40, image_size=32, n_rewrites=2, max_caption_words=20)

@@ -322,7 +322,7 @@ def write_checkpoints(out: Path, arch: str = "fp-tiny-vit") -> dict[str, str]:
     the format of an open_clip checkpoint file (`source: checkpoint`)."""
     import torch
 
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     out.mkdir(parents=True, exist_ok=True)
     files = {}

@@ -23,29 +23,36 @@ def vocabulary() -> list[str]:
     return list(dict.fromkeys(pieces))
 
 
+def write_tiny_bert(out_dir: Path, seed: int = 0, dim: int = 32) -> Path:
+    """A random tiny BERT and its word-piece tokenizer saved to `out_dir` (created), as a HF checkpoint."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vocab = out_dir / "vocab.txt"
+    vocab.write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
+    config = BertConfig(vocab_size=len(vocabulary()), hidden_size=dim, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    BertModel(config).eval().save_pretrained(out_dir)
+    # transformers 5 takes the vocabulary file as `vocab` (`vocab_file` is silently ignored: all [UNK])
+    BertTokenizerFast(vocab=str(vocab), do_lower_case=True, strip_accents=False,
+                      model_max_length=64).save_pretrained(out_dir)
+    return out_dir
+
+
 def write_tiny_sentence_model(out_dir: Path, seed: int = 0, dim: int = 32) -> Path:
     """Build a random tiny BERT SentenceTransformer, save it to `out_dir` (created) and return `out_dir`.
     The BERT and its tokenizer go through a temporary subfolder first, as a real checkpoint would."""
     import tempfile
 
-    import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer import modules
-    from transformers import BertConfig, BertModel, BertTokenizerFast
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        bert = Path(tmp) / "bert"
-        bert.mkdir()
-        vocab = bert / "vocab.txt"
-        vocab.write_text("\n".join(vocabulary()) + "\n", encoding="utf-8")
-        config = BertConfig(vocab_size=len(vocabulary()), hidden_size=dim, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=64, max_position_embeddings=64)
-        torch.manual_seed(seed)
-        BertModel(config).eval().save_pretrained(bert)
-        # transformers 5 takes the vocabulary file as `vocab` (`vocab_file` is silently ignored: all [UNK])
-        BertTokenizerFast(vocab=str(vocab), do_lower_case=True, strip_accents=False,
-                          model_max_length=64).save_pretrained(bert)
+        bert = write_tiny_bert(Path(tmp) / "bert", seed, dim)
         layers = [modules.Transformer(str(bert), max_seq_length=64), modules.Pooling(dim, "mean"), modules.Normalize()]
         SentenceTransformer(modules=layers, device="cpu").save(str(out_dir))
     return out_dir

@@ -1,11 +1,11 @@
 """Read what a `snakemake --executor slurm` run printed: its jobs, their SLURM job ids and logs
-(workflow_scripts.preflight.parse_run, which the preflight uses on dry runs), and SLURM's own
+(workflow_scripts.cluster.preflight.parse_run, which the preflight uses on dry runs), and SLURM's own
 job-completion records of the CI cluster.
 """
 
 from __future__ import annotations
 
-from workflow_scripts.preflight import Job, parse_run
+from workflow_scripts.cluster.preflight import Job, parse_run
 
 __all__ = ["Job", "parse_run", "parse_jobcomp"]
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from workflow_scripts.adamw import AdamW
+from workflow_scripts.finetune.adamw import AdamW
 
 
 def _objective(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ def test_a_state_of_other_parameters_is_refused():
 def test_stepping_does_not_import_torch_dynamo():
     """The reason the module exists: torch.optim.Optimizer imports torch._dynamo on construction."""
     code = ("import sys, torch\n"
-            "from workflow_scripts.adamw import AdamW\n"
+            "from workflow_scripts.finetune.adamw import AdamW\n"
             "p = torch.zeros(3, requires_grad=True)\n"
             "o = AdamW([p], lr=1e-3)\n"
             "p.sum().backward(); o.step(); o.zero_grad(); o.state_dict()\n"

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from workflow_scripts import aggregate, intervals
-from workflow_scripts.errors import InputError
-from workflow_scripts.io import save_npz
+from workflow_scripts.report import aggregate
+from workflow_scripts.common import intervals
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.common.io import save_npz
 
 SETS = ("shape", "colour")
 SEEDS = (0, 1, 2)
@@ -23,7 +24,7 @@ SLOPE = {"none": 0.0, "similarity": 1.0, "random": 0.5}
 
 
 def finetune_tables(seeds=SEEDS):
-    """Tidy tables as workflow_scripts.evaluate writes them: purity rises and accuracy falls with Cs;
+    """Tidy tables as workflow_scripts.evaluate.run writes them: purity rises and accuracy falls with Cs;
     each replicate has its own offset (shared by its runs), which pairing removes."""
     rng = np.random.default_rng(0)
     metrics, purity = [], []
@@ -272,7 +273,7 @@ def test_exp1_pretraining_replicas_count_as_their_model():
 
 
 def test_pretrain_seeds_add_replicas_of_pretrained_models_only():
-    from workflow_scripts.config import base_model, pretrain_replicas
+    from workflow_scripts.common.config import base_model, pretrain_replicas
 
     cfg = {"models": {"clip": {"source": "pretrain", "arch": "a"}, "ext": {"source": "checkpoint", "arch": "b"}},
            "pretrain": {"seed": 0, "seeds": [0, 3]}}
@@ -286,7 +287,7 @@ def test_pretrain_seeds_add_replicas_of_pretrained_models_only():
 def test_replicate_r_starts_from_pretraining_r():
     """finetune.pretraining matched: replicate r of a model (and of its orthogonality arm) starts from its
     pretraining r mod P; `first` and imported checkpoints: every replicate from the model's own."""
-    from workflow_scripts.config import pretrain_replicas, pretrainings, replicate_towers
+    from workflow_scripts.common.config import pretrain_replicas, pretrainings, replicate_towers
 
     cfg = {"models": {"clip": {"source": "pretrain", "arch": "a"}, "ext": {"source": "checkpoint", "arch": "b"},
                       "clip-ortho": {"source": "pretrain", "arch": "a", "finetune_of": "clip"}},

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workflow_scripts.captions import normalise, normalise_all, read_captions
-from workflow_scripts.errors import InputError
+from workflow_scripts.misalign.captions import normalise, normalise_all, read_captions
+from workflow_scripts.common.errors import InputError
 
 
 def test_lines_kept_verbatim_crlf_and_missing_final_newline(tmp_path):

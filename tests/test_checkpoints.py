@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from workflow_scripts.checkpoints import load_checkpoint, save_checkpoint
-from workflow_scripts.errors import InputError
+from workflow_scripts.models.checkpoints import load_checkpoint, save_checkpoint
+from workflow_scripts.common.errors import InputError
 
 
 def test_roundtrip_format_loads_with_weights_only(tmp_path):

@@ -16,7 +16,7 @@ CAPTIONS = ["a red circle in the top left", "two big, green crosses.", "photo of
 
 @pytest.fixture(scope="module")
 def model():
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     torch.manual_seed(0)
     m = build_model("fp-tiny-vit")          # 2 text blocks, 2 heads, context 24 (the embedded arch)
@@ -28,7 +28,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from workflow_scripts.models import get_tokenizer
+    from workflow_scripts.models.clip import get_tokenizer
 
     return get_tokenizer("fp-tiny-vit")
 
@@ -161,7 +161,7 @@ def test_tower_of_a_laclip_style_model(tokenizer):
     layout): the tower still equals encode_text, and the head projects as encode_image does."""
     from workflow_scripts.clip4dm.pipeline import embed_images
     from workflow_scripts.clip4dm.tower import TextTower
-    from workflow_scripts.models import Head, build_model, image_features
+    from workflow_scripts.models.clip import Head, build_model, image_features
 
     torch.manual_seed(4)
     m = build_model("fp-tiny-laclip")

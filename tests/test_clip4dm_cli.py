@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 
 CONFIG = "tests/config/test.yaml"
 
@@ -52,9 +52,9 @@ def test_realdata_missing_image_is_named(tmp_path, repo, monkeypatch):
     import torch
     import yaml
 
-    from workflow_scripts.checkpoints import save_checkpoint
+    from workflow_scripts.models.checkpoints import save_checkpoint
     from workflow_scripts.clip4dm import realdata
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     monkeypatch.chdir(repo)
     (tmp_path / "f.json").write_text(json.dumps({
@@ -83,11 +83,11 @@ def test_realdata_end_to_end_on_world_images(tmp_path, repo, monkeypatch, tiny_w
     import torch
     import yaml
 
-    from workflow_scripts.checkpoints import save_checkpoint
+    from workflow_scripts.models.checkpoints import save_checkpoint
     from workflow_scripts.clip4dm import realdata
-    from workflow_scripts.data import read_pairs_csv
-    from workflow_scripts.io import save_npz
-    from workflow_scripts.models import build_model
+    from workflow_scripts.common.data import read_pairs_csv
+    from workflow_scripts.common.io import save_npz
+    from workflow_scripts.models.clip import build_model
 
     monkeypatch.chdir(repo)
     paths, captions = read_pairs_csv(tiny_world / "train.csv")
@@ -126,7 +126,7 @@ def test_realdata_end_to_end_on_world_images(tmp_path, repo, monkeypatch, tiny_w
     if fmt == "foil":
         np.testing.assert_allclose(samples["fclipscore"], samples["worst_score"] * factor, rtol=1e-12)
     # RefCLIPScore against a plain computation with open_clip's encode_text: 2.5 * max over every reference
-    from workflow_scripts.models import get_tokenizer, load_model
+    from workflow_scripts.models.clip import get_tokenizer, load_model
 
     model = load_model(config["models"]["clip"], str(tmp_path / "m.pt"), name="clip").eval()
     tok = get_tokenizer("fp-tiny-vit")

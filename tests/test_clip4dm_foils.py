@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 
 WORLD = {"seed": 1, "image_size": 32, "max_caption_words": 20}
 
 
 def test_each_foil_replaces_exactly_one_attribute_word():
     from workflow_scripts.clip4dm.foils import foil_table
-    from workflow_scripts.world import COLOURS, COUNT_WORDS, SHAPES, _plural, sample_scene
+    from workflow_scripts.world.synthetic import COLOURS, COUNT_WORDS, SHAPES, _plural, sample_scene
 
     rng = np.random.default_rng(0)
     scenes = [sample_scene(rng) for _ in range(300)]
@@ -54,9 +54,9 @@ def pretrained(tmp_path_factory):
     import torch
     import torch.nn.functional as F
 
-    from workflow_scripts.data import load_image_array, read_pairs_csv, to_model_input
-    from workflow_scripts.models import OPENAI_MEAN, OPENAI_STD, build_model, get_tokenizer
-    from workflow_scripts.world import generate_world
+    from workflow_scripts.common.data import load_image_array, read_pairs_csv, to_model_input
+    from workflow_scripts.models.clip import OPENAI_MEAN, OPENAI_STD, build_model, get_tokenizer
+    from workflow_scripts.world.synthetic import generate_world
 
     out = tmp_path_factory.mktemp("c4world")
     generate_world(out, seed=WORLD["seed"], n_train=1024, n_eval=1, image_size=32, n_rewrites=0,
@@ -95,8 +95,8 @@ def test_colour_foils_are_localised_far_above_chance(pretrained):
     from workflow_scripts.clip4dm.token_table import TokenTable
     from workflow_scripts.clip4dm.scores import score_table
     from workflow_scripts.clip4dm.tower import TextTower
-    from workflow_scripts.data import load_image_array, read_pairs_csv, to_model_input
-    from workflow_scripts.models import OPENAI_MEAN, OPENAI_STD, Head, image_features
+    from workflow_scripts.common.data import load_image_array, read_pairs_csv, to_model_input
+    from workflow_scripts.models.clip import OPENAI_MEAN, OPENAI_STD, Head, image_features
 
     model, world = pretrained
     paths, captions = read_pairs_csv(world / "heldout.csv")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 
 
 def write(tmp_path, name, obj):

@@ -183,7 +183,7 @@ def test_no_null_sample_gives_no_estimate():
 def test_summary_lists_truncated_captions_and_says_why_rates_are_missing():
     import pandas as pd
 
-    from workflow_scripts.aggregate import with_note
+    from workflow_scripts.report.aggregate import with_note
     from workflow_scripts.clip4dm.summarise import NO_NULL, truncated_table, with_rate_note
 
     calib = [{"model": "clip", "truncated_captions": ["a long caption", "another long one"]},
@@ -209,7 +209,7 @@ def test_detection_null_is_scored_with_the_detection_mode(mode):
     from workflow_scripts.clip4dm.detect import heldout_null
     from workflow_scripts.clip4dm.pipeline import Pack, ragged_arrays
     from workflow_scripts.clip4dm.token_table import TokenTable
-    from workflow_scripts.models import get_tokenizer
+    from workflow_scripts.models.clip import get_tokenizer
 
     captions = ["a red circle, top left.", "two blue stars", "a small - green box !", "three... rhombi"]
     table = TokenTable("A photo depicts ", 24, "fp-tiny-vit", tokenizer=get_tokenizer("fp-tiny-vit"))

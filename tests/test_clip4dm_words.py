@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from clip4dm_reference import ORIGINAL_PUNCTUATION, word_attributions
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 
 TEMPLATE = "A photo depicts "
 TRICKY = [
@@ -21,7 +21,7 @@ TRICKY = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from workflow_scripts.models import get_tokenizer
+    from workflow_scripts.models.clip import get_tokenizer
 
     return get_tokenizer("fp-tiny-vit")
 

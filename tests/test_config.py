@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from workflow_scripts.config import format_cs, load_config, load_schema, validate_config
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.config import format_cs, load_config, load_schema, validate_config
+from workflow_scripts.common.errors import InputError
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_format_cs():
 
 
 def test_a_run_name_stands_for_one_data_set_and_its_models(default_config, tmp_path):
-    from workflow_scripts.config import claim_run, run_paths
+    from workflow_scripts.common.config import claim_run, run_paths
 
     real = copy.deepcopy(default_config)
     real["world"]["enabled"] = False
@@ -127,7 +127,7 @@ def test_a_run_name_stands_for_one_data_set_and_its_models(default_config, tmp_p
 
 
 def test_settings_files_are_named_by_their_content_and_never_rewritten(default_config, tmp_path):
-    from workflow_scripts.config import write_settings
+    from workflow_scripts.common.config import write_settings
 
     a = write_settings(default_config, tmp_path)
     text_a = a.read_text()

@@ -8,8 +8,8 @@ import logging
 import pytest
 import torch
 
-from workflow_scripts.distributed import select_device
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.distributed import select_device
+from workflow_scripts.common.errors import InputError
 
 needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
 NO_FALLBACK = {"compute": {"device": "auto", "allow_cpu_fallback": False}}
@@ -44,8 +44,8 @@ def test_fallback_is_logged(caplog):
 @needs_no_cuda
 def test_tower_entry_points_check_the_device_first(tmp_path):
     """Feature cache and evaluation features refuse before touching the (here missing) checkpoint."""
-    from workflow_scripts.evaluate import extract_eval_features
-    from workflow_scripts.features import extract
+    from workflow_scripts.evaluate.run import extract_eval_features
+    from workflow_scripts.finetune.features import extract
 
     missing = str(tmp_path / "missing.pt")
     with pytest.raises(InputError, match="requested a GPU"):
@@ -58,7 +58,7 @@ def test_tower_entry_points_check_the_device_first(tmp_path):
 def test_pretraining_checks_the_device_before_training(tiny_world, tmp_path):
     from test_pretrain import make_config
 
-    from workflow_scripts import pretrain
+    from workflow_scripts.models import pretrain
 
     config = make_config(tiny_world, steps=2)
     config["compute"] = {**config.get("compute", {}), "device": "auto", "allow_cpu_fallback": False}

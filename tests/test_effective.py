@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from workflow_scripts import effective
-from workflow_scripts.errors import InputError
+from workflow_scripts.misalign import effective
+from workflow_scripts.common.errors import InputError
 
 
 def truth(rows):
@@ -44,7 +44,7 @@ def test_identical_caption_swaps_are_not_misalignment():
 
 
 def test_world_captions_never_contradict_their_images(tiny_world):
-    from workflow_scripts.captions import read_captions
+    from workflow_scripts.misalign.captions import read_captions
 
     captions = read_captions(tiny_world / "captions.txt")
     table = effective.read_truth(tiny_world / "train_attributes.csv")

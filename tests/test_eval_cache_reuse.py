@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from realdata import build, example_config, write_checkpoints
-from workflow_scripts.config import load_config
+from workflow_scripts.common.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 PAIRS = "train_pairs::"
@@ -24,7 +24,7 @@ PAIRS = "train_pairs::"
 def setup(tmp_path_factory):
     """Real-format data (12 pairs), an fp-tiny-vit checkpoint, the example config pointed at them, and the
     model's feature cache made by the feature-extraction stage."""
-    from workflow_scripts.features import extract
+    from workflow_scripts.finetune.features import extract
 
     tmp = tmp_path_factory.mktemp("reuse")
     data = build(tmp / "data", n_train=12, n_heldout=4, n_eval=2, checkpoints=False)
@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
 
 
 def _eval(setup, config=None, checkpoint=None, cache=True):
-    from workflow_scripts.evaluate import extract_eval_features
+    from workflow_scripts.evaluate.run import extract_eval_features
 
     return extract_eval_features(config or setup["config"], "clip", checkpoint or setup["checkpoints"]["clip"],
                                  feature_cache=str(setup["index"]) if cache else None)
@@ -49,8 +49,8 @@ def _eval(setup, config=None, checkpoint=None, cache=True):
 def _tampered_cache(setup, tmp_path) -> Path:
     """A copy of the cache whose image and text features are replaced by marks (proof of where values
     come from)."""
-    from workflow_scripts.features import cache_array_paths
-    from workflow_scripts.io import load_array, save_array
+    from workflow_scripts.finetune.features import cache_array_paths
+    from workflow_scripts.common.io import load_array, save_array
 
     index = tmp_path / "train.npz"
     shutil.copy(setup["index"], index)
@@ -72,8 +72,8 @@ def test_cached_pair_features_equal_encoding_them(setup):
 
 
 def test_the_pairs_come_from_the_cache(setup, tmp_path):
-    from workflow_scripts.evaluate import extract_eval_features
-    from workflow_scripts.features import load_feature_cache
+    from workflow_scripts.evaluate.run import extract_eval_features
+    from workflow_scripts.finetune.features import load_feature_cache
 
     index = _tampered_cache(setup, tmp_path)
     cache = load_feature_cache(index)
@@ -88,9 +88,9 @@ def test_the_pairs_come_from_the_cache(setup, tmp_path):
 
 @pytest.mark.parametrize("change", ["preprocess", "checkpoint", "precision", "augment"])
 def test_cache_not_reused_unless_same_checkpoint_preprocessing_and_precision(setup, tmp_path, change):
-    from workflow_scripts.evaluate import cached_pair_features
-    from workflow_scripts.io import load_npz, save_npz
-    from workflow_scripts.models import build_model, preprocess_config
+    from workflow_scripts.evaluate.run import cached_pair_features
+    from workflow_scripts.common.io import load_npz, save_npz
+    from workflow_scripts.models.clip import build_model, preprocess_config
 
     spec = setup["config"]["models"]["clip"]
     pre = preprocess_config(build_model(spec["arch"]), spec, "evaluate")

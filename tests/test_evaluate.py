@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts import evaluate
-from workflow_scripts.config import validate_config
-from workflow_scripts.errors import InputError
+from workflow_scripts.evaluate import run as evaluate
+from workflow_scripts.models.encode import embed_images, text_encoder
+from workflow_scripts.common.config import validate_config
+from workflow_scripts.common.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_world, tmp_path_factory):
-    from workflow_scripts.checkpoints import save_checkpoint
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.checkpoints import save_checkpoint
+    from workflow_scripts.models.clip import build_model
 
     tmp = tmp_path_factory.mktemp("eval")
     cfg = validate_config({
@@ -42,19 +43,19 @@ def setup(tiny_world, tmp_path_factory):
 
 
 def test_cached_evaluation_equals_full_model(setup):
-    from workflow_scripts.evalsets import open_set
-    from workflow_scripts.models import get_tokenizer, preprocess_config
-    from workflow_scripts.zeroshot import silhouette, zero_shot_classifier, zero_shot_metrics
+    from workflow_scripts.common.evalsets import open_set
+    from workflow_scripts.models.clip import get_tokenizer, preprocess_config
+    from workflow_scripts.evaluate.zeroshot import silhouette, zero_shot_classifier, zero_shot_metrics
 
     cfg, model, features, tmp = setup
     image_p, text_p = evaluate.load_projections(str(tmp / "proj.npz"))
     metrics, purity = evaluate.evaluate_projections(features, image_p, text_p, {"model": "m"}, str(tmp / "out"),
                                                     save_embeddings=True)
     pre = preprocess_config(model, cfg["models"]["m"])
-    encode = evaluate.text_encoder(model, get_tokenizer("fp-test-vit"), torch.device("cpu"))
+    encode = text_encoder(model, get_tokenizer("fp-test-vit"), torch.device("cpu"))
     for name in ("shape", "colour"):
         es = open_set(name, cfg["evaluate"]["sets"][name], cfg["evaluate"]["templates"])
-        image = evaluate.embed_images(model, es.batches(16, pre["image_size"]), pre, torch.device("cpu"))
+        image = embed_images(model, es.batches(16, pre["image_size"]), pre, torch.device("cpu"))
         classifier = zero_shot_classifier(encode, es.classnames, es.templates)
         cached = np.load(tmp / "out" / "embeddings" / f"{name}.npz")
         np.testing.assert_allclose(cached["image"], image, atol=1e-5)

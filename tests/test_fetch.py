@@ -9,8 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from workflow_scripts.errors import InputError
-from workflow_scripts.fetch import fetch
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.models.fetch import fetch
 
 
 def sha(data: bytes) -> str:

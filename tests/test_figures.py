@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import aggregate, figures
-from workflow_scripts.errors import InputError
+from workflow_scripts.report import aggregate, figures
+from workflow_scripts.common.errors import InputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -17,9 +17,10 @@ import pytest
 import torch
 import yaml
 
-from workflow_scripts import distributed, finetune
-from workflow_scripts.config import validate_config
-from workflow_scripts.io import load_npz
+from workflow_scripts.common import distributed
+from workflow_scripts.finetune import train as finetune
+from workflow_scripts.common.config import validate_config
+from workflow_scripts.common.io import load_npz
 
 REPO = Path(__file__).resolve().parents[1]
 SINGLE = distributed.Dist(0, 1, 0, torch.device("cpu"))
@@ -124,8 +125,8 @@ def test_gathered_rows_carry_the_global_batch_gradient():
 @pytest.fixture(scope="module")
 def setup(tiny_world, tmp_path_factory):
     """A config over the tiny world and a randomly initialised 'pretrained' checkpoint."""
-    from workflow_scripts.checkpoints import save_checkpoint
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.checkpoints import save_checkpoint
+    from workflow_scripts.models.clip import build_model
 
     tmp = tmp_path_factory.mktemp("ft")
     cfg = validate_config({
@@ -150,7 +151,7 @@ def setup(tiny_world, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cache(setup):
-    from workflow_scripts.features import extract
+    from workflow_scripts.finetune.features import extract
 
     out = setup["tmp"] / "features.npz"
     extract(setup["cfg"], "m", setup["ckpt"], str(out))
@@ -175,7 +176,7 @@ def test_cached_equals_end_to_end(setup, cache):
 
 
 def load_npz_initial(setup):
-    from workflow_scripts.models import load_model, projection_matrices
+    from workflow_scripts.models.clip import load_model, projection_matrices
 
     model = load_model(setup["cfg"]["models"]["m"], setup["ckpt"])
     image, text = projection_matrices(model)
@@ -187,9 +188,9 @@ def test_checkpoint_holds_the_projections_and_materializes_bit_identical_towers(
     file's identity; materialised, every other tensor is bit-identical to the pretrained one and every
     projection equals projections.npz. Projection keys are the model's own projection parameters, not a
     substring match ('proj' also matches tower keys such as attn.in_proj_weight)."""
-    from workflow_scripts.checkpoints import load_checkpoint, main as checkpoints_main
-    from workflow_scripts.errors import InputError
-    from workflow_scripts.models import build_model, projection_parameters
+    from workflow_scripts.models.checkpoints import load_checkpoint, main as checkpoints_main
+    from workflow_scripts.common.errors import InputError
+    from workflow_scripts.models.clip import build_model, projection_parameters
 
     out = setup["tmp"] / "ckpt"
     _run(setup, out, "cached", cache)
@@ -212,7 +213,7 @@ def test_checkpoint_holds_the_projections_and_materializes_bit_identical_towers(
     np.testing.assert_array_equal(full["text_projection"].t().numpy(), projections["text"])
     # a different pretrained file is refused, naming both
     other = tmp_path / "other.pt"
-    from workflow_scripts.checkpoints import save_checkpoint
+    from workflow_scripts.models.checkpoints import save_checkpoint
     save_checkpoint(other, {k: v + 1 for k, v in before.items()}, epoch=0)
     with pytest.raises(InputError, match="SHA-256"):
         checkpoints_main([str(out / "checkpoint.pt"), "--out", str(tmp_path / "x.pt"), "--pretrained", str(other)])
@@ -288,7 +289,7 @@ class RecordingFeatures:
 def _finetune(model, features, n: int, settings: dict, seed: int = 0):
     """finetune.train on (copies of) the model's projections; returns them as [out, in] matrices
     (image, text) and the per-epoch log."""
-    from workflow_scripts.models import Head
+    from workflow_scripts.models.clip import Head
 
     head = Head.from_model(model)
     history = finetune.train(head, features, n, settings, seed, SINGLE)
@@ -299,7 +300,7 @@ def test_train_equals_plain_autograd_adamw_reference(setup):
     """Four epochs (warmup, cosine, weight decay, partial last batch dropped) of finetune.train against the
     reference loop on the same batches: the projections agree to 1e-6 and the per-epoch mean losses to
     1e-9 relative. Float64, so that the comparison measures the algorithm rather than float32 rounding."""
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     settings = {**setup["cfg"]["finetune"], "epochs": 4, "batch_size": 16, "lr": 5e-3, "lr_start": 1e-5,
                 "lr_end": 1e-4, "warmup_epochs": 1, "weight_decay": 0.5, "checkpoint_every": 100}
@@ -325,7 +326,7 @@ def test_train_equals_plain_autograd_adamw_reference(setup):
 def test_loss_decreases_on_aligned_pairs(setup):
     """On aligned pairs the logged loss falls every epoch, to well below chance (log of the batch size: what
     merely shrinking the logits reaches), and the batch retrieval accuracy rises far above chance."""
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     settings = {**setup["cfg"]["finetune"], "epochs": 4, "batch_size": 64, "lr": 5e-3, "warmup_epochs": 1,
                 "checkpoint_every": 100}
@@ -346,7 +347,7 @@ def _torchrun(setup, cache, out_dir, nproc, batch):
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "workflow_scripts.finetune", "--config", str(cfg_path), "--model", "m", "--strategy", "random",
+           "-m", "workflow_scripts.finetune.train", "--config", str(cfg_path), "--model", "m", "--strategy", "random",
            "--cs", "0.5", "--seed", "1", "--pretrained", setup["ckpt"], "--train-csv", setup["csv"],
            "--features", cache, "--out-dir", str(out_dir)]
     subprocess.run(cmd, check=True, env=env, cwd=REPO, capture_output=True, timeout=300)
@@ -367,7 +368,7 @@ def test_resume_after_sigterm_gives_same_projections(setup, cache):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def cmd(out):
-        return [sys.executable, "-m", "workflow_scripts.finetune", "--config", str(cfg_path), "--model", "m",
+        return [sys.executable, "-m", "workflow_scripts.finetune.train", "--config", str(cfg_path), "--model", "m",
                 "--strategy", "similarity", "--cs", "0.0", "--seed", "3", "--pretrained", setup["ckpt"],
                 "--train-csv", setup["csv"], "--features", cache, "--out-dir", str(out)]
 
@@ -390,7 +391,7 @@ def test_resume_after_sigterm_gives_same_projections(setup, cache):
 
 
 def test_mismatched_csv_is_refused(setup, cache, tmp_path):
-    from workflow_scripts.errors import InputError
+    from workflow_scripts.common.errors import InputError
 
     bad = tmp_path / "train.csv"
     lines = Path(setup["csv"]).read_text().splitlines()

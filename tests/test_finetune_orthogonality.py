@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts import distributed, finetune
-from workflow_scripts.config import load_config, validate_config
-from workflow_scripts.errors import InputError
-from workflow_scripts.models import Head, Projection
+from workflow_scripts.common import distributed
+from workflow_scripts.finetune import train as finetune
+from workflow_scripts.common.config import load_config, validate_config
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.models.clip import Head, Projection
 
 SINGLE = distributed.Dist(0, 1, 0, torch.device("cpu"))
 
@@ -111,7 +112,7 @@ def test_a_model_named_like_the_arm_is_refused():
 
 
 def test_rule_settings_are_unchanged_for_models_that_are_not_arms():
-    from workflow_scripts.config import arm_finetune_settings, finetune_source
+    from workflow_scripts.common.config import arm_finetune_settings, finetune_source
 
     on = _config(arm=True, **{"lambda": 0.5})
     settings = {"epochs": 10, "lr": 1e-3, "orthogonality": on["finetune"]["orthogonality"]}
@@ -124,7 +125,7 @@ def test_rule_settings_are_unchanged_for_models_that_are_not_arms():
 def test_arm_table_puts_base_and_arm_side_by_side():
     import pandas as pd
 
-    from workflow_scripts.orthogonality_arm import arm_table
+    from workflow_scripts.finetune.orthogonality_arm import arm_table
 
     def rows(model, shift):
         base = {"strategy": "similarity", "cs": 0.5, "n": 3, "ci_low": 0.0, "ci_high": 1.0, "diff_ci_low": -1.0,
@@ -134,7 +135,7 @@ def test_arm_table_puts_base_and_arm_side_by_side():
         metrics = pd.DataFrame([{**base, "metric": "acc1", "set": "shape", "mean": 0.5, "diff": -0.02 - shift}])
         return purity, metrics
 
-    def effective(purity, metrics):     # as workflow_scripts.aggregate.exp3_tables writes exp3_effective
+    def effective(purity, metrics):     # as workflow_scripts.report.aggregate.exp3_tables writes exp3_effective
         return pd.concat([purity.assign(quantity="purity " + purity["projection"]).drop(columns="projection"),
                           metrics.assign(quantity="acc1 " + metrics["set"]).drop(columns="set")], ignore_index=True)
 

@@ -37,7 +37,7 @@ def test_the_optimizer_check_passes_on_equal_optimizers_and_fails_on_a_different
     gpu_check.check_adamw(check, steps=3, device="cpu")
     assert check.failures == []
 
-    from workflow_scripts import adamw
+    from workflow_scripts.finetune import adamw
 
     original = adamw.AdamW.step
     def off_step(self):

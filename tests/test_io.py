@@ -9,8 +9,8 @@ from conftest import REPO
 
 SCRIPT = """
 import logging, sys
-from workflow_scripts.errors import InputError
-from workflow_scripts.io import run_cli, setup_logging
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.common.io import run_cli, setup_logging
 
 def main(argv):
     if argv and argv[0] == "--log":

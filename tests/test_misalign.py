@@ -14,9 +14,10 @@ import pytest
 import scipy.sparse as sp
 import yaml
 
-from workflow_scripts import misalign as M
-from workflow_scripts import similarity as S
-from workflow_scripts.errors import InputError
+from workflow_scripts.misalign import pairing as P
+from workflow_scripts.misalign import swap as M
+from workflow_scripts.misalign import similarity as S
+from workflow_scripts.common.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +55,7 @@ def original_swap(X, cs, top_k=10, seed=42, tie_break=False):
     """docs/original_code.md, "Exp 3, stage 1", as written: dense N x N matrix, global legacy RNG, argsort tail.
 
     tie_break: candidates ordered by (-similarity, index) instead of the argsort's unspecified
-    order among equal similarities (the documented tie-break of misalign.similarity_swaps)."""
+    order among equal similarities (the documented tie-break of pairing.similarity_swaps)."""
     sim = (X @ X.T).toarray()
     n = sim.shape[0]
     target = int(cs * n)
@@ -90,14 +91,14 @@ def test_similarity_swaps_equal_the_dense_original(n, k, seed, batch_min):
     X = tie_free_rows(n, 40, seed)
     ids, scores, _ = S.neighbours(X, k)
     target = int(0.8 * n)
-    pairs, stats = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42, batch_min=batch_min)
+    pairs, stats = P.similarity_swaps(ids, scores, X, target, top_k=10, seed=42, batch_min=batch_min)
     if k < 32:  # short lists: exclusions exhaust rows, which are then recomputed exactly
         assert stats["row_recomputes"] + stats["batch_recomputes"] > 0
     if batch_min == 3:
         assert stats["batch_recomputes"] > 0
     for cs in (0.1, 0.3, 0.5, 0.8):
         ref = original_swap(X, cs)
-        np.testing.assert_array_equal(pairs[: M.n_pairs(cs, n)], ref)
+        np.testing.assert_array_equal(pairs[: P.n_pairs(cs, n)], ref)
 
 
 @pytest.mark.parametrize("k,batch_min,window,path", [
@@ -112,7 +113,7 @@ def test_similarity_swaps_with_zero_and_tied_similarities(k, batch_min, window, 
     n = 230
     X = rows_with_zeros(n, 25, 4)
     ids, scores, _ = S.neighbours(X, k)
-    pairs, stats = M.similarity_swaps(ids, scores, X, int(0.9 * n), top_k=10, seed=42,
+    pairs, stats = P.similarity_swaps(ids, scores, X, int(0.9 * n), top_k=10, seed=42,
                                       batch_min=batch_min, window=window)
     if path == "rows":
         assert stats["row_recomputes"] > 0 and stats["batch_recomputes"] == 0
@@ -120,7 +121,7 @@ def test_similarity_swaps_with_zero_and_tied_similarities(k, batch_min, window, 
         assert stats["batch_rows"] > 0
     for cs in (0.3, 0.9):
         ref = original_swap(X, cs, tie_break=True)
-        np.testing.assert_array_equal(pairs[: M.n_pairs(cs, n)], ref)
+        np.testing.assert_array_equal(pairs[: P.n_pairs(cs, n)], ref)
 
 
 def test_randint_emulates_the_legacy_random_state():
@@ -131,12 +132,12 @@ def test_randint_emulates_the_legacy_random_state():
     next_raw = ref.randint(0, 2**32, dtype=np.uint32)
     buf = np.random.RandomState(3).randint(0, 2**32, size=10 * len(highs), dtype=np.uint32)
     st = np.zeros(8, np.int64)
-    got = [M._randint(buf, st, h) for h in highs]
+    got = [P._randint(buf, st, h) for h in highs]
     assert got == expected
-    assert buf[st[M._BPOS]] == next_raw            # exactly the outputs RandomState consumed
-    assert M._randint(buf, st, 1) == 0 and buf[st[M._BPOS]] == next_raw     # randint(0, 1) draws nothing
-    st[M._BPOS] = 0                                # outputs run out during the rejection loop:
-    assert M._randint(np.array([3, 3], np.uint32), st, 3) == -1 and st[M._BPOS] == 0    # -1, position kept
+    assert buf[st[P._BPOS]] == next_raw            # exactly the outputs RandomState consumed
+    assert P._randint(buf, st, 1) == 0 and buf[st[P._BPOS]] == next_raw     # randint(0, 1) draws nothing
+    st[P._BPOS] = 0                                # outputs run out during the rejection loop:
+    assert P._randint(np.array([3, 3], np.uint32), st, 3) == -1 and st[P._BPOS] == 0    # -1, position kept
 
 
 @pytest.mark.parametrize("chunk", [1, 5])
@@ -144,12 +145,12 @@ def test_tiny_random_buffers_give_the_same_pairs(monkeypatch, chunk):
     n = 260
     X = tie_free_rows(n, 40, 2)
     ids, scores, _ = S.neighbours(X, 11)
-    sim = M.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42, batch_min=3)[0]
-    rnd = M.random_swaps(n, int(0.8 * n), seed=42)
-    monkeypatch.setattr(M, "RNG_CHUNK", chunk)
-    np.testing.assert_array_equal(M.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42,
+    sim = P.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42, batch_min=3)[0]
+    rnd = P.random_swaps(n, int(0.8 * n), seed=42)
+    monkeypatch.setattr(P, "RNG_CHUNK", chunk)
+    np.testing.assert_array_equal(P.similarity_swaps(ids, scores, X, int(0.8 * n), top_k=10, seed=42,
                                                      batch_min=3)[0], sim)
-    np.testing.assert_array_equal(M.random_swaps(n, int(0.8 * n), seed=42), rnd)
+    np.testing.assert_array_equal(P.random_swaps(n, int(0.8 * n), seed=42), rnd)
 
 
 def test_list_ends_do_not_trust_float32_zeros():
@@ -158,9 +159,9 @@ def test_list_ends_do_not_trust_float32_zeros():
     X = sp.csr_matrix(np.array([[big, tiny, 0, 0], [0, 0, 0, 1.0], [0, tiny, big, 0]]))
     ids, scores, _ = S.neighbours(X, 2)
     assert ids[0].tolist() == [2, 1] and scores[0].tolist() == [0.0, 0.0]
-    ends = M._list_ends(np.arange(3), ids, scores, 2, X)
+    ends = P._list_ends(np.arange(3), ids, scores, 2, X)
     assert ends.tolist() == [1, 0, 1]              # row 0: one positive entry (row 2), then zeros
-    pairs, _ = M.similarity_swaps(ids, scores, X, 2, top_k=2, seed=0)
+    pairs, _ = P.similarity_swaps(ids, scores, X, 2, top_k=2, seed=0)
     np.testing.assert_array_equal(pairs, original_swap(X, 2 / 3, top_k=2, seed=0, tie_break=True))
 
 
@@ -172,11 +173,11 @@ def test_fraction_prefix_and_multiset(strategy):
     lines = [f"caption {i}" for i in range(n)]
     runs = {}
     for cs in (0.0, 0.1, 0.3, 0.5, 0.8, 1.0):
-        target = M.target_lines(cs, n)
+        target = P.target_lines(cs, n)
         if strategy == "similarity":
-            pairs, _ = M.similarity_swaps(ids, scores, X, target, top_k=10, seed=42)
+            pairs, _ = P.similarity_swaps(ids, scores, X, target, top_k=10, seed=42)
         else:
-            pairs = M.random_swaps(n, target, seed=42)
+            pairs = P.random_swaps(n, target, seed=42)
         runs[cs] = pairs
         swapped = M.apply_swaps(lines, pairs)
         changed = sum(a != b for a, b in zip(lines, swapped))
@@ -211,13 +212,13 @@ def test_random_swaps_follow_the_documented_pool_rule():
         pool.pop()
         used |= {s, t}
         ref.append((s, t))
-    np.testing.assert_array_equal(M.random_swaps(n, target, seed=7), np.array(ref))
+    np.testing.assert_array_equal(P.random_swaps(n, target, seed=7), np.array(ref))
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "x"])
 def test_invalid_cs(bad):
     with pytest.raises(InputError, match="Cs"):
-        M.target_lines(bad, 100)
+        P.target_lines(bad, 100)
 
 
 def write_config(tmp_path, **misalign):
@@ -229,7 +230,7 @@ def write_config(tmp_path, **misalign):
 
 
 def test_cli_end_to_end(tmp_path):
-    from workflow_scripts.similarity import main as sim_main
+    from workflow_scripts.misalign.similarity import main as sim_main
 
     words = ["red", "blue", "green", "dog", "cat", "bird", "car", "tree", "house", "boat", "ball", "hat"]
     rng = np.random.default_rng(0)

@@ -11,9 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workflow_scripts import models as M
-from workflow_scripts.checkpoints import save_checkpoint
-from workflow_scripts.errors import InputError
+from workflow_scripts.models import clip as M
+from workflow_scripts.models.checkpoints import save_checkpoint
+from workflow_scripts.common.errors import InputError
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts.config import load_config
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.config import load_config
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.multilingual import align, head as H
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.multilingual import embed
 
 
@@ -55,8 +55,8 @@ def write_base_caches(tmp_path, rng, n_train=5, n_heldout=3, d_feat=4, d_out=2) 
     """The base model's caches of a real-data model: data.train_csv, a feature cache (one view), evaluation
     features with the held-out pairs and the projections (d_out output neurons). Returns the embed()
     arguments (features, eval_features, projections), the train_csv and the expected unit image rows."""
-    from workflow_scripts.data import write_pairs_csv
-    from workflow_scripts.io import save_array, save_npz
+    from workflow_scripts.common.data import write_pairs_csv
+    from workflow_scripts.common.io import save_array, save_npz
 
     paths = [f"img/{i}.png" for i in range(n_train)]
     write_pairs_csv(tmp_path / "train.csv", paths, [f"caption {i}" for i in range(n_train)])
@@ -80,7 +80,7 @@ def write_base_caches(tmp_path, rng, n_train=5, n_heldout=3, d_feat=4, d_out=2) 
 def test_files_source_end_to_end(tmp_path):
     """A real-data model: images through the base model's caches (feature cache for the training rows,
     evaluation features for the held-out pairs, the projection), text from per-language files."""
-    from workflow_scripts.io import load_npz
+    from workflow_scripts.common.io import load_npz
 
     rng = np.random.default_rng(0)
     base = write_base_caches(tmp_path, rng)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.multilingual.metrics import per_query, recall_at_1, retrieval_metrics
 
 

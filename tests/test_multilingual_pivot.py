@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workflow_scripts.io import derive_seed, load_npz
+from workflow_scripts.common.io import derive_seed, load_npz
 from workflow_scripts.multilingual import align, evaluate, report
 from workflow_scripts.multilingual import head as H
 from workflow_scripts.multilingual.metrics import recall_at_1
@@ -176,7 +176,7 @@ def test_configuration_ties_go_to_the_simpler_head_then_the_smaller_penalties():
 
 def test_the_pipeline_reports_both_rules_with_unequal_widths(tmp_path):
     """sweep → evaluate → report tables on a toy model whose text (12) is wider than its images (8)."""
-    from workflow_scripts.io import save_npz
+    from workflow_scripts.common.io import save_npz
 
     save_npz(tmp_path / "toy.npz", **toy(d_text=12, d_img=8))
     align_settings = {**SETTINGS, "heads": ["linear", "mlp"], "prox_id": [0.0, 1e-3], "ortho": [0.0], "seeds": [0, 1, 2]}

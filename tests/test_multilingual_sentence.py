@@ -17,7 +17,7 @@ import yaml
 from sentence_fixture import write_tiny_sentence_model
 from test_multilingual_embed import write_base_caches
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.multilingual import align, embed, paths
 from workflow_scripts.multilingual import head as H
 from workflow_scripts.multilingual import sentence_tower as st
@@ -182,7 +182,7 @@ def test_bad_files_are_named(tmp_path):
 def test_sentence_transformers_source_end_to_end(tmp_path, model, model_dir):
     """Images from the base model's caches (width 6), text from the SentenceTransformer (width 32): the keys of
     the files source, unit rows, and each text row the model's encoding of that id's caption."""
-    from workflow_scripts.io import load_npz
+    from workflow_scripts.common.io import load_npz
 
     base = write_base_caches(tmp_path, np.random.default_rng(0), n_train=5, n_heldout=3, d_out=6)
     captions = {"train": {"en": [f"a red circle {w}" for w in ["one", "two", "three", "four", "five"]],
@@ -242,7 +242,7 @@ def shipped_config(repo):
 
 
 def test_the_config_needs_captions_and_a_path(shipped_config):
-    from workflow_scripts.config import validate_config
+    from workflow_scripts.common.config import validate_config
 
     config = copy.deepcopy(shipped_config)
     config["multilingual"]["models"]["st"] = {"source": "sentence_transformers", "base": "clip", "path": "m"}
@@ -276,7 +276,7 @@ def rectangular_toy(n=200, d_text=12, d_img=8):
 
 
 def test_a_rectangular_linear_head_trains_and_reloads(tmp_path):
-    from workflow_scripts.io import save_npz
+    from workflow_scripts.common.io import save_npz
     from workflow_scripts.multilingual.evaluate import apply
 
     V, T = align.paired_tensors(rectangular_toy(), ["en", "it"])

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import world
-from workflow_scripts.errors import InputError
+from workflow_scripts.world import synthetic as world
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.multilingual import lexicon
 from workflow_scripts.multilingual import world as mw
 

@@ -1,4 +1,4 @@
-"""workflow_scripts.preflight: sbatch requests read from a dry run, and the site checks against fake
+"""workflow_scripts.cluster.preflight: sbatch requests read from a dry run, and the site checks against fake
 sinfo / sacctmgr / scontrol answers (unit tests), plus the CLI on the real workflow with stub SLURM tools."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from local_env import local_env
-from workflow_scripts import preflight
-from workflow_scripts.errors import InputError
-from workflow_scripts.preflight import Job, Settings, check, sbatch_options
+from workflow_scripts.cluster import preflight
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.cluster.preflight import Job, Settings, check, sbatch_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -197,7 +197,7 @@ def test_cli_prints_requests_and_exits_by_the_checks(tmp_path, scontrol, rc):
     env.pop("SNAKEMAKE_PROFILE", None)
     _stub_tools(tmp_path / "bin", scontrol)
     env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}"
-    preflight_cli = [sys.executable, "-m", "workflow_scripts.preflight"]
+    preflight_cli = [sys.executable, "-m", "workflow_scripts.cluster.preflight"]
     subprocess.run([*preflight_cli, "write-profile", "--partition", "cpuq", "--gpu-partition", "gpuq", "--account",
                     "lab42", "--gpu-model", "h100"], env=env, check=True, capture_output=True, timeout=120)
     run = tmp_path / "run"

@@ -14,11 +14,13 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from workflow_scripts import data as D
-from workflow_scripts.config import validate_config
-from workflow_scripts.evalsets import open_set
-from workflow_scripts.io import derive_seed
-from workflow_scripts.models import IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, preprocess_config
+from workflow_scripts.common import data as D
+from workflow_scripts.common.config import validate_config
+from workflow_scripts.common.evalsets import open_set
+from workflow_scripts.common.io import derive_seed
+from workflow_scripts.models.clip import (
+    IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN, OPENAI_STD, preprocess_config,
+)
 
 TV_INTERP = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}
 # non-square sizes with odd and even margins, portrait and landscape, one already square, one extreme
@@ -135,9 +137,9 @@ def test_random_resized_crops_of_the_full_image_equal_torchvision(tmp_path, inte
 def odd_setup(tiny_world, tmp_path_factory):
     """Training pairs with non-square images of several sizes, a non-square imagefolder set and a
     randomly initialised fp-test-vit checkpoint."""
-    from workflow_scripts.checkpoints import save_checkpoint
-    from workflow_scripts.data import write_pairs_csv
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.checkpoints import save_checkpoint
+    from workflow_scripts.common.data import write_pairs_csv
+    from workflow_scripts.models.clip import build_model
 
     tmp = tmp_path_factory.mktemp("odd")
     rel = _write_images(tmp, SIZES * 2, seed=1, class_dir="train")
@@ -151,7 +153,7 @@ def odd_setup(tiny_world, tmp_path_factory):
 
 
 def _features(model, x):
-    from workflow_scripts.models import image_features
+    from workflow_scripts.models.clip import image_features
 
     with torch.no_grad():
         return image_features(model, x).float().numpy()
@@ -161,8 +163,8 @@ def test_feature_cache_views_and_end2end_use_the_full_image_crop(odd_setup):
     """Cache view v of the batch at b = torchvision's RandomResizedCrop of the full images under
     torch.manual_seed(derive_seed(seed, v, b)), with the finetune stage's interpolation and statistics;
     end2end's batch at (epoch, step) likewise under derive_seed(seed, epoch, step)."""
-    from workflow_scripts.features import extract_image_features
-    from workflow_scripts.finetune import EndToEndFeatures
+    from workflow_scripts.finetune.features import extract_image_features
+    from workflow_scripts.finetune.train import EndToEndFeatures
 
     tmp, rel, model = odd_setup["tmp"], odd_setup["rel"], odd_setup["model"]
     spec = _spec(finetune=IMAGENET)
@@ -190,8 +192,8 @@ def test_feature_cache_views_and_end2end_use_the_full_image_crop(odd_setup):
 
 
 def test_without_augment_cache_and_end2end_resize_as_the_finetune_stage(odd_setup):
-    from workflow_scripts.features import extract_image_features
-    from workflow_scripts.finetune import EndToEndFeatures
+    from workflow_scripts.finetune.features import extract_image_features
+    from workflow_scripts.finetune.train import EndToEndFeatures
 
     tmp, rel, model = odd_setup["tmp"], odd_setup["rel"], odd_setup["model"]
     spec = _spec(finetune=IMAGENET)
@@ -210,7 +212,7 @@ def test_without_augment_cache_and_end2end_resize_as_the_finetune_stage(odd_setu
 def test_evaluate_stage_and_set_override_reach_the_evaluation_features(odd_setup, tiny_world):
     """The evaluate stage's preprocessing (not the finetune stage's) reaches the set features, a set's own
     `preprocess` overrides it, and the file records what was used."""
-    from workflow_scripts.evaluate import SEP, eval_settings_table, extract_eval_features
+    from workflow_scripts.evaluate.run import SEP, eval_settings_table, extract_eval_features
 
     tmp, model = odd_setup["tmp"], odd_setup["model"]
     base = {"world": {"enabled": False},
@@ -294,7 +296,7 @@ def test_cifar_format_set_not_the_archive_opens_with_verify_checksums_false(tmp_
     import yaml
 
     from cifar_fixture import write_cifar10
-    from workflow_scripts.errors import InputError
+    from workflow_scripts.common.errors import InputError
 
     rng = np.random.default_rng(5)
     images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(9)]
@@ -337,19 +339,19 @@ def test_templates_config_then_templates_txt_then_default(tmp_path, caplog):
     (tmp_path / "templates.txt").write_text("file {c}\n")
     s = open_set("s", spec, ["default {c}"])
     assert (s.templates, s.templates_source) == (["file {c}"], "templates.txt")
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evalsets"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.common.evalsets"):
         s = open_set("s", {**spec, "templates": ["config {c}"]}, ["default {c}"])
     assert (s.templates, s.templates_source) == (["config {c}"], "config")
     assert "overrides the set's templates.txt" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="workflow_scripts.evalsets"):
+    with caplog.at_level(logging.WARNING, logger="workflow_scripts.common.evalsets"):
         open_set("s", {**spec, "templates": ["file {c}"]}, ["default {c}"])
     assert "overrides" not in caplog.text
 
 
 def test_schema_default_sets_declare_the_templates_the_world_writes():
-    from workflow_scripts.config import load_schema
-    from workflow_scripts.world import EVAL_SETS
+    from workflow_scripts.common.config import load_schema
+    from workflow_scripts.world.synthetic import EVAL_SETS
 
     default = load_schema()["properties"]["evaluate"]["properties"]["sets"]["default"]
     assert {name: spec["templates"] for name, spec in default.items()} == \
@@ -388,11 +390,11 @@ def _old_features(model, root, rel, size, batch_size):
 def test_default_config_leaves_the_embedded_features_byte_identical(tiny_world, tmp_path, world_size):
     """With the schema's default preprocessing, the feature cache (every view) and the evaluation set
     features of a tiny world equal the old pipeline's bit for bit (40-pixel images exercise the resize)."""
-    from workflow_scripts.evaluate import SEP, extract_eval_features
-    from workflow_scripts.features import extract_image_features
-    from workflow_scripts.checkpoints import save_checkpoint
-    from workflow_scripts.models import build_model
-    from workflow_scripts.world import generate_world
+    from workflow_scripts.evaluate.run import SEP, extract_eval_features
+    from workflow_scripts.finetune.features import extract_image_features
+    from workflow_scripts.models.checkpoints import save_checkpoint
+    from workflow_scripts.models.clip import build_model
+    from workflow_scripts.world.synthetic import generate_world
 
     if world_size == 32:
         world = tiny_world

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts import pretrain as P
-from workflow_scripts.config import validate_config
-from workflow_scripts.data import read_pairs_csv, read_text_lines
-from workflow_scripts.errors import InputError
+from workflow_scripts.models import pretrain as P
+from workflow_scripts.common.config import validate_config
+from workflow_scripts.common.data import read_pairs_csv, read_text_lines
+from workflow_scripts.common.errors import InputError
 
 torch.set_num_threads(1)
 ARCH = "fp-test-vit"
@@ -110,7 +110,7 @@ def test_lr_schedule_matches_open_clip():
 
 
 def test_weight_decay_groups():
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     model = build_model(ARCH)
     opt = P.build_optimizer(model, 1e-3, 0.1)
@@ -127,7 +127,7 @@ def test_weight_decay_groups():
 def test_projection_learning_rate_group():
     """projection_lr_scale puts exactly the two projection matrices in a third, decayed group whose lr the
     schedule scales; at 1 the groups are open_clip's two."""
-    from workflow_scripts.models import build_model
+    from workflow_scripts.models.clip import build_model
 
     model = build_model(ARCH)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -147,8 +147,8 @@ def test_projection_learning_rate_group():
 def test_few_steps_lower_the_loss_and_clamp_logit_scale(tiny_world):
     from open_clip.loss import ClipLoss
 
-    from workflow_scripts.data import to_model_input
-    from workflow_scripts.models import build_model, get_tokenizer, preprocess_config
+    from workflow_scripts.common.data import to_model_input
+    from workflow_scripts.models.clip import build_model, get_tokenizer, preprocess_config
 
     config = make_config(tiny_world, steps=25)
     torch.manual_seed(0)
@@ -185,7 +185,7 @@ def runs(tiny_world, tmp_path_factory):
 
 
 def test_run_outputs(runs):
-    from workflow_scripts.models import load_model
+    from workflow_scripts.models.clip import load_model
 
     config, out, records = runs
     raw = torch.load(out / "laclip" / "checkpoint.pt", weights_only=True)
@@ -224,7 +224,7 @@ def test_seeded_rerun_identical_other_seed_differs(runs, tmp_path):
     <name>-p<seed> (pretrain_seed) is the run with that seed."""
     import hashlib
 
-    from workflow_scripts.io import load_npz
+    from workflow_scripts.common.io import load_npz
 
     def digest(path):
         arrays = load_npz(path)

@@ -88,7 +88,7 @@ def _run_dir(tmp_path: Path, gpus: int) -> Path:
 
 _RESOLVE = """
 import json, sys
-from workflow_scripts.preflight import effective_settings
+from workflow_scripts.cluster.preflight import effective_settings
 s = effective_settings(sys.argv[1:])
 print(json.dumps({k: (v if k != "profile_files" else [str(p) for p in v]) for k, v in vars(s).items()}))
 """
@@ -109,7 +109,7 @@ def _resolve(run_dir: Path, args: list[str], env: dict) -> tuple[dict, dict]:
 
 def _write_user_profile(config_home: Path, env: dict) -> Path:
     """The documented one-time step (`make slurm-profile ...` runs this command)."""
-    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.preflight", "write-profile",
+    proc = subprocess.run([sys.executable, "-m", "workflow_scripts.cluster.preflight", "write-profile",
                            "--partition", SITE["partition"], "--gpu-partition", SITE["gpu_partition"],
                            "--account", SITE["account"], "--gpu-model", SITE["gpu_model"]],
                           capture_output=True, text=True, timeout=120, env=env)
@@ -178,7 +178,7 @@ def test_user_profile_is_the_template_with_the_site_values(tmp_path):
                                                   "gpu_model": SITE["gpu_model"]}
     make = subprocess.run(["make", "-n", "--no-print-directory", "slurm-profile", "PARTITION=a", "GPU_PARTITION=b",
                            "ACCOUNT=", "GPU_MODEL=a100"], cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert "workflow_scripts.preflight write-profile" in make.stdout, make.stdout + make.stderr
+    assert "workflow_scripts.cluster.preflight write-profile" in make.stdout, make.stdout + make.stderr
 
 
 # --------------------------------------------------------------------------- local runs
@@ -195,7 +195,7 @@ def test_local_gpu_jobs_start_finetune_gpus_processes(tmp_path):
                          cwd=run_dir, capture_output=True, text=True, timeout=300, env=env)
     finetunes = [j for j in jobs.values() if j.rule == "finetune"]
     assert finetunes and all(j.gpus == 4 for j in finetunes), [j.gpus for j in finetunes]
-    shells = [line for line in dry.stdout.splitlines() if "-m workflow_scripts.finetune" in line]
+    shells = [line for line in dry.stdout.splitlines() if "-m workflow_scripts.finetune.train" in line]
     assert shells and all("--nproc-per-node=4" in s and "--gpus 4" in s for s in shells), shells[:1]
 
 
@@ -224,8 +224,8 @@ def test_make_run_caps_gpus_only_when_asked():
 def test_a_job_with_more_processes_than_gpus_stops(monkeypatch):
     import torch
 
-    from workflow_scripts import distributed
-    from workflow_scripts.errors import InputError
+    from workflow_scripts.common import distributed
+    from workflow_scripts.common.errors import InputError
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     distributed.check_gpu_count(torch.device("cuda", 0), 2)

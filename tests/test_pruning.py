@@ -9,8 +9,8 @@ import torch
 import yaml
 from sklearn.metrics import silhouette_score
 
-from workflow_scripts import pruning
-from workflow_scripts.errors import InputError
+from workflow_scripts.evaluate import pruning
+from workflow_scripts.common.errors import InputError
 
 
 def original_sweep(image_projection, text_projection, img_feats, txt_feats, labels, sam):
@@ -146,9 +146,9 @@ def test_summary_is_mean_and_sd_over_random_draws(world):
 
 def test_cli_end_to_end(tmp_path):
     """The CLI ranks neurons from a checkpoint's projections and sweeps cached embeddings of two sets."""
-    from workflow_scripts.config import validate_config
-    from workflow_scripts.io import save_npz
-    from workflow_scripts.models import build_model, projection_matrices
+    from workflow_scripts.common.config import validate_config
+    from workflow_scripts.common.io import save_npz
+    from workflow_scripts.models.clip import build_model, projection_matrices
 
     torch.manual_seed(0)
     model = build_model("fp-test-vit")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts import purity as pm
-from workflow_scripts.errors import InputError
+from workflow_scripts.evaluate import purity as pm
+from workflow_scripts.common.errors import InputError
 
 
 def reference_purity(P: np.ndarray) -> dict:

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from workflow_scripts import similarity as S
-from workflow_scripts.tfidf import tfidf_matrix
-from workflow_scripts.errors import InputError
+from workflow_scripts.misalign import similarity as S
+from workflow_scripts.misalign.exact_search import pair_scores
+from workflow_scripts.misalign.tfidf import tfidf_matrix
+from workflow_scripts.common.errors import InputError
 
 
 def random_unit_rows(n, v, seed, dup=0.0, empty=0.0, max_terms=6):
@@ -70,7 +71,7 @@ def test_exact_scan_scores_are_bit_equal_to_the_exact_score(threads):
     assert n_mem.max() == 13
     for r in urows[::5]:
         got = li[r, : n_mem[r]]
-        np.testing.assert_array_equal(ls[r, : n_mem[r]], S.pair_scores(X, np.full(len(got), reps[r]), got))
+        np.testing.assert_array_equal(ls[r, : n_mem[r]], pair_scores(X, np.full(len(got), reps[r]), got))
     ids, scores, _ = S.neighbours(X, 12, backend="cpu", threads=threads, block_rows=61)
     ids2, scores2, _ = S.neighbours(X, 12, backend="sparse_dot_topn", block_rows=61, extra=1)
     np.testing.assert_array_equal(ids, ids2)
@@ -166,8 +167,8 @@ def test_exact_searcher_postings_are_impact_ordered():
 def test_pair_scores_are_symmetric_and_exact():
     X = random_unit_rows(50, 20, 4)
     a, b = np.arange(50), np.arange(50)[::-1]
-    np.testing.assert_array_equal(S.pair_scores(X, a, b), S.pair_scores(X, b, a))
-    np.testing.assert_allclose(S.pair_scores(X, a, b), np.asarray(X[a].multiply(X[b]).sum(1)).ravel())
+    np.testing.assert_array_equal(pair_scores(X, a, b), pair_scores(X, b, a))
+    np.testing.assert_allclose(pair_scores(X, a, b), np.asarray(X[a].multiply(X[b]).sum(1)).ravel())
 
 
 def test_tiny_inputs():

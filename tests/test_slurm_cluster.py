@@ -10,7 +10,7 @@ profiles/default loaded as the workflow profile on top, exactly as a user's `--p
 
     snakemake <target> --profile profiles/slurm --profile profiles/slurm-ci --configfile <test config>
 
-Before the run, the preflight (workflow_scripts.preflight) must pass on this cluster and stop on a
+Before the run, the preflight (workflow_scripts.cluster.preflight) must pass on this cluster and stop on a
 missing partition and on `slurm-status-command: sacct` (no accounting here). The forced rerun of one
 fine-tune is requeued mid-training (`scontrol requeue`): the job must resume from its resume.pt, and
 Snakemake must wait for it and end with projections identical to the uninterrupted run. Last, the
@@ -57,9 +57,9 @@ SPOOL = Path("/var/spool/slurm-ci")
 LOCK = Path("/tmp/slurm-ci.lock")  # one CI cluster per machine: concurrent test runs wait here
 LOCAL_RULES = {"all"}  # the only jobs allowed to run outside SLURM
 TARGET = "results/eval/finetune/clip/similarity/Cs0.5/seed0/metrics.parquet"  # see the module docstring
-FALLBACK_LOGGED = "falling back to CPU"  # workflow_scripts.distributed.select_device
+FALLBACK_LOGGED = "falling back to CPU"  # workflow_scripts.common.distributed.select_device
 NO_GPU_ERROR = "requested a GPU but torch finds none"
-# workflow_scripts.finetune logs one line per epoch and one when it continues from resume.pt
+# workflow_scripts.finetune.train logs one line per epoch and one when it continues from resume.pt
 EPOCH_LOGGED = re.compile(r"epoch 1: ")
 RESUMED = re.compile(r"resumed from \S+resume\.pt at epoch (\d+) step (\d+)")
 # Fine-tune epochs in this module: ~30 ms each here, so the requeue (sent once epoch 1 is logged) lands
@@ -201,7 +201,7 @@ FINETUNE_LOG = "logs/finetune/clip/similarity/Cs0.5/seed0.log"
 
 
 def _preflight(workspace: Workspace, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "workflow_scripts.preflight", "check", TARGET,
+    return subprocess.run([sys.executable, "-m", "workflow_scripts.cluster.preflight", "check", TARGET,
                            "--snakefile", str(workspace.snakefile), *PROFILE_ARGS, "--configfile", "config.yaml",
                            *extra], cwd=workspace.dir, capture_output=True, text=True, timeout=300,
                           env=venv_env(OMP_NUM_THREADS="1"))

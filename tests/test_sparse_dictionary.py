@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.sparse import aggregate, centring, dictionary, evaluate, paths
 
 
@@ -142,7 +142,7 @@ def test_checkpoint_runs_list_pretrained_then_finetunes():
 # ----------------------------------------------------------------------------- bad input of the CLIs
 
 def test_evaluate_cli_errors(tmp_path):
-    from workflow_scripts.io import save_npz
+    from workflow_scripts.common.io import save_npz
 
     bad = tmp_path / "projections.npz"
     save_npz(bad, image=np.eye(2))
@@ -162,7 +162,7 @@ def test_evaluate_cli_errors(tmp_path):
 def test_checkpoint_without_the_towers_is_an_error_naming_it(tmp_path):
     import torch
 
-    from workflow_scripts.config import load_config
+    from workflow_scripts.common.config import load_config
     from workflow_scripts.sparse import encode
 
     vocab = tmp_path / "vocab.txt"
@@ -183,7 +183,7 @@ def test_checkpoint_without_the_towers_is_an_error_naming_it(tmp_path):
 def test_bad_sparse_settings_name_the_key(tmp_path, sparse, match):
     import yaml
 
-    from workflow_scripts.config import load_config
+    from workflow_scripts.common.config import load_config
 
     cfg = yaml.safe_load(open("tests/config/test.yaml"))
     cfg["sparse"] = {**cfg["sparse"], **sparse}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from sklearn.linear_model import Lasso
 
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.sparse import solver
 
 

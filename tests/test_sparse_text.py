@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import Lasso
 
-from workflow_scripts.errors import InputError
-from workflow_scripts.evaluate import SEP
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.evaluate.run import SEP
 from workflow_scripts.sparse import aggregate, dictionary, evaluate, paths
 
 SETTINGS = {"lambdas": [0.3, 0.1], "tol": 0.0, "max_images": 0, "example_lambda": 0.3, "top_concepts": 3,
@@ -127,7 +127,7 @@ def test_default_sets_are_every_evaluation_set():
 def test_schema_defaults(tmp_path):
     import yaml
 
-    from workflow_scripts.config import load_config
+    from workflow_scripts.common.config import load_config
 
     cfg = yaml.safe_load(open("tests/config/test.yaml"))
     cfg["sparse"] = {k: v for k, v in cfg["sparse"].items() if k not in ("sets", "tol", "captions")}

@@ -1,4 +1,4 @@
-"""The parallel TF-IDF (workflow_scripts.tfidf) against scikit-learn's TfidfVectorizer, bit for bit."""
+"""The parallel TF-IDF (workflow_scripts.misalign.tfidf) against scikit-learn's TfidfVectorizer, bit for bit."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import scipy.sparse as sp
 import sklearn
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
-from workflow_scripts import tfidf as T
-from workflow_scripts.captions import normalise_all
-from workflow_scripts.errors import InputError
+from workflow_scripts.misalign import tfidf as T
+from workflow_scripts.misalign.captions import normalise_all
+from workflow_scripts.common.errors import InputError
 
 WORDS = ("red blue green dog cat bird tree house car road sky sea boat man woman child ball "
          "the a of and on in with is").split()  # the last seven are English stop words

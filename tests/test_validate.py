@@ -1,4 +1,4 @@
-"""Data validation (workflow_scripts/validation, rules/validate.smk) on the real-format data set
+"""Data validation (workflow_scripts/validation, rules/validation.smk) on the real-format data set
 (tests/realdata.py): problems are found before any expensive job, named by the user's file and line, and a
 replaced image makes the validation and what reads the images run again."""
 
@@ -16,7 +16,7 @@ import yaml
 
 from cifar_fixture import write_cifar10
 from realdata import build, example_config
-from workflow_scripts.errors import InputError
+from workflow_scripts.common.errors import InputError
 from workflow_scripts.validation.cli import validate_images, validate_text
 from workflow_scripts.validation.images import check_eval_set, check_image
 from workflow_scripts.validation.manifest import changed_files, mark_changes

@@ -1,4 +1,4 @@
-"""Every job that reads images waits, in the DAG, for the validation of those images (rules/validate.smk), so
+"""Every job that reads images waits, in the DAG, for the validation of those images (rules/validation.smk), so
 that a new rule reading images cannot slip past it.
 
 The job graphs are Snakemake's own (this file run as a script: the public API's `printd3dag`, with the DAG's
@@ -30,7 +30,7 @@ VALIDATION_RULES = {"validate_text", "validate_train_images", "validate_eval_ima
 MANIFESTS = {"train": "validate/train_images.parquet", "eval": "validate/eval_images.parquet"}
 # Rules whose inputs include an image listing but that read only its text; each checked in its module.
 TEXT_ONLY = {
-    "misalign_swaps": "workflow_scripts/misalign.py (swap): data.train_csv's image-path column is copied as "
+    "misalign_swaps": "workflow_scripts/misalign/swap.py (swap): data.train_csv's image-path column is copied as "
                       "text into each swapped set's train.csv (training_paths, write_pairs_csv); no image is opened",
     "multilingual_captions": "workflow_scripts/multilingual/world.py (heldout_scenes): heldout.csv's captions are "
                              "checked against the regenerated held-out scenes (read_pairs_csv); no image is opened",
@@ -220,7 +220,7 @@ def dags(tmp_path_factory) -> dict:
 
 
 def _validated_config(path: Path) -> dict:
-    from workflow_scripts.config import load_config
+    from workflow_scripts.common.config import load_config
 
     return load_config(path)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workflow_scripts import world
-from workflow_scripts.config import load_config
-from workflow_scripts.data import load_image_array, read_imagefolder, read_pairs_csv, read_text_lines
-from workflow_scripts.errors import InputError
+from workflow_scripts.world import synthetic as world
+from workflow_scripts.common.config import load_config
+from workflow_scripts.common.data import load_image_array, read_imagefolder, read_pairs_csv, read_text_lines
+from workflow_scripts.common.errors import InputError
 
 
 def _all_files(root: Path) -> dict[str, bytes]:
@@ -255,8 +255,8 @@ def test_text_lines_errors(tmp_path):
 def test_heldout_pairs_come_from_their_own_streams(tmp_path):
     """Held-out pairs (for the representation diagnostics) change nothing else the world writes, and are
     new images, not copies of training images."""
-    from workflow_scripts.data import read_pairs_csv
-    from workflow_scripts.world import generate_world
+    from workflow_scripts.common.data import read_pairs_csv
+    from workflow_scripts.world.synthetic import generate_world
 
     plain, held = tmp_path / "plain", tmp_path / "held"
     generate_world(plain, seed=5, n_train=30, n_eval=10, image_size=32, n_rewrites=1, max_caption_words=20, sets=[])

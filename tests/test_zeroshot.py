@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from workflow_scripts.errors import InputError
-from workflow_scripts.zeroshot import (mean_per_class_recall, silhouette, topk_accuracy, zero_shot_classifier,
-                                      zero_shot_metrics)
+from workflow_scripts.common.errors import InputError
+from workflow_scripts.evaluate.zeroshot import (
+    mean_per_class_recall, silhouette, topk_accuracy, zero_shot_classifier, zero_shot_metrics,
+)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ Modules, one concept each:
 - `metrics`: AP / AUROC, localisation accuracy, span matching, misalignment-rate estimation.
 - `token_table`: every scored caption tokenized once per model (its word map, whether it was cut), stored in the pack.
 - `pipeline`: the per-model pack, loading a model and image embeddings, scoring caption lists (shared by the CLIs).
-- CLIs: `calibrate`, `detect`, `localise`, `realdata`, `summarise`, `render`.
+- `render`: the figures and example captions of the report (used by `summarise`).
+- CLIs: `prepare` (the per-model pack, epsilon calibration), `detect`, `localise`, `realdata`, `summarise`.
 
 docs/clip4dm.md: the method, running on real files, the remaining deviations from the original code.
 """

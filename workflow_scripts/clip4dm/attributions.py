@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..models import tower_autocast
+from ..common.errors import InputError
+from ..models.clip import tower_autocast
 from .tower import TextTower
 from .words import Tokenized, word_scores
 
@@ -104,7 +104,7 @@ class Attributor:
         words: list[np.ndarray | None] = [None] * len(items)
         starts = range(0, len(items), self.batch_size)
         if progress_desc:
-            from ..io import progress
+            from ..common.io import progress
 
             starts = progress(starts, desc=progress_desc, unit="batch")
         for s in starts:

@@ -4,7 +4,7 @@ Every line (or a seeded subsample, clip4dm.detect.subsample) is scored as the pa
 in the swapped set); lines whose caption is unchanged reuse the pack's attributions of the original pairs.
 F-CLIPScore by clip4dm.fclipscore.detect (docs/clip4dm.md). The per-line scores and three truths go to
 scores.parquet: the line was swapped (the manifest), its caption text changed, and (where the images'
-attributes are known) its caption contradicts its image (workflow_scripts/effective.py);
+attributes are known) its caption contradicts its image (workflow_scripts/misalign/effective.py);
 `detection_metrics` (AP and AUROC with sklearn of -F-CLIPScore and -CLIPScore for each truth) is computed
 from them by the summary job, so that sklearn's import (~1.5 s) is paid once rather than in each of these
 jobs. The misaligned fraction is estimated here from the scores alone
@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 log = logging.getLogger(__name__)
 TRUTHS = ("swapped", "changed", "contradicts")
@@ -84,9 +84,9 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
            attributes_path: str | None, tags: dict) -> tuple[dict, pd.DataFrame]:
     import torch
 
-    from ..aggregate import read_tables
-    from ..captions import read_captions
-    from ..effective import changed_lines, contradicts_any, read_truth
+    from ..report.aggregate import read_tables
+    from ..misalign.captions import read_captions
+    from ..misalign.effective import changed_lines, contradicts_any, read_truth
     from .pipeline import Pack, score_pairs
     from .scores import score_table
 
@@ -146,8 +146,8 @@ def detect(config: dict, pack_path: str, captions_path: str, original_path: str,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
-    from ..io import setup_logging, write_json, write_table
+    from ..common.config import load_config
+    from ..common.io import setup_logging, write_json, write_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -175,6 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..io import run_cli
+    from ..common.io import run_cli
 
     run_cli(main)

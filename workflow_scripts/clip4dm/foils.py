@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 FOIL_ATTRIBUTES = ("colour", "shape", "count", "position")
 FLIP = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
@@ -29,14 +29,14 @@ FLIP = {"top": "bottom", "bottom": "top", "left": "right", "right": "left"}
 def heldout_scenes(world: dict, n: int, captions: Sequence[str] | None = None, where: str = "held-out pairs"):
     """The scenes of the first n held-out pairs (world.heldout_scenes, settings: config `world`); given
     `captions` must be their human captions, a mismatch is named '{where}, pair {i}'."""
-    from ..world import heldout_scenes as regenerate
+    from ..world.synthetic import heldout_scenes as regenerate
 
     return regenerate(world, n, captions, lambda i: f"{where}, pair {i}")
 
 
 def canonical_words(scene) -> list[str]:
     """The canonical caption of a scene as words."""
-    from ..world import COUNT_WORDS, _article, _plural
+    from ..world.synthetic import COUNT_WORDS, _article, _plural
 
     if scene.count == 1:
         return [_article(scene.colour), scene.colour, scene.shape, "in", "the", *scene.position.split()]
@@ -45,7 +45,7 @@ def canonical_words(scene) -> list[str]:
 
 def scene_foils(scene, rng: np.random.Generator, attributes: Sequence[str]) -> list[tuple[str, list[str], int]]:
     """(attribute, foil caption words, index of the foil word) for each applicable attribute."""
-    from ..world import COLOURS, COUNT_WORDS, SHAPES, _article, _plural
+    from ..world.synthetic import COLOURS, COUNT_WORDS, SHAPES, _article, _plural
 
     words = canonical_words(scene)
     out = []

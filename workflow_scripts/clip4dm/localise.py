@@ -23,8 +23,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..intervals import wilson_interval
+from ..common.errors import InputError
+from ..common.intervals import wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ def score_foils(tower, table, settings: dict, pack, image_emb: np.ndarray, epsil
 def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     import torch
 
-    from ..checkpoints import load_checkpoint
-    from ..models import state_dict_of
+    from ..models.checkpoints import load_checkpoint
+    from ..models.clip import state_dict_of
     from .pipeline import Pack, embed_images, with_checkpoint
     from .prepare import epsilon_for
 
@@ -122,8 +122,8 @@ def localise(config: dict, pack_path: str, model: str, finetuned: list[str]) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
-    from ..io import setup_logging, write_table
+    from ..common.config import load_config
+    from ..common.io import setup_logging, write_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -144,6 +144,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..io import run_cli
+    from ..common.io import run_cli
 
     run_cli(main)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..config import finetune_source, replicates_from
+from ..common.config import finetune_source, replicates_from
 
 ATTRIBUTION_KEYS = ("template", "layers", "batch_size", "long_captions", "epsilon", "words", "punctuation",
                     "fclipscore")

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 from .token_table import TokenTable, flatten, unflatten
 
 
@@ -29,7 +29,7 @@ class Pack:
 
     @classmethod
     def load(cls, path: str) -> "Pack":
-        from ..io import load_npz
+        from ..common.io import load_npz
 
         return cls(load_npz(path), str(path))
 
@@ -43,7 +43,7 @@ class Pack:
         return TextTower.from_arrays(self.arrays, self.path)
 
     def head(self):
-        from ..models import Head
+        from ..models.clip import Head
 
         return Head.from_arrays(self.arrays, self.path)
 
@@ -63,7 +63,7 @@ def with_checkpoint(tower, head, state_dict: dict, where: str):
     """(tower, head) with the projection tensors of a (projection-only) checkpoint's state dict, by name."""
     import copy
 
-    from ..models import Head
+    from ..models.clip import Head
 
     tower = copy.copy(tower)
     tower.params = dict(tower.params)

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ def training_block(config: dict, tower, head, table, settings: dict, cache_path:
                    attributes: str | None) -> dict[str, np.ndarray]:
     """The training pairs' image embeddings, cosines and word attributions (and which of the original
     captions contradict their images, where the truth is known)."""
-    from ..captions import read_captions
-    from ..features import load_feature_cache
+    from ..misalign.captions import read_captions
+    from ..finetune.features import load_feature_cache
     from .pipeline import embed_images, ragged_arrays, score_pairs
 
     cache = load_feature_cache(cache_path)
@@ -83,7 +83,7 @@ def training_block(config: dict, tower, head, table, settings: dict, cache_path:
                                [f"{captions_file}:{i + 1}" for i in range(len(captions))], "training pairs")
     arrays = {"train.image_emb": image_emb.astype(np.float32), "train.cos": cos, **ragged_arrays("train.attr", attr)}
     if attributes:
-        from ..effective import contradicts_any, read_truth
+        from ..misalign.effective import contradicts_any, read_truth
 
         arrays["train.contradicts"] = contradicts_any(captions, read_truth(attributes))
     return arrays
@@ -93,10 +93,10 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
             out: str, calibration: str, attributes: str | None = None) -> None:
     """The pack and calibration of one model; with `cache_path` (a detector model) also the training pairs'
     attributions."""
-    from ..data import read_pairs_csv
-    from ..evaluate import PAIR_SETS, SEP
-    from ..io import load_npz, save_npz, write_json
-    from ..models import Head, load_model
+    from ..common.data import read_pairs_csv
+    from ..evaluate.run import PAIR_SETS, SEP
+    from ..common.io import load_npz, save_npz, write_json
+    from ..models.clip import Head, load_model
     from .foils import foil_table, heldout_scenes
     from .token_table import TokenTable
     from .tower import TextTower
@@ -158,8 +158,8 @@ def prepare(config: dict, model_name: str, checkpoint: str, cache_path: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import check_model, load_config
-    from ..io import setup_logging
+    from ..common.config import check_model, load_config
+    from ..common.io import setup_logging
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -182,6 +182,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..io import run_cli
+    from ..common.io import run_cli
 
     run_cli(main)

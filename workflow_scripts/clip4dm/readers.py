@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import read_json
-from ..errors import InputError
+from ..common.data import read_json
+from ..common.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 log = logging.getLogger(__name__)
 # the original's F-CLIPScore rule per format (the schema's clip4dm.fclipscore defaults)
@@ -90,9 +90,9 @@ def refclipscores(tower, tokenizer, template: str, items, caption_tokens: np.nda
 def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: str, pack_path: str):
     import torch
 
-    from ..data import load_preprocessed, to_model_input
-    from ..distributed import config_device
-    from ..models import Head, image_features, load_model, preprocess_config
+    from ..common.data import load_preprocessed, to_model_input
+    from ..common.distributed import config_device
+    from ..models.clip import Head, image_features, load_model, preprocess_config
     from .metrics import span_correct
     from .pipeline import Pack, embed_images, score_pairs
     from .token_table import TokenTable
@@ -149,8 +149,8 @@ def score_benchmark(config: dict, set_name: str, model_name: str, checkpoint: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import check_model, load_config
-    from ..io import setup_logging, write_json, write_table
+    from ..common.config import check_model, load_config
+    from ..common.io import setup_logging, write_json, write_table
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
@@ -176,6 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..io import run_cli
+    from ..common.io import run_cli
 
     run_cli(main)

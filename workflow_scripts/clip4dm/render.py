@@ -17,7 +17,7 @@ SCORE_STYLE = {"fclipscore": ("F-CLIPScore", "-"), "clipscore": ("CLIPScore", "-
 
 
 def _save(fig, stem: Path) -> None:
-    from ..figures import save_figure
+    from ..report.figures import save_figure
 
     save_figure(fig, [stem.with_suffix(".png"), stem.with_suffix(".svg")])
 

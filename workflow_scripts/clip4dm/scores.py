@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 from .words import is_punctuation
 
 CLIPSCORE_W = 2.5

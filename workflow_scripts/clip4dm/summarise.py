@@ -22,15 +22,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..aggregate import with_note
-from ..errors import InputError
+from ..report.aggregate import with_note
+from ..common.errors import InputError
 
 log = logging.getLogger(__name__)
 GROUP = ["model", "strategy", "cs"]
 
 
 def _interval(values, bounds=(0.0, 1.0)) -> dict[str, float]:
-    from ..intervals import t_interval
+    from ..common.intervals import t_interval
 
     n, mean, sd, low, high = t_interval(np.asarray(values, float), bounds=bounds)
     return {"n": n, "mean": mean, "sd": sd, "low": low, "high": high}
@@ -98,7 +98,7 @@ def localisation_table(loc: pd.DataFrame) -> pd.DataFrame:
 
 def with_detection_metrics(runs: pd.DataFrame, scores: list[str]) -> pd.DataFrame:
     """Each run's AP / AUROC (detect.detection_metrics) from its per-line scores, run i <-> scores[i]."""
-    from ..aggregate import read_tables
+    from ..report.aggregate import read_tables
     from .detect import SCORES, TRUTHS, detection_metrics
 
     if len(scores) != len(runs):
@@ -113,7 +113,7 @@ def with_detection_metrics(runs: pd.DataFrame, scores: list[str]) -> pd.DataFram
 
 def read_runs(paths: list[str]) -> pd.DataFrame:
     """One row per metrics .json file."""
-    from ..data import read_json
+    from ..common.data import read_json
 
     return pd.DataFrame([read_json(p) for p in paths])
 
@@ -159,9 +159,9 @@ def with_rate_note(rate: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..aggregate import read_tables
-    from ..data import read_json
-    from ..io import setup_logging, write_table
+    from ..report.aggregate import read_tables
+    from ..common.data import read_json
+    from ..common.io import setup_logging, write_table
     from . import render
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -199,6 +199,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from ..io import run_cli
+    from ..common.io import run_cli
 
     run_cli(main)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 from .words import Tokenized, template_words, tokenize_caption
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ class TokenTable:
 
     def tokenizer(self):
         if self._tokenizer is None:
-            from ..models import get_tokenizer
+            from ..models.clip import get_tokenizer
 
             self._tokenizer = get_tokenizer(self.arch)
         return self._tokenizer

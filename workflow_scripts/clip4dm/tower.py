@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..common.errors import InputError
 from .attention import ProbsHook, self_attention
 
 ACTIVATIONS = ("gelu", "quick_gelu")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 _WORD_RE = re.compile(r"[^\s.,]+|[.,]")
 WORD_RULES = ("original", "cleaned")

@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..io import derive_seed, load_npz, progress, run_cli, save_npz, setup_logging, write_lines, write_table
+from ..common.errors import InputError
+from ..common.io import (
+    derive_seed, load_npz, progress, run_cli, save_npz, setup_logging, write_lines, write_table,
+)
 from .head import frozen_head, head_loss, make_head
 from .images import SEP
 from .metrics import recall_at_1
@@ -284,7 +286,7 @@ def load_heads(path: str, keys: Sequence[str], d_text: int, d_img: int, hidden: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..common.config import load_config
 
     ap = argparse.ArgumentParser(description="Alignment-head sweep of one multilingual model.")
     ap.add_argument("--config", required=True)

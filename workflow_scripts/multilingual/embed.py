@@ -28,8 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
-from ..io import run_cli, save_npz, setup_logging
+from ..common.errors import InputError
+from ..common.io import run_cli, save_npz, setup_logging
 from .images import SEP, eval_image_embeddings, normalize, train_image_embeddings
 from .sentence_tower import encode_distinct
 
@@ -45,7 +45,7 @@ def read_embedding_file(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.exists():
         raise InputError(f"{path}: embedding file not found")
     if path.suffix == ".npz":
-        from ..io import load_npz
+        from ..common.io import load_npz
 
         data = load_npz(path)
         missing = [k for k in ("id", "embedding") if k not in data]
@@ -150,8 +150,8 @@ def zero_shot_arrays(encode, eval_features: dict, projections: str, sets: Sequen
                      languages: Sequence[str]) -> dict:
     """Per world set and language: image embeddings, labels and one prompt embedding per class
     (English: the set's own templates, averaged; others: multilingual.lexicon.class_prompt)."""
-    from ..world import EVAL_SETS
-    from ..zeroshot import zero_shot_classifier
+    from ..world.synthetic import EVAL_SETS
+    from ..evaluate.zeroshot import zero_shot_classifier
     from .lexicon import class_prompt
 
     out = {}
@@ -176,8 +176,8 @@ def embed(config: dict, name: str, out: str, captions: dict[str, str], features:
     """Write the embeddings file of multilingual model `name` (see the module docstring)."""
     import pandas as pd
 
-    from ..data import read_pairs_csv
-    from ..io import load_npz
+    from ..common.data import read_pairs_csv
+    from ..common.io import load_npz
 
     ml = config["multilingual"]
     spec = ml["models"][name]
@@ -187,8 +187,8 @@ def embed(config: dict, name: str, out: str, captions: dict[str, str], features:
     if spec["source"] == "embedded":
         import torch
 
-        from ..evaluate import text_encoder
-        from ..models import get_tokenizer, load_model
+        from ..models.encode import text_encoder
+        from ..models.clip import get_tokenizer, load_model
 
         base = config["models"][spec["base"]]
         if not checkpoint:
@@ -220,7 +220,7 @@ def embed(config: dict, name: str, out: str, captions: dict[str, str], features:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..common.config import load_config
 
     ap = argparse.ArgumentParser(description="Frozen multilingual embeddings of one model (images, captions, prompts).")
     ap.add_argument("--config", required=True)

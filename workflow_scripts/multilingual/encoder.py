@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import InputError
-from ..io import derive_seed, progress, run_cli, setup_logging, write_lines
+from ..common.errors import InputError
+from ..common.io import derive_seed, progress, run_cli, setup_logging, write_lines
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,8 @@ def train_text_tower(model: torch.nn.Module, tokens: torch.Tensor, image_emb: to
 
     Loss: open_clip's symmetric CLIP loss with the model's own (fixed) logit scale; AdamW (no decay on
     gains/biases), linear warm-up over 10 % of the steps then cosine to 0."""
-    from ..finetune import symmetric_cross_entropy
-    from ..pretrain import build_optimizer, lr_at
+    from ..finetune.train import symmetric_cross_entropy
+    from ..models.pretrain import build_optimizer, lr_at
 
     full_embedding = model.token_embedding
     used, tokens = compact_vocabulary(model, tokens)
@@ -122,7 +122,7 @@ def compact_vocabulary(model: torch.nn.Module, tokens: torch.Tensor) -> tuple[to
 
 def tokenize_languages(tokenizer, table, languages: Sequence[str]) -> torch.Tensor:
     """(L, N, context) token ids of every image's caption in each language (each distinct text once)."""
-    from ..pretrain import tokenize_unique
+    from ..models.pretrain import tokenize_unique
 
     return torch.stack([tokenize_unique(tokenizer, table[code].tolist()) for code in languages])
 
@@ -132,9 +132,9 @@ def build(config: dict, name: str, base_checkpoint: str, features: str, projecti
     """Train model `name`'s text tower and save the whole model (image tower untouched) as a checkpoint."""
     import pandas as pd
 
-    from ..checkpoints import save_checkpoint
-    from ..io import sha256_file
-    from ..models import get_tokenizer, load_model
+    from ..models.checkpoints import save_checkpoint
+    from ..common.io import sha256_file
+    from ..models.clip import get_tokenizer, load_model
     from .images import train_image_embeddings
 
     ml = config["multilingual"]
@@ -158,7 +158,7 @@ def build(config: dict, name: str, base_checkpoint: str, features: str, projecti
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..common.config import load_config
 
     ap = argparse.ArgumentParser(description="Embedded multilingual text encoder (text tower only).")
     ap.add_argument("--config", required=True)

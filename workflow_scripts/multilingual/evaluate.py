@@ -12,7 +12,7 @@ Tasks (rows of metrics.parquet: key, task, language, metric, value):
   captions by text–text cosine, no pivot (how far the languages share one space).
 - `zero_shot`: acc1 on the world's shape/colour sets with per-language prompts.
 - `diagnostics` (language or "image"): effective ranks, PCA-90, isotropy, PoZ, entropy
-  (workflow_scripts.purity.representation_diagnostics) of the held-out embeddings; on the images captioned
+  (workflow_scripts.evaluate.purity.representation_diagnostics) of the held-out embeddings; on the images captioned
   in every language, the original's hubness (hub_skew, hub_ratio_1pct per language), neighbour overlap
   (neighbour_overlap, per pair "a~b" and "all") and language-ID probe (langid_acc1, "all"), and our
   retrieval variants t2i_hub_skew, t2i_hub_ratio_1pct, t2i_overlap (workflow_scripts.multilingual.diagnostics;
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import InputError
-from ..io import load_npz, run_cli, save_npz, setup_logging, write_table
+from ..common.errors import InputError
+from ..common.io import load_npz, run_cli, save_npz, setup_logging, write_table
 from . import diagnostics as xdiag
 from .align import RULES, load_heads, rule_key
 from .head import frozen_head
@@ -79,7 +79,7 @@ class HeldOut:
 
 def heldout(data: dict, languages: Sequence[str]) -> HeldOut:
     """The head-independent part of the held-out evaluation, computed once for all keys."""
-    from ..purity import representation_diagnostics
+    from ..evaluate.purity import representation_diagnostics
 
     V = normalize(data["heldout::image"])
     ids = data["heldout::ids"]
@@ -105,7 +105,7 @@ def evaluate_key(data: dict, held: HeldOut, languages: Sequence[str], head: torc
                  ) -> tuple[list[dict], dict[str, np.ndarray], pd.DataFrame]:
     """Every task for one head on the held-out split: (metric rows, per-language t2i R@1 hits, Gram table).
     head None: the frozen baseline, the head at initialisation (frozen_head; any text width)."""
-    from ..purity import representation_diagnostics, rsa_correlation
+    from ..evaluate.purity import representation_diagnostics, rsa_correlation
 
     V = held.V
     if head is None:
@@ -192,7 +192,7 @@ def evaluate(config: dict, name: str, embeddings: str, sweep_table: str, heads_p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..common.config import load_config
 
     ap = argparse.ArgumentParser(description="Multilingual evaluation before and after alignment.")
     ap.add_argument("--config", required=True)

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
-from ..finetune import orthogonality_penalty, symmetric_cross_entropy
+from ..common.errors import InputError
+from ..finetune.train import orthogonality_penalty, symmetric_cross_entropy
 
 HEADS = ("linear", "mlp")
 
@@ -105,7 +105,7 @@ def head_loss(head: nn.Module, text_by_lang: list[torch.Tensor], image: torch.Te
     """L = mean over languages of info_nce(head(T_l), V) + λp·prox_id + λo·orthogonality (linear head).
 
     Each language's block pairs the batch's images with their caption in that language, so an image
-    never appears as its own negative (see the README's declared deviations)."""
+    never appears as its own negative (docs/multilingual.md, the declared deviations)."""
     clip = torch.stack([info_nce(head(t), image, temperature) for t in text_by_lang]).mean()
     total = clip
     parts = {"clip": float(clip.detach())}

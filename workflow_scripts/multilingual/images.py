@@ -9,9 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import evaluate
-from ..errors import InputError
-from ..evaluate import SEP, load_projections
+from ..evaluate import run as evaluate
+from ..common.errors import InputError
+from ..evaluate.run import SEP, load_projections
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
@@ -21,7 +21,7 @@ def normalize(x: np.ndarray) -> np.ndarray:
 
 def train_image_embeddings(cache_index: str, projections: str, image_paths: Sequence[str]) -> np.ndarray:
     """(N, d) embeddings of the training images in `image_paths` order, from the base model's feature cache."""
-    from ..features import load_feature_cache
+    from ..finetune.features import load_feature_cache
 
     cache = load_feature_cache(cache_index)
     cached = cache["image_paths"].tolist()

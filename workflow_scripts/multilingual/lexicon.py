@@ -3,7 +3,7 @@
 Each language has its own vocabulary (synonyms per attribute value), its own word order (Italian puts
 adjectives after the noun; German inflects adjectives by gender and number), its own sentence templates
 and its own omission rates, so that a caption is a fresh description of the scene, never a translation
-of another language's caption. English is the world's own caption (workflow_scripts.world.human_caption).
+of another language's caption. English is the world's own caption (workflow_scripts.world.synthetic.human_caption).
 Every random choice comes from the generator passed in.
 """
 

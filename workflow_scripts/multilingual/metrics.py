@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 KS = (1, 5, 10)
 

@@ -2,7 +2,7 @@
 pivot)").
 
 Every aligned number is the mean over the sweep's seeds with its 95 % t interval and n
-(workflow_scripts.intervals.t_interval); the frozen baseline (one deterministic evaluation) stands beside
+(workflow_scripts.common.intervals.t_interval); the frozen baseline (one deterministic evaluation) stands beside
 it, and `diff` = aligned − frozen per seed with its own t interval. Every run is reported under both
 epoch-selection rules (column `rule`, align.RULES): `selected` (the epoch with the best validation macro
 R@1, ties to the earlier epoch) and `last` (the last epoch). The headline table adds a bootstrap interval
@@ -23,10 +23,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..aggregate import NO_ROWS, metric_bounds, with_note
-from ..errors import InputError
-from ..io import load_npz, run_cli, setup_logging, write_table
-from ..intervals import bootstrap_mean_ci, t_interval
+from ..report.aggregate import NO_ROWS, metric_bounds, with_note
+from ..common.errors import InputError
+from ..common.io import load_npz, run_cli, setup_logging, write_table
+from ..common.intervals import bootstrap_mean_ci, t_interval
 from .align import RULES, rule_key
 from .evaluate import FROZEN
 from .images import SEP
@@ -163,7 +163,7 @@ def figures(summary: pd.DataFrame, grams: pd.DataFrame, runs: list[dict], langua
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..figures import save_figure
+    from ..report.figures import save_figure
 
     langs = list(languages) + ["macro_other"]
     fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
@@ -210,7 +210,7 @@ NO_ZERO_SHOT = ("no zero-shot evaluation: multilingual.evaluate.zero_shot_sets i
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
+    from ..common.config import load_config
 
     ap = argparse.ArgumentParser(description="Multilingual alignment tables and figures.")
     ap.add_argument("--config", required=True)

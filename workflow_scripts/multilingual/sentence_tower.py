@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 if TYPE_CHECKING:                   # imported offline by load_sentence_model
     from sentence_transformers import SentenceTransformer

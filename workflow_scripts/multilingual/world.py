@@ -22,8 +22,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import InputError
-from ..io import run_cli, setup_logging, write_table
+from ..common.errors import InputError
+from ..common.io import run_cli, setup_logging, write_table
 from .lexicon import LANGUAGES
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,8 @@ def heldout_scenes(world_info: dict, heldout_csv: str | Path) -> pd.DataFrame:
     """The held-out pairs (image, English caption) with their scenes, regenerated from the world's seed and
     held-out streams (world.heldout_scenes); each regenerated caption must equal heldout.csv's (else the
     world was written with other settings)."""
-    from ..data import read_pairs_csv
-    from ..world import heldout_scenes as regenerate
+    from ..common.data import read_pairs_csv
+    from ..world.synthetic import heldout_scenes as regenerate
 
     paths, captions = read_pairs_csv(heldout_csv)
     scenes = regenerate(world_info, len(paths), captions, lambda i: f"{heldout_csv}:{i + 1}")
@@ -86,8 +86,8 @@ def caption_table(scenes: pd.DataFrame, english: Sequence[str], languages: Seque
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
-    from ..data import read_json, read_text_lines
+    from ..common.config import load_config
+    from ..common.data import read_json, read_text_lines
 
     ap = argparse.ArgumentParser(description="Multilingual captions of the embedded world (train + held-out).")
     ap.add_argument("--config", required=True)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import CONTROL_STRATEGY
-from ..intervals import cluster_bootstrap_spearman, t_interval
+from ..common.config import CONTROL_STRATEGY
+from ..common.intervals import cluster_bootstrap_spearman, t_interval
 
 RUN_KEYS = ["model", "kind", "strategy", "cs"]
 PURITY_METRIC = "avg_abs_cos_sim"

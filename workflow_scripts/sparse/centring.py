@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import evaluate
+from ..evaluate import run as evaluate
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

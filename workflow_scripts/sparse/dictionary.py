@@ -19,9 +19,9 @@ import re
 from collections import Counter
 from typing import Iterable, Sequence
 
-from ..data import read_text_lines
-from ..errors import InputError
-from ..io import run_cli, setup_logging, write_lines
+from ..common.data import read_text_lines
+from ..common.errors import InputError
+from ..common.io import run_cli, setup_logging, write_lines
 
 log = logging.getLogger(__name__)
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

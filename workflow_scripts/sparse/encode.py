@@ -22,10 +22,10 @@ import logging
 
 import numpy as np
 
-from ..config import check_model, load_config
-from ..data import read_pairs_csv
-from ..errors import InputError
-from ..io import derive_seed, run_cli, save_npz, setup_logging, torch_threads_from_env
+from ..common.config import check_model, load_config
+from ..common.data import read_pairs_csv
+from ..common.errors import InputError
+from ..common.io import derive_seed, run_cli, save_npz, setup_logging, torch_threads_from_env
 from .dictionary import read_vocabulary
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def encode(config: dict, model_name: str, checkpoint: str, vocabulary: str) -> d
     with sparse.captions, of those images' captions)."""
     import torch
 
-    from ..features import extract_image_features, extract_text_features
-    from ..models import get_tokenizer, load_model, preprocess_config
+    from ..finetune.features import extract_image_features, extract_text_features
+    from ..models.clip import get_tokenizer, load_model, preprocess_config
 
     sp, spec = config["sparse"], config["models"][model_name]
     concepts = read_vocabulary(vocabulary, sp["top_k"])

@@ -40,11 +40,11 @@ import time
 import numpy as np
 import pandas as pd
 
-from ..config import load_config
-from ..errors import InputError
-from ..evaluate import PAIR_SETS, SEP, load_projections, parse_tag, parse_tags, set_embeddings
-from ..io import load_npz, run_cli, setup_logging, torch_threads_from_env, write_table
-from ..zeroshot import zero_shot_logits
+from ..common.config import load_config
+from ..common.errors import InputError
+from ..evaluate.run import PAIR_SETS, SEP, load_projections, parse_tag, parse_tags, set_embeddings
+from ..common.io import load_npz, run_cli, setup_logging, torch_threads_from_env, write_table
+from ..evaluate.zeroshot import zero_shot_logits
 from . import centring, solver
 from .paths import decomposed_sets
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..aggregate import read_tables
-from ..config import CONTROL_STRATEGY, load_config
-from ..io import run_cli, setup_logging, write_table
+from ..report.aggregate import read_tables
+from ..common.config import CONTROL_STRATEGY, load_config
+from ..common.io import run_cli, setup_logging, write_table
 from . import aggregate as agg
 from .paths import decomposed_sets
 
@@ -51,7 +51,7 @@ def accuracy_vs_l0(summary: pd.DataFrame):
     """Sparse acc1 (evaluation sets) or R@1 (image-caption pairs) against mean l0 along the lambda sweep
     (mean over replicates), one panel per (model, set, modality): the pretrained model, the Cs = 0 control
     and each (strategy, Cs), with dense levels dotted."""
-    from ..figures import _grid, _palette
+    from ..report.figures import _grid, _palette
 
     summary = summary if "modality" in summary else summary.assign(modality="image")
     panels = list(summary.groupby(["model", "set", "modality"], sort=True))
@@ -85,7 +85,7 @@ def versus_purity_figure(runs: pd.DataFrame, table: pd.DataFrame, target_l0: flo
     control at Cs 0."""
     import matplotlib.pyplot as plt
 
-    from ..figures import _palette
+    from ..report.figures import _palette
 
     ft = runs[runs["kind"] == "finetune"]
     sets = sorted(ft["set"].unique())
@@ -146,7 +146,7 @@ def examples_figure(concepts: pd.DataFrame, image_paths: dict[str, list[str]], m
 
 def set_image_paths(config: dict, sets) -> dict[str, list[str]]:
     """Absolute image paths of the imagefolder sets, in the order their features were cached."""
-    from ..data import read_imagefolder
+    from ..common.data import read_imagefolder
 
     out = {}
     for name in sets:
@@ -160,8 +160,8 @@ def set_image_paths(config: dict, sets) -> dict[str, list[str]]:
 def pair_captions(path: str | None) -> dict[str, list[str]]:
     """The captions of the evaluation's image-caption pairs in feature order (the first rows of the pairs
     CSV: data.heldout_csv, else data.train_csv), under both pair-set names; {} without a CSV."""
-    from ..data import read_pairs_csv
-    from ..evaluate import PAIR_SETS
+    from ..common.data import read_pairs_csv
+    from ..evaluate.run import PAIR_SETS
 
     if not path:
         return {}
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     write(spearman, tables, "sparse_spearman")
     listed = agg.concept_table(concepts, pair_captions(args.pairs_csv))
     write(listed, tables, "sparse_concepts")
-    from ..figures import save_figure
+    from ..report.figures import save_figure
 
     save_figure(accuracy_vs_l0(summary), [figures / "sparse_accuracy_vs_l0.png", figures / "sparse_accuracy_vs_l0.svg"])
     save_figure(versus_purity_figure(runs, table, sp["target_l0"]) if not table.empty else _empty("no fine-tunes"),

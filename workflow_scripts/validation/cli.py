@@ -1,4 +1,4 @@
-"""The validation jobs at the head of the DAG (rules/validate.smk).
+"""The validation jobs at the head of the DAG (rules/validation.smk).
 
     python -m workflow_scripts.validation.cli text --train-csv T.csv --captions C.txt \\
         --rewrites R0.txt R1.txt --heldout-csv H.csv --out results/validate/text.json
@@ -23,9 +23,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from ..data import read_imagefolder
-from ..errors import InputError
-from ..io import run_cli, setup_logging, write_json, write_table
+from ..common.data import read_imagefolder
+from ..common.errors import InputError
+from ..common.io import run_cli, setup_logging, write_json, write_table
 from .images import ImageRecord, check_eval_set, check_images
 from .manifest import manifest_table
 from .problems import Problems
@@ -163,7 +163,7 @@ def validate_images(image_root: str, csvs: list[tuple[str, str]], folders: list[
 
 def _torchvision_sets(config: dict, config_path: str, names: list[str]) -> tuple[list[tuple[str, dict]], list[str]]:
     """(name, spec) of the named torchvision sets of a config, and its evaluate.templates."""
-    from ..evalsets import TORCHVISION_SETS
+    from ..common.evalsets import TORCHVISION_SETS
 
     ev = config["evaluate"]
     out = []
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     config = None
     if args.config:
-        from ..config import load_config
+        from ..common.config import load_config
 
         config = load_config(args.config)
     if args.command == "text":

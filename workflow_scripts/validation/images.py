@@ -17,7 +17,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple, Sequence
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 JPEG_END = b"\xff\xd9"
 TAIL_BYTES = 1024
@@ -81,7 +81,7 @@ def _check_chunk(files: Sequence[str]) -> list[ImageRecord]:
 
 def check_images(files: Sequence[str], workers: int = 1, chunk: int = 512, desc: str = "images") -> list[ImageRecord]:
     """check_image over many files, in order, with `workers` processes and a progress bar."""
-    from ..io import progress
+    from ..common.io import progress
 
     chunks = [files[i:i + chunk] for i in range(0, len(files), chunk)]
     bar = progress(total=len(files), desc=desc, unit="img")
@@ -117,8 +117,8 @@ def check_eval_set(name: str, spec: dict, default_templates: Sequence[str] = ("{
     """Open evaluation set `name` (config `evaluate.sets.<name>`) through evalsets.open_set and decode every
     item; never raises for bad data. A set that cannot be opened is one problem (the open_set error, which
     names the set and, where it can, the file); an item that cannot be decoded is one problem per item."""
-    from ..evalsets import open_set
-    from ..io import progress
+    from ..common.evalsets import open_set
+    from ..common.io import progress
 
     root = str(spec["root"])
     try:

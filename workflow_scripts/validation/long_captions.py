@@ -57,8 +57,8 @@ def _simple_tokenizer(context_length: int):
 
 def _text_config(arch: str) -> dict | None:
     """The text_cfg of `arch` from its JSON (the workflow's embedded configs, then open_clip's), or None."""
-    # models.CONFIG_DIR, not imported: validate_text would then depend on models.py (and rerun the DAG)
-    for path in (Path(__file__).resolve().parents[1] / "model_configs" / f"{arch}.json",
+    # models.clip.CONFIG_DIR, not imported: validate_text would then depend on models/clip.py (and rerun the DAG)
+    for path in (Path(__file__).resolve().parents[1] / "models" / "model_configs" / f"{arch}.json",
                  _open_clip_file("model_configs", f"{arch}.json")):
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8")).get("text_cfg", {})

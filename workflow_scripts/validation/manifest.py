@@ -3,7 +3,7 @@ format, mode, width, height).
 
 The workflow reads the manifest again when Snakemake starts (`changed_files`): an image whose size or
 mtime differs from its row, or that is gone, makes the validation job run again, and so everything that
-reads the images (rules/validate.smk). Replacing an image in place is therefore noticed without hashing
+reads the images (rules/validation.smk). Replacing an image in place is therefore noticed without hashing
 every file; a replacement that keeps both size and mtime (e.g. `cp -p` of a same-size file) is not.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..errors import InputError
+from ..common.errors import InputError
 
 log = logging.getLogger(__name__)
 

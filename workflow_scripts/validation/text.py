@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..data import IMAGE_SUFFIXES
+from ..common.data import IMAGE_SUFFIXES
 from .problems import Problems
 
 
