@@ -59,3 +59,14 @@ def test_damaged_file_error_names_the_file(tmp_path, damage):
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match=rf"{tmp_path / 'nope.pt'}: checkpoint not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_the_same_checkpoint_has_the_same_bytes_wherever_it_is_written(tmp_path):
+    """torch.save names its archive's folder after the file it writes: through atomic_path's random temporary
+    name that made every save differ; the bytes must depend on the content only."""
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    a = save_checkpoint(tmp_path / "a" / "checkpoint.pt", state, epoch=1, meta={"seed": 0})
+    b = save_checkpoint(tmp_path / "other-name.pt", state, epoch=1, meta={"seed": 0})
+    assert a.read_bytes() == b.read_bytes()
+    c = save_checkpoint(tmp_path / "c.pt", {"w": state["w"] + 1}, epoch=1, meta={"seed": 0})
+    assert c.read_bytes() != a.read_bytes()

@@ -1,6 +1,6 @@
 """Phase tracer for bench/job_startup.py, loaded by every Python process started with this folder on
 PYTHONPATH (Python imports `sitecustomize` at start-up). Only processes that run a workflow stage
-(`python -m workflow_scripts.<module>` or `torchrun ... -m workflow_scripts.<module>`) are traced.
+(`python -m workflow_scripts.<package>.<module>` or `torchrun ... -m workflow_scripts.<package>.<module>`) are traced.
 
 Wall time is split exclusively (nested phases pause their parent) into:
   imports  - outermost `import` statements (module bodies running at import time included)

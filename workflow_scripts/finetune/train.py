@@ -47,8 +47,9 @@ from ..common.config import check_model, load_config
 from ..common.data import read_pairs_csv, to_model_input
 from ..common.errors import InputError
 from .features import load_feature_cache
+from ..models.checkpoints import save_torch
 from ..common.io import (
-    atomic_path, config_hash, derive_seed, progress, run_cli, save_npz, setup_logging, write_lines,
+    config_hash, derive_seed, progress, run_cli, save_npz, setup_logging, write_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,7 @@ def train(head, features: Callable, n: int, settings: dict, seed: int, d: distri
         state = {"run_hash": run_hash, "epoch": epoch, "step": step, "sums": sums, "history": history,
                  "params": {k: p.detach().cpu() for k, p in zip(names, params)},
                  "optimizer": optimizer.state_dict()}
-        with atomic_path(resume_path) as tmp:
-            torch.save(state, tmp)
+        save_torch(state, resume_path)
 
     for epoch in range(start_epoch, epochs):
         order = epoch_batches(n, global_batch, seed, epoch)

@@ -47,9 +47,18 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]
     ckpt = {"epoch": int(epoch), "state_dict": state, "optimizer": optimizer, "meta": dict(meta or {}), **extra}
     _check_plain(ckpt, "checkpoint")
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+    save_torch(ckpt, path)
     return path
+
+
+def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save `obj` to `path` atomically, with the same bytes for the same content.
+
+    torch names the folder inside its zip archive after the file it is given, and atomic_path's temporary
+    name is random: saving through an open file object makes that folder `archive` on every save.
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def _unsupported_global(message: str) -> str | None:
