@@ -35,13 +35,12 @@ tokens = M.get_tokenizer("fp-test-vit")(["a red circle", "two blue squares"])
 arrays = {"image": model.encode_image(images).detach().numpy(), "text": model.encode_text(tokens).detach().numpy()}
 found["transformers_after_clip"] = "transformers" in sys.modules
 found["hf_module_had_transformers"] = open_clip.hf_model.transformers is not None
-if config_dir != "-":
-    open_clip.add_model_config(config_dir)
-    torch.manual_seed(0)
-    hf = M.build_model("tiny-hf-text")
-    hf_tokens = M.get_tokenizer("tiny-hf-text")(["a red circle", "two blue squares"])
-    arrays["hf_text"] = hf.encode_text(hf_tokens).detach().numpy()
-    found["hf_tower"] = type(hf.text).__name__
+open_clip.add_model_config(config_dir)
+torch.manual_seed(0)
+hf = M.build_model("tiny-hf-text")
+hf_tokens = M.get_tokenizer("tiny-hf-text")(["a red circle", "two blue squares"])
+arrays["hf_text"] = hf.encode_text(hf_tokens).detach().numpy()
+found["hf_tower"] = type(hf.text).__name__
 np.savez(out, **arrays)
 print(json.dumps(found))
 """
